@@ -1,0 +1,1 @@
+"""Execution backends. Each runs the same shard function (`personamine.shards.run.run_shard`)."""

@@ -1,0 +1,1 @@
+"""Run configs and the entry points (Python API and CLI)."""

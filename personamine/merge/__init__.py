@@ -1,0 +1,7 @@
+"""Top-k buffers, mergeable stats, and the one HDF5 file (writer and reader)."""
+
+from personamine.merge.hdf5 import MineResults, read_results, write_results
+from personamine.merge.stats import FeatureStats
+from personamine.merge.topk import Candidates, TopKBuffer
+
+__all__ = ["Candidates", "FeatureStats", "MineResults", "TopKBuffer", "read_results", "write_results"]

@@ -1,0 +1,1 @@
+"""Loading the truncated model, the early-stopped capture, and the SAE encoders."""

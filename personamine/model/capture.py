@@ -1,0 +1,35 @@
+"""Capture the residual stream after one layer and stop the forward pass there."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _StopForward(Exception):
+    pass
+
+
+@torch.inference_mode()
+def capture_residual(model: nn.Module, layer_module: nn.Module, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+    """Return the layer's output hidden states (B, T, D); nothing after that layer runs.
+
+    transformers 5 decoder layers return a Tensor, older ones a tuple whose first item is the hidden states.
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = layer_module.register_forward_hook(hook)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError("the capture hook never ran: is the layer part of this model's forward pass?")
+    return captured[0]

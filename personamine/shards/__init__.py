@@ -1,0 +1,1 @@
+"""Corpus → deterministic shards → token windows, and the one function that runs a shard."""

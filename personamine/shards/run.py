@@ -1,0 +1,207 @@
+"""The one function that runs one shard. The local and Ray backends both call it (with an engine each holds)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from personamine.jobs.config import MineConfig
+from personamine.merge.stats import HISTOGRAM_EDGES, N_BINS, FeatureStats
+from personamine.merge.topk import Candidates, TopKBuffer
+from personamine.model.capture import capture_residual
+from personamine.model.loading import LoadedModel, load_model
+from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
+from personamine.shards.corpus import Corpus, CorpusSpec
+from personamine.shards.plan import Shard
+from personamine.shards.windows import (
+    Window,
+    WindowBatch,
+    build_batch,
+    cut_windows,
+    pack_batches,
+    sink_prefix_ids,
+    special_token_ids,
+    tokenize,
+)
+
+_TOKENIZE_DOCS = 64
+
+
+@dataclass
+class ShardResult:
+    shard: Shard
+    buffer: TopKBuffer
+    stats: FeatureStats
+    seconds: float = 0.0
+
+
+def corpus_spec(config: MineConfig) -> CorpusSpec:
+    return CorpusSpec(config.corpus, config.corpus_config, config.split, config.text_column, config.streaming)
+
+
+def load_sae_for(config: MineConfig, loaded: LoadedModel) -> SaeInfo:
+    ae_path, config_path = resolve_sae_files(config.sae, config.layer, config.sae_trainer)
+    info = read_sae_info(ae_path, config_path)
+    validate_sae(info, hidden_size=loaded.hidden_size, layer=config.layer,
+                 allow_uncalibrated=config.allow_uncalibrated)
+    return info
+
+
+class MiningEngine:
+    """Everything a worker loads once: the truncated model, the targeted encoder, the corpus handle."""
+
+    def __init__(self, config: MineConfig, features: np.ndarray, loaded: LoadedModel | None = None) -> None:
+        self.config = config
+        self.loaded = loaded or load_model(config.model, config.layer, dtype=config.dtype, device=config.device,
+                                           gguf_file=config.gguf_file, revision=config.revision)
+        self.sae = load_sae_for(config, self.loaded)
+        self.encoder = SaeEncoder(self.sae.ae_path, features, device=self.loaded.device,
+                                  chunk_size=config.feature_chunk)
+        tokenizer = self.loaded.tokenizer
+        self.prefix = sink_prefix_ids(tokenizer, config.sink_prefix)
+        self.special_ids = special_token_ids(tokenizer, self.prefix)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else self.prefix[0])
+        self.batch_tokens = config.batch_tokens or (32768 if self.loaded.device.type == "cuda" else 2048)
+        self.corpus = Corpus(corpus_spec(config))
+        self.edges = torch.tensor(HISTOGRAM_EDGES[1:-1], dtype=torch.float32, device=self.loaded.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    def batches(self, shard: Shard, counters: dict[str, int]) -> Iterator[WindowBatch]:
+        cfg = self.config
+        for group in pack_batches(self._windows(shard, counters), self.batch_tokens):
+            yield build_batch(group, prefix_len=len(self.prefix), ctx_len=cfg.ctx_len, pad_id=self.pad_id,
+                              special_ids=self.special_ids, device=self.device)
+
+    def _windows(self, shard: Shard, counters: dict[str, int]) -> Iterator[Window]:
+        docs: list[tuple[int, str]] = []
+        for offset, text in enumerate(self.corpus.texts(shard.doc_start, shard.doc_end)):
+            counters["n_documents"] += 1
+            if not isinstance(text, str):
+                counters["rows_skipped"] += 1
+                continue
+            docs.append((shard.doc_start + offset, text))
+            if len(docs) == _TOKENIZE_DOCS:
+                yield from self._cut(docs)
+                docs = []
+        yield from self._cut(docs)
+
+    def _cut(self, docs: list[tuple[int, str]]) -> Iterator[Window]:
+        for (index, _), ids in zip(docs, tokenize(self.loaded.tokenizer, [t for _, t in docs]), strict=True):
+            yield from cut_windows(index, ids, self.prefix, self.config.ctx_len)
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Produce items on a thread so tokenization overlaps the forward pass (both release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer with its traceback
+            q.put(exc)
+        q.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
+
+
+class _Accumulator:
+    """Per-shard buffers and stats, updated batch by batch on the device."""
+
+    def __init__(self, engine: MiningEngine) -> None:
+        cfg = engine.config
+        n = engine.encoder.n_features
+        dev = engine.device
+        self.buffer = TopKBuffer.empty(n, cfg.top_k, cfg.ctx_len, cfg.dedupe)
+        self.floor = torch.zeros(n, dtype=torch.float32, device=dev)
+        self.active = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.total = torch.zeros(n, dtype=torch.float64, device=dev)
+        self.max = torch.zeros(n, dtype=torch.float32, device=dev)
+        self.hist = torch.zeros(n * N_BINS, dtype=torch.int64, device=dev)
+        self.edges = engine.edges
+
+    def add(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor, scored: torch.Tensor) -> None:
+        """acts: [B, T, F_chunk], already zero where a token is not scored."""
+        flat = acts[scored]
+        positive = flat > 0
+        self.active[start:end] += positive.sum(0)
+        self.total[start:end] += flat.sum(0, dtype=torch.float64)
+        self.max[start:end] = torch.maximum(self.max[start:end], acts.amax(dim=(0, 1)))
+        rows, cols = positive.nonzero(as_tuple=True)
+        if rows.numel():
+            bins = torch.bucketize(flat[rows, cols], self.edges, right=True)
+            self.hist.index_add_(0, (cols + start) * N_BINS + bins, torch.ones_like(bins))
+        scores = acts.amax(dim=1)  # [B, F_chunk]
+        hit = (scores > 0) & (scores >= self.floor[start:end])
+        b_idx, f_idx = hit.nonzero(as_tuple=True)
+        if b_idx.numel() == 0:
+            return
+        per_token = acts[b_idx, :, f_idx]  # [N, width]
+        b_np = b_idx.cpu().numpy()
+        width = per_token.shape[1]
+        act_rows = np.zeros((b_np.size, batch.token_ids.shape[1]), np.float32)
+        act_rows[:, :width] = per_token.float().cpu().numpy()
+        feature = f_idx.cpu().numpy().astype(np.int64) + start
+        self.buffer.update(Candidates(
+            feature=feature, score=scores[b_idx, f_idx].cpu().numpy().astype(np.float32),
+            document=batch.document[b_np], window_start=batch.start[b_np], length=batch.length[b_np],
+            token_ids=batch.token_ids[b_np], activations=act_rows,
+        ))
+        touched = np.unique(feature)
+        self.floor[torch.from_numpy(touched).to(self.floor.device)] = torch.from_numpy(
+            self.buffer.floor()[touched]).to(self.floor.device)
+
+    def stats(self, counters: dict[str, int]) -> FeatureStats:
+        n = self.active.numel()
+        return FeatureStats(
+            active_tokens=self.active.cpu().numpy(), activation_sum=self.total.cpu().numpy(),
+            max=self.max.cpu().numpy(), histogram=self.hist.view(n, N_BINS).cpu().numpy(), counters=counters,
+        )
+
+
+@torch.inference_mode()
+def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None] | None = None) -> ShardResult:
+    """Stream one shard's documents through capture + encoder; return its top-k buffers and stats."""
+    import time
+
+    began = time.perf_counter()
+    cfg = engine.config
+    counters = FeatureStats.empty(0).counters
+    acc = _Accumulator(engine)
+    for batch in _prefetch(engine.batches(shard, counters)):
+        hidden = capture_residual(engine.loaded.model, engine.loaded.layer_module, batch.input_ids,
+                                  batch.attention_mask)
+        eligible = batch.content & ~batch.special
+        scored = eligible
+        if cfg.norm_filter > 0:
+            norms = hidden.float().norm(dim=-1)
+            median = torch.where(eligible, norms, torch.nan).nanmedian(dim=1).values
+            outlier = eligible & (norms > cfg.norm_filter * median[:, None])
+            scored = eligible & ~outlier
+            counters["tokens_norm_filtered"] += int(outlier.sum())
+        counters["n_windows"] += int(batch.input_ids.shape[0])
+        counters["tokens_fed"] += int(batch.attention_mask.sum())
+        counters["tokens_scored"] += int(scored.sum())
+        counters["tokens_special"] += int(batch.special.sum())
+        mask = scored.unsqueeze(-1)
+        for start, end, acts in engine.encoder.iter_encode(hidden):
+            acc.add(batch, start, end, acts * mask, scored)
+        if on_batch is not None:
+            on_batch(int(batch.attention_mask.sum()))
+    return ShardResult(shard, acc.buffer, acc.stats(counters), time.perf_counter() - began)

@@ -1,0 +1,93 @@
+"""Shared session fixtures: a tiny random Llama + tokenizer, a calibrated SAE release, a pre-filled
+offline hub cache and a small corpus. All built locally from ``fixtures.py``; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+# The hub/datasets/transformers libraries read these at import time, so they must be set before any
+# test module (or this conftest) imports them. HF_HOME points at a throwaway dir so ~/.cache is never
+# read or written and a pre-filled hub cache is the only thing offline loads can see.
+HF_HOME = Path(tempfile.mkdtemp(prefix="personamine-hf-home-"))
+atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = str(HF_HOME)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+# These would override the HF_HOME-derived locations, so drop any inherited values.
+_CACHE_OVERRIDES = (
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_DATASETS_CACHE",
+    "TRANSFORMERS_CACHE",
+    "HF_XET_CACHE",
+)
+for _var in _CACHE_OVERRIDES:
+    os.environ.pop(_var, None)
+
+if "huggingface_hub" in sys.modules:  # imported early (e.g. by a plugin): patch the cached constants
+    from huggingface_hub import constants as _hub_constants
+
+    _hub_constants.HF_HOME = str(HF_HOME)
+    _hub_constants.HF_HUB_CACHE = str(HF_HOME / "hub")
+    _hub_constants.HF_HUB_OFFLINE = True
+
+# tests/ is not a package; make ``import fixtures`` work no matter how pytest was invoked.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fixtures as fx  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def hf_home() -> Path:
+    """The session's private HF_HOME (hub cache lives in ``hf_home / "hub"``)."""
+    return HF_HOME
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random 4-layer, 64-wide ``LlamaForCausalLM`` + byte-level BPE tokenizer that prepends ``<s>``."""
+    return fx.make_tiny_model(tmp_path_factory.mktemp("tiny-model"), add_bos=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_nobos(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same weights as ``tiny_model_dir``; tokenizer defines ``<s>`` but never adds it (SmolLM2-like)."""
+    out = tmp_path_factory.mktemp("tiny-model-nobos")
+    return fx.make_tiny_model_variant(tiny_model_dir, out, add_bos=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Release root with ``resid_post_layer_2/trainer_0/{ae.pt,config.json}`` tuned to the tiny model."""
+    root = tmp_path_factory.mktemp("tiny-sae")
+    fx.make_calibrated_sae_release(root, tiny_model_dir, layer=fx.SAE_LAYER)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_repo(tiny_sae_dir: Path, hf_home: Path) -> str:
+    """Repo id whose files are served from the offline hub cache by ``hf_hub_download``."""
+    fx.populate_hub_cache(fx.TINY_SAE_REPO_ID, tiny_sae_dir, hub_cache=hf_home / "hub")
+    return fx.TINY_SAE_REPO_ID
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 valid docs (short, long, one duplicated pair) + a ``null`` and an integer ``text`` row."""
+    return fx.write_corpus_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The jsonl corpus minus its two malformed rows, as parquet."""
+    return fx.write_corpus_parquet(tmp_path_factory.mktemp("corpus-parquet") / "corpus.parquet")
