@@ -14,10 +14,11 @@ from personamine.errors import PersonamineError
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
-# Fields that change how a run executes but never what it computes: a resume may change them.
+# Fields that change how a run executes but not what it computes (batch shapes only move float rounding):
+# a resume may change them.
 EXECUTION_FIELDS = frozenset(
     {"output", "work_dir", "backend", "ray_address", "num_actors", "actor_num_gpus", "actor_num_cpus",
-     "progress", "max_shard_retries"}
+     "progress", "max_shard_retries", "batch_tokens", "feature_chunk"}
 )
 
 

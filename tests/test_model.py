@@ -1,0 +1,96 @@
+"""Truncated loading, the early-stop hook, and targeted SAE reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import torch
+from fixtures import SAE_LAYER, TINY_NUM_LAYERS
+
+from personamine.model.capture import capture_residual
+from personamine.model.loading import load_model
+from personamine.model.sae import SaeEncoder, resolve_sae_files
+
+
+def test_only_layers_up_to_l_are_loaded_and_nothing_after_runs(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    loaded = load_model(str(tiny_model_dir), SAE_LAYER)
+    assert len(loaded.model.layers) == SAE_LAYER + 1 < TINY_NUM_LAYERS
+    calls = []
+    loaded.model.norm.register_forward_hook(lambda *a: calls.append("norm"))
+    ids = loaded.tokenizer(["the cat sleeps in the garden", "I think"], return_tensors="pt", padding=True)
+    h = capture_residual(loaded.model, loaded.layer_module, ids["input_ids"], ids["attention_mask"])
+    assert calls == []  # the final norm (after every layer) never ran
+    full = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        ref = full(**ids, output_hidden_states=True).hidden_states[SAE_LAYER + 1]
+    mask = ids["attention_mask"].bool()
+    assert torch.equal(h[mask], ref[mask])
+
+
+def test_tuple_returning_layers_are_handled():
+    class Layer(torch.nn.Module):
+        def forward(self, x):
+            return (x * 2, "cache")
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([Layer(), Layer()])
+
+        def forward(self, input_ids, attention_mask, use_cache):
+            x = input_ids.float()
+            for layer in self.layers:
+                x = layer(x)[0]
+            raise AssertionError("the forward should have stopped")
+
+    model = Model()
+    out = capture_residual(model, model.layers[0], torch.ones(1, 3), torch.ones(1, 3))
+    assert torch.equal(out, torch.full((1, 3), 2.0))
+
+
+def test_targeted_encoder_equals_full_encode(tiny_sae_dir):
+    from dictionary_learning.trainers import BatchTopKSAE
+
+    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    sae = BatchTopKSAE.from_pretrained(str(ae), device="cpu")
+    x = torch.randn(50, 64) * 3
+    features = np.array([7, 3, 200, 255, 0])
+    got = SaeEncoder(ae, features, device=torch.device("cpu")).encode(x)
+    want = sae.encode(x)[:, features]
+    assert torch.equal(got, want)
+    assert (want > 0).any()
+    chunked = SaeEncoder(ae, np.arange(256), device=torch.device("cpu"), chunk_size=37).encode(x)
+    assert torch.equal(chunked, sae.encode(x))
+
+
+def test_targeted_mode_reads_only_the_needed_rows(tmp_path):
+    """In a fresh process, a 20-row read of a 512 MiB SAE stays far below the file's size in RSS."""
+    script = textwrap.dedent(f"""
+        import resource, sys, numpy as np, torch
+        sys.path.insert(0, {str(tmp_path)!r})
+        from personamine.model.sae import SaeEncoder
+        from pathlib import Path
+        path = Path({str(tmp_path / "big.pt")!r})
+        torch.save({{"encoder.weight": torch.randn(65536, 2048), "encoder.bias": torch.zeros(65536),
+                    "decoder.weight": torch.zeros(1, 1), "b_dec": torch.zeros(2048),
+                    "threshold": torch.tensor(0.5), "k": torch.tensor(32, dtype=torch.int32)}}, path)
+        import gc; gc.collect()
+        import psutil
+        before = psutil.Process().memory_info().rss
+        mode = sys.argv[1]
+        if mode == "targeted":
+            enc = SaeEncoder(path, np.arange(0, 65536, 3277)[:20], device=torch.device("cpu"))
+        else:
+            state = torch.load(path, weights_only=True)
+            w = state["encoder.weight"].clone()
+        print((psutil.Process().memory_info().rss - before) // 2**20)
+    """)
+    grow = {mode: int(subprocess.run([sys.executable, "-c", script, mode], check=True, capture_output=True,
+                                     text=True).stdout.split()[-1]) for mode in ("targeted", "whole")}
+    assert grow["whole"] > 400
+    assert grow["targeted"] < 50, grow

@@ -1,0 +1,110 @@
+"""The Ray backend on a real local Ray with fake GPUs: same output as the local backend, faults handled."""
+
+from __future__ import annotations
+
+import logging
+
+import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
+import pytest
+from ray_helpers import assert_identical_datasets
+from test_mine import mine_kwargs
+
+import personamine
+from personamine.cluster.ray_backend import FAIL_SHARD_ENV, KILL_ONCE_ENV, actor_spec
+from personamine.errors import PersonamineError
+from personamine.jobs.config import MineConfig
+
+N_SHARDS = 6
+# Several batches per shard, so an injected fault lands mid-shard.
+RUN = dict(n_shards=N_SHARDS, batch_tokens=96)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module (its start-up is the slow part): 2 CPUs, 2 fake GPUs."""
+    with ray_helpers.local_ray(num_cpus=2, num_gpus=2) as temp:
+        yield temp
+
+
+@pytest.fixture(scope="module")
+def local_output(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local")
+    return personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp, **RUN))
+
+
+def _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, **extra):
+    return mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path, backend="ray", **RUN,
+                       **extra)
+
+
+def _requeued(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "requeued" in r.getMessage()]
+
+
+def test_actor_spec_defaults():
+    cfg = MineConfig()
+    assert actor_spec(cfg, {"CPU": 16, "GPU": 8}, 100).count == 8
+    assert actor_spec(cfg, {"CPU": 16, "GPU": 8}, 3).count == 3  # never more actors than shards
+    no_gpu = actor_spec(cfg, {"CPU": 16}, 100)
+    assert (no_gpu.count, no_gpu.num_gpus) == (1, 0.0)
+    half = actor_spec(cfg.replace(actor_num_gpus=0.5), {"GPU": 4}, 100)
+    assert (half.count, half.num_gpus) == (8, 0.5)
+    assert actor_spec(cfg.replace(num_actors=3, actor_num_cpus=2), {"GPU": 8}, 100).count == 3
+    with pytest.raises(PersonamineError, match="num_actors"):
+        actor_spec(cfg.replace(num_actors=0), {}, 10)
+
+
+def test_two_actors_on_fake_gpus_equal_local(ray_session, local_output, tiny_model_dir, tiny_sae_dir,
+                                             tiny_corpus_jsonl, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="personamine.cluster.ray_backend")
+    done = []
+    out = personamine.mine(**_ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path),
+                           on_shard_done=lambda r: done.append(r.shard.index))
+    assert sorted(done) == list(range(N_SHARDS))
+    assert any("ray: 2 actor(s), num_gpus=1 num_cpus=1" in r.getMessage() for r in caplog.records)
+    assert _requeued(caplog) == []
+    assert_identical_datasets(local_output, out)
+
+
+def test_actor_killed_mid_shard_is_replaced_and_output_unchanged(ray_session, local_output, tiny_model_dir,
+                                                                 tiny_sae_dir, tiny_corpus_jsonl, tmp_path,
+                                                                 monkeypatch, caplog):
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv(KILL_ONCE_ENV, f"{marker}:2")
+    out = personamine.mine(**_ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path / "run"))
+    assert marker.exists(), "the injected kill never happened"
+    requeued = _requeued(caplog)
+    assert len(requeued) == 1 and "shard-00002" in requeued[0], requeued
+    assert_identical_datasets(local_output, out)
+
+
+def test_always_failing_shard_ends_the_run_naming_it(ray_session, tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl,
+                                                     tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(FAIL_SHARD_ENV, "4")
+    kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, max_shard_retries=2)
+    with pytest.raises(PersonamineError) as info:
+        personamine.mine(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("shard-00004 (documents ")
+    assert "failed 3 time(s)" in message and "RuntimeError: injected failure in shard-00004" in message
+    assert len(_requeued(caplog)) == 2
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_interrupted_driver_resumes_from_checkpoints(ray_session, local_output, tiny_model_dir, tiny_sae_dir,
+                                                     tiny_corpus_jsonl, tmp_path):
+    kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path)
+    first: list[int] = []
+
+    def stop_after_two(result):
+        first.append(result.shard.index)
+        if len(first) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        personamine.mine(**kwargs, on_shard_done=stop_after_two)
+    second: list[int] = []
+    out = personamine.mine(**kwargs, on_shard_done=lambda r: second.append(r.shard.index))
+    assert sorted(first + second) == list(range(N_SHARDS))  # nothing finished was recomputed
+    assert_identical_datasets(local_output, out)

@@ -1,0 +1,51 @@
+"""Windowing: every content token is scored exactly once, never at position 0; special tokens never."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from personamine.merge.topk import TOKEN_FILL
+from personamine.shards.windows import build_batch, cut_windows, pack_batches, sink_prefix_ids, special_token_ids
+
+
+@pytest.mark.parametrize("n_tokens", [0, 1, 13, 14, 15, 100])
+def test_windows_cover_each_token_once(n_tokens):
+    prefix = [1, 2]
+    ids = list(range(100, 100 + n_tokens))
+    windows = list(cut_windows(3, ids, prefix, ctx_len=16))
+    seen = [t for w in windows for t in w.tokens[2:].tolist()]
+    assert seen == ids
+    assert all(w.tokens[:2].tolist() == prefix and w.tokens.size <= 16 for w in windows)
+    assert [w.start for w in windows] == list(range(0, n_tokens, 14))
+
+
+def test_batches_mask_prefix_padding_and_special_ids():
+    windows = list(cut_windows(0, [5, 6, 7, 0, 8], [1], ctx_len=4)) + list(cut_windows(1, [9], [1], ctx_len=4))
+    batch = build_batch(windows, prefix_len=1, ctx_len=4, pad_id=0, special_ids=np.array([0, 1]),
+                        device=torch.device("cpu"))
+    assert batch.input_ids.tolist() == [[1, 5, 6, 7], [1, 0, 8, 0], [1, 9, 0, 0]]
+    assert batch.content.tolist() == [[False, True, True, True], [False, True, True, False],
+                                      [False, True, False, False]]
+    # A real token with the pad/special id (id 0 at doc 0 offset 3) is content but never scored.
+    assert batch.special.tolist() == [[False] * 4, [False, True, False, False], [False] * 4]
+    assert batch.token_ids[2].tolist() == [1, 9, TOKEN_FILL, TOKEN_FILL]
+
+
+def test_pack_batches_respects_the_token_budget_and_keeps_every_window():
+    rng = np.random.default_rng(0)
+    windows = [w for d in range(30) for w in cut_windows(d, list(rng.integers(5, 50, rng.integers(1, 60))), [1], 16)]
+    batches = list(pack_batches(windows, batch_tokens=64))
+    assert sorted((w.document, w.start) for b in batches for w in b) == sorted((w.document, w.start) for w in windows)
+    assert all(len(b) * max(w.tokens.size for w in b) <= 64 for b in batches)
+
+
+def test_sink_prefix(tiny_model_dir, tiny_model_dir_nobos):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert sink_prefix_ids(tok) == [tok.bos_token_id]
+    nobos = AutoTokenizer.from_pretrained(tiny_model_dir_nobos)
+    assert sink_prefix_ids(nobos) == [nobos.eos_token_id, nobos.bos_token_id]
+    assert sink_prefix_ids(nobos, ["<pad>", "<s>"]) == [nobos.pad_token_id, nobos.bos_token_id]
+    assert set(special_token_ids(tok, [tok.bos_token_id])) >= {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
