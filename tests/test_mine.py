@@ -152,7 +152,7 @@ def test_no_bos_tokenizer_gets_a_two_token_sink_prefix(tiny_model_dir_nobos, tin
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir_nobos)
-    prefix = [tok.eos_token_id, tok.bos_token_id]
+    prefix = [tok.unk_token_id, tok.bos_token_id]
     ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
     ref = reference_topk(tiny_model_dir_nobos, ae, load_texts(tiny_corpus_jsonl), layer=SAE_LAYER,
                          features=FEATURES, ctx_len=16, top_k=None, prefix=prefix)

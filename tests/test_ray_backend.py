@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
 import pytest
+import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
 from ray_helpers import assert_identical_datasets
 from test_mine import mine_kwargs
 

@@ -46,6 +46,6 @@ def test_sink_prefix(tiny_model_dir, tiny_model_dir_nobos):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert sink_prefix_ids(tok) == [tok.bos_token_id]
     nobos = AutoTokenizer.from_pretrained(tiny_model_dir_nobos)
-    assert sink_prefix_ids(nobos) == [nobos.eos_token_id, nobos.bos_token_id]
+    assert sink_prefix_ids(nobos) == [nobos.unk_token_id, nobos.bos_token_id]
     assert sink_prefix_ids(nobos, ["<pad>", "<s>"]) == [nobos.pad_token_id, nobos.bos_token_id]
     assert set(special_token_ids(tok, [tok.bos_token_id])) >= {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}

@@ -88,5 +88,46 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _submit_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", help="TOML job file")
+    parser.add_argument("--address", required=True, help="the cluster's Jobs API, e.g. http://HEAD:8265")
+    parser.add_argument("--wait", action="store_true", help="follow the job's logs; exit 0 only if it SUCCEEDED")
+    parser.add_argument("--working-dir", default=None, metavar="DIR",
+                        help="upload DIR as the job's working dir (the job file must be inside it)")
+    parser.add_argument("--pip", action="append", default=None, metavar="REQ",
+                        help="pip requirement to install for the job, e.g. 'personamine[ray]' (repeatable)")
+    parser.add_argument("--output", default=None, help="output path on the cluster (overrides the job file)")
+
+
+@command("submit")(_submit_flags)
+def _submit(args: argparse.Namespace) -> int:
+    from personamine.jobs.submit import submit
+
+    result = submit(args.job, args.address, wait=args.wait, working_dir=args.working_dir, pip=args.pip,
+                    output=args.output, stream=sys.stdout)
+    if not args.wait:
+        print(result.job_id)  # alone on stdout, for JOB=$(personamine submit ...)
+        return 0
+    print(f"personamine: job {result.job_id} {result.status}", file=sys.stderr)
+    return 0 if result.succeeded else 1
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _report_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="a mining HDF5 file")
+    parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: RESULTS with .html)")
+    parser.add_argument("--discovery", default=None, help="a discovery file: adds scores and per-prompt activations")
+    parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
+
+
+@command("report")(_report_flags)
+def _report(args: argparse.Namespace) -> int:
+    from personamine.jobs.config import parse_feature_list
+    from personamine.report import report
+
+    features = parse_feature_list(args.features) if args.features else None
+    print(f"wrote {report(args.results, args.output, discovery=args.discovery, features=features)}")
+    return 0

@@ -53,6 +53,7 @@ class MineConfig:
     sink_prefix: list[str] | None = None
     norm_filter: float = 10.0
     dedupe: bool = True
+    samples_per_interval: int = 5  # interval samples kept per feature and activation interval (0: none)
     # execution
     n_shards: int = 16
     batch_tokens: int | None = None
@@ -74,6 +75,8 @@ class MineConfig:
             raise PersonamineError(f"ctx_len must be at least 4, got {self.ctx_len}")
         if self.top_k < 1:
             raise PersonamineError(f"top_k must be at least 1, got {self.top_k}")
+        if self.samples_per_interval < 0:
+            raise PersonamineError(f"samples_per_interval must not be negative, got {self.samples_per_interval}")
         if self.n_shards < 1:
             raise PersonamineError(f"n_shards must be at least 1, got {self.n_shards}")
         if self.backend not in ("local", "ray"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from personamine.jobs.config import MineConfig
 from personamine.jobs.features import resolve_features
 from personamine.jobs.workdir import WorkDir
 from personamine.merge.hdf5 import write_results
+from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TOKEN_FILL, TopKBuffer
 from personamine.model.loading import check_layer, load_config, load_tokenizer
+from personamine.model.logit_lens import LogitLens, logit_lens
 from personamine.model.sae import SaeInfo, read_sae_info, resolve_sae_files, validate_sae
 from personamine.shards.corpus import Corpus
 from personamine.shards.plan import count_documents, plan_shards
@@ -53,14 +56,33 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
     return {i: (str(p), tokenizer.decode([i])) for i, p in zip(ids, pieces, strict=True)}
 
 
-def reduce_results(results: list[ShardResult]) -> tuple[TopKBuffer, FeatureStats]:
-    """Merge shard results in shard order (selections do not depend on the order; float sums would)."""
+def reduce_results(results: list[ShardResult]) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
+    """Merge shard results in shard order (selections do not depend on the order; float sums would).
+
+    Interval samples are None when any shard has none (a checkpoint written before they existed).
+    """
     ordered = sorted(results, key=lambda r: r.shard.index)
-    buffer, stats = ordered[0].buffer, ordered[0].stats
+    buffer, stats, samples = ordered[0].buffer, ordered[0].stats, ordered[0].samples
     for result in ordered[1:]:
         buffer = buffer.merge(result.buffer)
         stats = stats.merge(result.stats)
-    return buffer, stats
+        samples = samples.merge(result.samples) if samples is not None and result.samples is not None else None
+    return buffer, stats, samples
+
+
+def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
+    """The features' logit lens, or None with a warning: a finished mining run must not fail on it."""
+    from personamine.model.loading import pick_device
+
+    if cfg.gguf_file:
+        warnings.warn("logit lens skipped: it reads safetensors weights and the model is a GGUF file", stacklevel=3)
+        return None
+    try:
+        return logit_lens(cfg.model, plan.sae.ae_path, plan.features, n_vocab=len(plan.tokenizer),
+                          revision=cfg.revision, device=pick_device(cfg.device))
+    except PersonamineError as exc:
+        warnings.warn(f"logit lens skipped: {exc}", stacklevel=3)
+        return None
 
 
 def mine(config: MineConfig | str | Path | None = None, /, *,
@@ -99,9 +121,13 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
             run_local(cfg, plan.features, todo, on_result, progress.tokens)
     finally:
         progress.close()
-    buffer, stats = reduce_results([work.load(s) for s in plan.shards])
+    buffer, stats, samples = reduce_results([work.load(s) for s in plan.shards])
+    lens = _logit_lens(cfg, plan)
+    shown = [buffer.token_ids.ravel()] + ([samples.token_ids.ravel()] if samples is not None else []) + (
+        [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
     return write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats,
-                         attrs=output_attrs(cfg, plan, stats), vocab=_vocab(plan.tokenizer, buffer.token_ids))
+                         attrs=output_attrs(cfg, plan, stats), vocab=_vocab(plan.tokenizer, np.concatenate(shown)),
+                         samples=samples, logit_lens=lens)
 
 
 def output_attrs(cfg: MineConfig, plan: Plan, stats: FeatureStats) -> dict[str, Any]:

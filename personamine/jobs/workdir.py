@@ -10,6 +10,7 @@ import numpy as np
 
 from personamine.errors import PersonamineError
 from personamine.jobs.config import EXECUTION_FIELDS, MineConfig
+from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.shards.plan import Shard
@@ -59,6 +60,8 @@ class WorkDir:
 
         arrays = {f"buffer_{k}": v for k, v in result.buffer.arrays().items()}
         arrays.update({f"stats_{k}": v for k, v in result.stats.arrays().items()})
+        if result.samples is not None:
+            arrays.update({f"samples_{k}": v for k, v in result.samples.arrays().items()})
         arrays["seconds"] = np.float64(result.seconds)
         blob = io.BytesIO()
         np.savez(blob, **arrays)
@@ -69,4 +72,6 @@ class WorkDir:
             buffer = TopKBuffer.from_arrays({k[7:]: data[k] for k in data.files if k.startswith("buffer_")},
                                             dedupe=self.config.dedupe)
             stats = FeatureStats.from_arrays({k[6:]: data[k] for k in data.files if k.startswith("stats_")})
-            return ShardResult(shard, buffer, stats, float(data["seconds"]))
+            sample_arrays = {k[8:]: data[k] for k in data.files if k.startswith("samples_")}
+            samples = SampleBuffer.from_arrays(sample_arrays, dedupe=self.config.dedupe) if sample_arrays else None
+            return ShardResult(shard, buffer, stats, float(data["seconds"]), samples)

@@ -1,4 +1,8 @@
-"""The one output file (schema ``personamine.mine`` version 1), written atomically, and its reader."""
+"""The one output file (schema ``personamine.mine`` version 2), written atomically, and its reader.
+
+Version 2 added the ``samples/`` group (interval samples, see ``personamine.merge.samples``) and the
+``logit_lens/`` group; everything else is as in version 1, and version 1 files still read (no samples, no lens).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,15 @@ import h5py
 import numpy as np
 
 from personamine.errors import PersonamineError
+from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
 from personamine.merge.topk import TopKBuffer
+from personamine.model.logit_lens import LogitLens
 
 FORMAT = "personamine.mine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _STR = h5py.string_dtype("utf-8")
+NUL_SHOWN = "\u2400"
 
 
 def atomic_h5(path: Path):
@@ -26,8 +33,13 @@ def atomic_h5(path: Path):
     return tmp, h5py.File(tmp, "w", track_order=True)
 
 
+def _packed(group: h5py.Group, name: str, data: np.ndarray) -> None:
+    group.create_dataset(name, data=data, compression="gzip", compression_opts=4, shuffle=True)
+
+
 def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuffer, stats: FeatureStats,
-                  attrs: dict, vocab: dict[int, tuple[str, str]] | None = None) -> Path:
+                  attrs: dict, vocab: dict[int, tuple[str, str]] | None = None, samples: SampleBuffer | None = None,
+                  logit_lens: LogitLens | None = None) -> Path:
     path = Path(path)
     tmp, f = atomic_h5(path)
     try:
@@ -40,8 +52,7 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
             top = f.create_group("top")
             top.create_dataset("score", data=buffer.score.astype(np.float32))
             for name, dtype in (("token_ids", np.int32), ("activations", np.float32)):
-                top.create_dataset(name, data=getattr(buffer, name).astype(dtype), compression="gzip",
-                                   compression_opts=4, shuffle=True)
+                _packed(top, name, getattr(buffer, name).astype(dtype))
             top.create_dataset("document", data=buffer.document.astype(np.int64))
             top.create_dataset("window_start", data=buffer.window_start.astype(np.int64))
             top.create_dataset("length", data=buffer.length.astype(np.int32))
@@ -54,17 +65,50 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
             st.create_dataset("histogram_edges", data=HISTOGRAM_EDGES)
             for key, value in stats.counters.items():
                 st.attrs[key] = int(value)
+            if samples is not None:
+                _write_samples(f.create_group("samples"), samples)
+            if logit_lens is not None:
+                lens = f.create_group("logit_lens")
+                for key, value in logit_lens.attrs.items():
+                    lens.attrs[key] = value
+                for name, value in logit_lens.arrays().items():
+                    lens.create_dataset(name, data=value)
             if vocab:
                 ids = np.array(sorted(vocab), dtype=np.int32)
                 tok = f.create_group("tokens")
                 tok.create_dataset("ids", data=ids)
-                tok.create_dataset("pieces", data=[vocab[i][0] for i in ids], dtype=_STR)
-                tok.create_dataset("text", data=[vocab[i][1] for i in ids], dtype=_STR)
+                # HDF5 strings end at NUL, so a NUL decodes to U+2400 (pieces never hold one: byte-level BPE maps
+                # byte 0 to a printable piece, byte fallback to "<0x00>").
+                tok.create_dataset("pieces", data=[vocab[i][0].replace("\0", NUL_SHOWN) for i in ids], dtype=_STR)
+                tok.create_dataset("text", data=[vocab[i][1].replace("\0", NUL_SHOWN) for i in ids], dtype=_STR)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
+    group.attrs["per_interval"] = samples.per_interval
+    group.create_dataset("interval_edges", data=INTERVAL_EDGES)
+    group.create_dataset("feature_row", data=samples.feature.astype(np.int64))
+    group.create_dataset("interval", data=samples.interval.astype(np.int8))
+    group.create_dataset("key", data=samples.key.astype(np.int64))
+    group.create_dataset("score", data=samples.score.astype(np.float32))
+    group.create_dataset("document", data=samples.document.astype(np.int64))
+    group.create_dataset("window_start", data=samples.window_start.astype(np.int64))
+    group.create_dataset("length", data=samples.length.astype(np.int32))
+    _packed(group, "token_ids", samples.token_ids.astype(np.int32))
+    _packed(group, "activations", samples.activations.astype(np.float32))
+
+
+def _read_samples(group: h5py.Group, dedupe: bool) -> tuple[SampleBuffer, np.ndarray]:
+    arrays = {name: group[name][()] for name in ("interval", "key", "score", "document", "window_start", "length",
+                                                 "token_ids", "activations")}
+    arrays["feature"] = group["feature_row"][()]
+    arrays["interval"] = arrays["interval"].astype(np.int64)
+    arrays["per_interval"] = group.attrs["per_interval"]
+    return SampleBuffer.from_arrays(arrays, dedupe=dedupe), group["interval_edges"][()]
 
 
 @dataclass
@@ -90,6 +134,9 @@ class MineResults:
     counters: dict
     vocab_text: dict[int, str] = field(default_factory=dict)
     vocab_pieces: dict[int, str] = field(default_factory=dict)
+    samples: SampleBuffer | None = None  # None in version 1 files
+    interval_edges: np.ndarray | None = None
+    logit_lens: LogitLens | None = None
 
     @property
     def density(self) -> np.ndarray:
@@ -114,6 +161,24 @@ class MineResults:
                         "activations": self.activations[i, k, :n]})
         return out
 
+    def interval_samples(self, feature_id: int) -> dict[int, list[dict]]:
+        """The feature's interval samples: interval index -> windows (same keys as ``examples``), by key."""
+        if self.samples is None:
+            return {}
+        out: dict[int, list[dict]] = {}
+        s = self.samples
+        for r in s.rows_of(self.feature_index(feature_id)):
+            n = int(s.length[r])
+            out.setdefault(int(s.interval[r]), []).append({
+                "score": float(s.score[r]), "document": int(s.document[r]), "window_start": int(s.window_start[r]),
+                "token_ids": s.token_ids[r, :n], "activations": s.activations[r, :n]})
+        return out
+
+    def interval_bounds(self, interval: int) -> tuple[float, float]:
+        """[low, high) of an interval; the first and last intervals also hold values beyond their edges."""
+        edges = self.interval_edges if self.interval_edges is not None else INTERVAL_EDGES
+        return float(edges[interval]), float(edges[interval + 1])
+
     def token_text(self, token_id: int) -> str:
         return self.vocab_text.get(int(token_id), f"<{int(token_id)}>")
 
@@ -137,6 +202,15 @@ def read_results(path: str | Path) -> MineResults:
             vocab_text = dict(zip(ids.tolist(), f["tokens/text"].asstr()[()], strict=True))
             vocab_pieces = dict(zip(ids.tolist(), f["tokens/pieces"].asstr()[()], strict=True))
         top, st = f["top"], f["stats"]
+        samples, interval_edges, lens = None, None, None
+        if "samples" in f:
+            samples, interval_edges = _read_samples(f["samples"], dedupe=bool(json.loads(
+                attrs.get("config", "{}")).get("dedupe", True)))
+        if "logit_lens" in f:
+            g = f["logit_lens"]
+            lens = LogitLens(**{name: g[name][()] for name in ("promoted_ids", "promoted_values", "suppressed_ids",
+                                                                "suppressed_values")},
+                             attrs={k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
         return MineResults(
             path=path, attrs=attrs, config=json.loads(attrs.get("config", "{}")), feature_ids=f["feature_ids"][()],
             score=top["score"][()], token_ids=top["token_ids"][()], activations=top["activations"][()],
@@ -144,5 +218,6 @@ def read_results(path: str | Path) -> MineResults:
             tokens_scored=int(st["tokens_scored"][()]), active_tokens=st["active_tokens"][()],
             activation_sum=st["activation_sum"][()], max=st["max"][()], histogram=st["histogram"][()],
             histogram_edges=st["histogram_edges"][()], counters={k: int(v) for k, v in st.attrs.items()},
-            vocab_text=vocab_text, vocab_pieces=vocab_pieces,
+            vocab_text=vocab_text, vocab_pieces=vocab_pieces, samples=samples, interval_edges=interval_edges,
+            logit_lens=lens,
         )

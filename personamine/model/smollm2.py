@@ -106,7 +106,10 @@ def smollm2_dir(cache_dir: Path | None = None) -> Path:
             "convert_seconds": round(time.perf_counter() - t0, 1),
         }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the cache may be shared by other users/processes
+        # mkdtemp makes the dir 0700 and safetensors writes 0600; the cache may be shared between users.
+        os.chmod(tmp, 0o755)
+        for file in tmp.iterdir():
+            os.chmod(file, 0o644)
         try:
             os.replace(tmp, target)
         except OSError:

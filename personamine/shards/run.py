@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from personamine.jobs.config import MineConfig
+from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import Candidates, TopKBuffer
 from personamine.model.capture import capture_residual
@@ -38,6 +39,7 @@ class ShardResult:
     buffer: TopKBuffer
     stats: FeatureStats
     seconds: float = 0.0
+    samples: SampleBuffer | None = None  # None: a checkpoint from before interval samples existed
 
 
 def corpus_spec(config: MineConfig) -> CorpusSpec:
@@ -122,7 +124,7 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
 
 
 class _Accumulator:
-    """Per-shard buffers and stats, updated batch by batch on the device."""
+    """Per-shard buffers, interval samples and stats, updated batch by batch on the device."""
 
     def __init__(self, engine: MiningEngine) -> None:
         cfg = engine.config
@@ -135,6 +137,13 @@ class _Accumulator:
         self.max = torch.zeros(n, dtype=torch.float32, device=dev)
         self.hist = torch.zeros(n * N_BINS, dtype=torch.int64, device=dev)
         self.edges = engine.edges
+        self.samples = SampleBuffer.empty(cfg.ctx_len, cfg.samples_per_interval, cfg.dedupe)
+        # Per (feature, interval) cell, the largest key a window may have to still enter it: windows that cannot
+        # are rejected on the device, so after the first few batches almost nothing is gathered for sampling.
+        self.sample_limit = torch.full((n * N_INTERVALS,), KEY_NONE, dtype=torch.int64, device=dev)
+        self.interval_edges = torch.tensor(INTERVAL_EDGES[1:-1], dtype=torch.float32, device=dev)
+        self.pending: list[Candidates] = []
+        self.pending_n = 0
 
     def add(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor, scored: torch.Tensor) -> None:
         """acts: [B, T, F_chunk], already zero where a token is not scored."""
@@ -148,24 +157,45 @@ class _Accumulator:
             bins = torch.bucketize(flat[rows, cols], self.edges, right=True)
             self.hist.index_add_(0, (cols + start) * N_BINS + bins, torch.ones_like(bins))
         scores = acts.amax(dim=1)  # [B, F_chunk]
-        hit = (scores > 0) & (scores >= self.floor[start:end])
-        b_idx, f_idx = hit.nonzero(as_tuple=True)
-        if b_idx.numel() == 0:
+        self._add_top(batch, start, end, acts, scores)
+        if self.samples.per_interval > 0:
+            self._add_samples(batch, start, end, acts, scores)
+
+    def _add_top(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor, scores: torch.Tensor) -> None:
+        found = _gather(batch, start, acts, scores, (scores > 0) & (scores >= self.floor[start:end]))
+        if found is None:
             return
-        per_token = acts[b_idx, :, f_idx]  # [N, width]
-        b_np = b_idx.cpu().numpy()
-        width = per_token.shape[1]
-        act_rows = np.zeros((b_np.size, batch.token_ids.shape[1]), np.float32)
-        act_rows[:, :width] = per_token.float().cpu().numpy()
-        feature = f_idx.cpu().numpy().astype(np.int64) + start
-        self.buffer.update(Candidates(
-            feature=feature, score=scores[b_idx, f_idx].cpu().numpy().astype(np.float32),
-            document=batch.document[b_np], window_start=batch.start[b_np], length=batch.length[b_np],
-            token_ids=batch.token_ids[b_np], activations=act_rows,
-        ))
-        touched = np.unique(feature)
+        self.buffer.update(found)
+        touched = np.unique(found.feature)
         self.floor[torch.from_numpy(touched).to(self.floor.device)] = torch.from_numpy(
             self.buffer.floor()[touched]).to(self.floor.device)
+
+    def _add_samples(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor,
+                     scores: torch.Tensor) -> None:
+        dev = scores.device
+        key = torch.from_numpy(window_key(batch.document, batch.start)).to(dev)  # [B]
+        interval = torch.bucketize(scores, self.interval_edges, right=True)  # by the window's max, [B, F_chunk]
+        cell = torch.arange(start, end, device=dev)[None, :] * N_INTERVALS + interval
+        found = _gather(batch, start, acts, scores, (scores > 0) & (key[:, None] <= self.sample_limit[cell]))
+        if found is None:
+            return
+        self.pending.append(found)
+        self.pending_n += len(found)
+        # Selecting is O(buffer + pending): waiting until pending is as large as the buffer keeps it amortised.
+        if self.pending_n >= max(len(self.samples), 4096):
+            self._flush_samples()
+
+    def _flush_samples(self) -> None:
+        if not self.pending:
+            return
+        self.samples = self.samples.update(Candidates.concat(self.pending))
+        self.pending, self.pending_n = [], 0
+        limit = self.samples.thresholds(self.active.numel()).reshape(-1)
+        self.sample_limit = torch.from_numpy(limit).to(self.sample_limit.device)
+
+    def interval_samples(self) -> SampleBuffer:
+        self._flush_samples()
+        return self.samples
 
     def stats(self, counters: dict[str, int]) -> FeatureStats:
         n = self.active.numel()
@@ -173,6 +203,25 @@ class _Accumulator:
             active_tokens=self.active.cpu().numpy(), activation_sum=self.total.cpu().numpy(),
             max=self.max.cpu().numpy(), histogram=self.hist.view(n, N_BINS).cpu().numpy(), counters=counters,
         )
+
+
+def _gather(batch: WindowBatch, start: int, acts: torch.Tensor, scores: torch.Tensor,
+            hit: torch.Tensor) -> Candidates | None:
+    """Copy the selected (window, feature) pairs to the host: their scores, tokens and per-token activations."""
+    b_idx, f_idx = hit.nonzero(as_tuple=True)
+    if b_idx.numel() == 0:
+        return None
+    per_token = acts[b_idx, :, f_idx]  # [N, width]
+    b_np = b_idx.cpu().numpy()
+    width = per_token.shape[1]
+    act_rows = np.zeros((b_np.size, batch.token_ids.shape[1]), np.float32)
+    act_rows[:, :width] = per_token.float().cpu().numpy()
+    return Candidates(
+        feature=f_idx.cpu().numpy().astype(np.int64) + start,
+        score=scores[b_idx, f_idx].cpu().numpy().astype(np.float32),
+        document=batch.document[b_np], window_start=batch.start[b_np], length=batch.length[b_np],
+        token_ids=batch.token_ids[b_np], activations=act_rows,
+    )
 
 
 @torch.inference_mode()
@@ -204,4 +253,4 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
             acc.add(batch, start, end, acts * mask, scored)
         if on_batch is not None:
             on_batch(int(batch.attention_mask.sum()))
-    return ShardResult(shard, acc.buffer, acc.stats(counters), time.perf_counter() - began)
+    return ShardResult(shard, acc.buffer, acc.stats(counters), time.perf_counter() - began, acc.interval_samples())

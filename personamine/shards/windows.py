@@ -3,8 +3,8 @@
 A document is tokenized whole (no truncation, no special tokens; special-token strings inside the text are
 tokenized as plain text). Its tokens are cut into consecutive chunks of ``ctx_len - len(prefix)`` content tokens;
 each window is ``prefix + chunk``, where the prefix is the tokenizer's own BOS when it adds one, else two special
-tokens (NOTES §4: the first fed position is an attention sink, and one non-BOS prefix token becomes a second
-one). The last chunk of a document may be shorter; it is padded in the batch and the padding is masked. So every
+tokens, a document separator then BOS (NOTES §4: the first fed position is an attention sink, and one non-BOS
+prefix token often makes the next token a second one). The last chunk of a document may be shorter; it is padded in the batch and the padding is masked. So every
 content token is scored exactly once, never at position 0.
 """
 
@@ -51,8 +51,10 @@ def sink_prefix_ids(tokenizer, sink_prefix: list[str] | None = None) -> list[int
     added = with_special[: len(with_special) - len(plain)] if with_special[-len(plain):] == plain else []
     if added:
         return [int(i) for i in added]
-    fallback = [tokenizer.eos_token_id, tokenizer.bos_token_id]
-    ids = [int(i) for i in dict.fromkeys(i for i in fallback if i is not None)]
+    # Measured on SmolLM2 (NOTES §4): a document separator then BOS (`<|endoftext|><|im_start|>`, its unk and bos)
+    # keeps every content token at a normal norm; after `<|im_end|>` (eos) the next token becomes a second sink.
+    separator = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.eos_token_id
+    ids = [int(i) for i in dict.fromkeys(i for i in (separator, tokenizer.bos_token_id) if i is not None)]
     if not ids:
         raise PersonamineError("the tokenizer adds no BOS and has no bos/eos token: set sink_prefix")
     return ids

@@ -1,0 +1,444 @@
+"""`personamine.discover(...)`: which SAE features fire when a chat model is asked about itself.
+
+Each prompt is rendered with the model's chat template as a user turn followed by the assistant's generation
+prompt, so the model reads it as addressed to the Assistant (NOTES §4). The residual stream after ``layer`` is
+read at one of three positions, every SAE feature is encoded exactly, and every prompt's feature vector is kept.
+Features are ranked by mean over the self-referential prompts minus mean over matched controls (the same
+question forms about someone or something else): a raw mean favours features that fire on every prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from personamine.errors import PersonamineError
+from personamine.jobs.config import DEFAULT_MODEL
+from personamine.jobs.features import DISCOVERY_FORMAT
+
+FORMAT_VERSION = 1
+POSITIONS = ("last", "assistant-header", "prompt-mean")
+MAX_RANKED = 1000  # a discovery file lists at most this many features (the rest score ~0 or below)
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class DiscoverConfig:
+    # model
+    model: str = DEFAULT_MODEL
+    layer: int = 15
+    gguf_file: str | None = None
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    # SAE
+    sae: str = ""
+    sae_trainer: int = 0
+    allow_uncalibrated: bool = False
+    # prompts: JSONL {"content": ...} per line, or plain text lines; None = the built-in sets
+    prompts: str | None = None
+    controls: str | None = None
+    control: bool = True  # False: rank by raw mean over the prompts (the seed notebook's ranking)
+    system_prompt: str | None = None  # None: the template's own default (if it has one)
+    date_string: str | None = "26 Jul 2024"  # Llama-3.1 templates print today's date otherwise
+    position: str = "last"
+    # output
+    top: int = 100  # features whose per-prompt activations are stored
+    batch_size: int = 16
+    feature_chunk: int = 8192
+    output: str = "personamine-out/discover.h5"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise PersonamineError(f"position must be one of {', '.join(POSITIONS)}, got {self.position!r}")
+        for name in ("top", "batch_size", "feature_chunk"):
+            if getattr(self, name) < 1:
+                raise PersonamineError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def builtin_prompts_path(kind: str) -> Path:
+    """The shipped prompt sets: ``kind`` is "persona" or "control" (line i of each is a matched pair)."""
+    return Path(str(resources.files("personamine") / "data" / f"{kind}_prompts.jsonl"))
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    """Prompts from a ``.jsonl``/``.json`` file (``{"content": ...}`` per line) or a text file (one per line)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise PersonamineError(f"cannot read prompts file {str(path)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PersonamineError(f"prompts file {str(path)!r} is not UTF-8 text") from exc
+    prompts: list[str] = []
+    as_json = path.suffix in (".jsonl", ".json")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not as_json:
+            prompts.append(line.strip())
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PersonamineError(f"{str(path)!r} line {number} is not JSON: {exc.msg}") from exc
+        content = row.get("content") if isinstance(row, dict) else None
+        if not isinstance(content, str) or not content.strip():
+            raise PersonamineError(f"{str(path)!r} line {number} has no non-empty string \"content\"")
+        prompts.append(content)
+    if not prompts:
+        raise PersonamineError(f"prompts file {str(path)!r} holds no prompts")
+    return prompts
+
+
+@dataclass
+class RenderedPrompt:
+    text: str
+    rendered: str  # exactly what was tokenized
+    ids: list[int]
+    positions: list[int]  # token indices whose SAE codes are averaged into the prompt's vector
+
+
+def render_prompts(tokenizer, texts: list[str], config: DiscoverConfig) -> list[RenderedPrompt]:
+    from personamine.shards.windows import sink_prefix_ids, special_token_ids
+
+    prefix = sink_prefix_ids(tokenizer)
+    special = set(special_token_ids(tokenizer, prefix).tolist())
+    templated = getattr(tokenizer, "chat_template", None) is not None
+    adds_bos = _adds_bos(tokenizer)
+    out = []
+    for text in texts:
+        if templated:
+            rendered = _apply_template(tokenizer, text, config, generation_prompt=True)
+            # The rendered string already holds the template's BOS: tokenizing with special tokens would double it.
+            ids = _encode(tokenizer, rendered)
+            if adds_bos is not None and ids[:1] != [adds_bos]:
+                # A template that leaves BOS to the tokenizer: add it once, as the tokenizer would.
+                ids = [adds_bos, *ids]
+                rendered = tokenizer.convert_ids_to_tokens(adds_bos) + rendered
+        else:
+            # No template (a base model): raw text behind the same sink prefix mining uses, so position 0 is
+            # never a content token.
+            ids = [*prefix, *_encode(tokenizer, text)]
+            rendered = tokenizer.decode(prefix) + text
+        out.append(RenderedPrompt(text, rendered, ids, _positions(tokenizer, text, ids, special, templated, config)))
+    return out
+
+
+def _adds_bos(tokenizer) -> int | None:
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(with_special) > len(plain) and with_special[0] == bos:
+        return int(bos)
+    return None
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def _apply_template(tokenizer, text: str, config: DiscoverConfig, *, generation_prompt: bool) -> str:
+    messages = [{"role": "user", "content": text}]
+    if config.system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": config.system_prompt})
+    kwargs = {"date_string": config.date_string} if config.date_string is not None else {}
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                             **kwargs)
+    except Exception as exc:  # jinja raises its own types (e.g. a template that rejects system messages)
+        raise PersonamineError(f"the chat template failed on prompt {text!r}: {exc}") from exc
+
+
+def _positions(tokenizer, text: str, ids: list[int], special: set[int], templated: bool,
+               config: DiscoverConfig) -> list[int]:
+    if config.position == "last":
+        return [len(ids) - 1]
+    if config.position == "prompt-mean":
+        start = 0
+    else:  # assistant-header: the tokens add_generation_prompt appends
+        if not templated:
+            raise PersonamineError("position 'assistant-header' needs a chat template; this tokenizer has none")
+        without = _encode(tokenizer, _apply_template(tokenizer, text, config, generation_prompt=False))
+        start = _generation_prompt_start(ids, without)
+    # Special tokens (BOS, role delimiters) carry the massive, input-independent activations of NOTES §4.
+    chosen = [i for i in range(start, len(ids)) if ids[i] not in special]
+    if not chosen:
+        raise PersonamineError(f"prompt {text!r} has no non-special token at position {config.position!r}")
+    return chosen
+
+
+def _generation_prompt_start(ids: list[int], without: list[int]) -> int:
+    """Index of the first generation-prompt token: ``ids`` must extend the rendering without it."""
+    # A BOS added by render_prompts shifts ids by one relative to the plain rendering.
+    for shift in (0, 1):
+        if ids[shift: shift + len(without)] == without and len(ids) > shift + len(without):
+            return shift + len(without)
+    raise PersonamineError(
+        "cannot locate the generation prompt: the template rendered with it does not extend the rendering "
+        "without it token for token; use position 'last' or 'prompt-mean'"
+    )
+
+
+# ---------------------------------------------------------------- capture + encode
+
+
+def _batches(prompts: list[RenderedPrompt], batch_size: int, pad_id: int, device: torch.device):
+    for lo in range(0, len(prompts), batch_size):
+        group = prompts[lo: lo + batch_size]
+        width = max(len(p.ids) for p in group)
+        input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for row, p in enumerate(group):
+            # Right padding: a causal model's real positions never see the pads, so batching changes nothing.
+            input_ids[row, : len(p.ids)] = torch.tensor(p.ids)
+            mask[row, : len(p.ids)] = 1
+        yield group, input_ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: int, bar=None) -> np.ndarray:
+    """[len(prompts), n_features] float32: each prompt's SAE codes averaged over its positions."""
+    from personamine.model.capture import capture_residual
+
+    tok = loaded.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = np.zeros((len(prompts), encoder.n_features), dtype=np.float32)
+    row0 = 0
+    for group, input_ids, mask in _batches(prompts, batch_size, int(pad or 0), loaded.device):
+        hidden = capture_residual(loaded.model, loaded.layer_module, input_ids, mask)
+        rows = torch.tensor([r for r, p in enumerate(group) for _ in p.positions], device=hidden.device)
+        cols = torch.tensor([c for p in group for c in p.positions], device=hidden.device)
+        if not bool((mask[rows, cols] == 1).all()):
+            raise RuntimeError("a prompt position fell on padding")
+        picked = hidden[rows, cols]  # [n_positions, D]
+        counts = torch.tensor([len(p.positions) for p in group], dtype=torch.float32, device=hidden.device)
+        for start, end, acts in encoder.iter_encode(picked):
+            summed = torch.zeros((len(group), end - start), dtype=torch.float32, device=hidden.device)
+            summed.index_add_(0, rows, acts)
+            out[row0: row0 + len(group), start:end] = (summed / counts[:, None]).cpu().numpy()
+        row0 += len(group)
+        if bar is not None:
+            bar.update(len(group))
+    return out
+
+
+# ---------------------------------------------------------------- ranking
+
+
+@dataclass
+class Ranking:
+    feature_ids: np.ndarray  # best first
+    score: np.ndarray
+    persona_mean: np.ndarray
+    control_mean: np.ndarray  # NaN without controls
+    persona_firing: np.ndarray  # fraction of persona prompts where the feature's value is > 0
+    control_firing: np.ndarray
+
+
+def rank_features(persona: np.ndarray, control: np.ndarray | None, limit: int = MAX_RANKED) -> Ranking:
+    """Score = mean(persona) - mean(control), or the raw persona mean without controls.
+
+    Features with a zero score are dropped; ties are broken by feature id so the order is reproducible.
+    """
+    p_mean = persona.astype(np.float64).mean(0)
+    p_fire = (persona > 0).mean(0)
+    if control is not None:
+        c_mean = control.astype(np.float64).mean(0)
+        c_fire = (control > 0).mean(0)
+        score = p_mean - c_mean
+    else:
+        c_mean = np.full_like(p_mean, np.nan)
+        c_fire = np.full_like(p_fire, np.nan)
+        score = p_mean
+    ids = np.arange(score.size)
+    order = np.lexsort((ids, -score))
+    order = order[score[order] != 0][:limit]
+    return Ranking(feature_ids=order.astype(np.int64), score=score[order], persona_mean=p_mean[order],
+                   control_mean=c_mean[order], persona_firing=p_fire[order], control_firing=c_fire[order])
+
+
+# ---------------------------------------------------------------- the job
+
+
+def _resolve(config: DiscoverConfig | None, overrides: dict[str, Any]) -> DiscoverConfig:
+    if config is None:
+        known = {f.name for f in dataclasses.fields(DiscoverConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise PersonamineError(f"unknown discover option(s): {', '.join(unknown)}")
+        return DiscoverConfig(**overrides)
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
+    """Rank SAE features by how much more they fire on self-referential prompts than on controls.
+
+    ``config`` is a :class:`DiscoverConfig` or None (then keyword arguments are its fields); keyword arguments
+    override a given config. Writes one HDF5 file (see :func:`read_discovery`) and returns its path.
+    """
+    from personamine.model.loading import check_layer, load_config, load_model
+    from personamine.model.sae import SaeEncoder, read_sae_info, resolve_sae_files, validate_sae
+
+    cfg = _resolve(config, overrides)
+    # Everything cheap is checked before the model loads, so bad input fails fast and writes nothing.
+    if not cfg.sae:
+        raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
+    persona_texts = load_prompts(cfg.prompts or builtin_prompts_path("persona"))
+    control_texts = load_prompts(cfg.controls or builtin_prompts_path("control")) if cfg.control else []
+    model_config = load_config(cfg.model, cfg.gguf_file, cfg.revision)
+    check_layer(cfg.layer, model_config.num_hidden_layers, cfg.model)
+    ae_path, sae_config_path = resolve_sae_files(cfg.sae, cfg.layer, cfg.sae_trainer)
+    sae = read_sae_info(ae_path, sae_config_path)
+    validate_sae(sae, hidden_size=int(model_config.hidden_size), layer=cfg.layer,
+                 allow_uncalibrated=cfg.allow_uncalibrated)
+
+    loaded = load_model(cfg.model, cfg.layer, dtype=cfg.dtype, device=cfg.device, gguf_file=cfg.gguf_file,
+                        revision=cfg.revision)
+    persona = render_prompts(loaded.tokenizer, persona_texts, cfg)
+    control = render_prompts(loaded.tokenizer, control_texts, cfg)
+    encoder = SaeEncoder(ae_path, np.arange(sae.dict_size), device=loaded.device, chunk_size=cfg.feature_chunk)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(persona) + len(control), unit="prompt", desc="discover", dynamic_ncols=True)
+    try:
+        persona_acts = prompt_vectors(loaded, encoder, persona, cfg.batch_size, bar)
+        control_acts = prompt_vectors(loaded, encoder, control, cfg.batch_size, bar) if control else None
+    finally:
+        if bar is not None:
+            bar.close()
+    ranking = rank_features(persona_acts, control_acts)
+    if ranking.feature_ids.size == 0:
+        raise PersonamineError("no SAE feature scores above zero on these prompts: nothing to rank")
+    top = ranking.feature_ids[: cfg.top]
+    return _write(Path(cfg.output), cfg, sae, ranking, persona, control, persona_acts[:, top],
+                  control_acts[:, top] if control_acts is not None else np.zeros((0, top.size), np.float32))
+
+
+def _write(path: Path, cfg: DiscoverConfig, sae, ranking: Ranking, persona: list[RenderedPrompt],
+           control: list[RenderedPrompt], persona_top: np.ndarray, control_top: np.ndarray) -> Path:
+    from personamine import __version__
+    from personamine.merge.hdf5 import atomic_h5
+
+    tmp, f = atomic_h5(path)
+    try:
+        with f:
+            attrs = {"format": DISCOVERY_FORMAT, "format_version": FORMAT_VERSION, "model": cfg.model,
+                     "layer": cfg.layer, "sae": f"{cfg.sae}@trainer_{cfg.sae_trainer}", "dict_size": sae.dict_size,
+                     "sae_threshold": sae.threshold, "position": cfg.position, "controls": cfg.control,
+                     "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__}
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            rank = f.create_group("ranking")
+            for name in ("feature_ids", "score", "persona_mean", "control_mean", "persona_firing", "control_firing"):
+                value = getattr(ranking, name)
+                rank.create_dataset(name, data=value.astype(np.int64 if name == "feature_ids" else np.float64))
+            prompts = f.create_group("prompts")
+            for kind, items in (("persona", persona), ("control", control)):
+                prompts.create_dataset(f"{kind}_text", data=[p.text for p in items], dtype=_STR)
+                prompts.create_dataset(f"{kind}_rendered", data=[p.rendered for p in items], dtype=_STR)
+                prompts.create_dataset(f"{kind}_n_positions", data=np.array([len(p.positions) for p in items],
+                                                                            dtype=np.int64))
+            acts = f.create_group("activations")
+            acts.attrs["feature_ids"] = ranking.feature_ids[: persona_top.shape[1]]
+            acts.create_dataset("persona", data=persona_top.astype(np.float32))
+            acts.create_dataset("control", data=control_top.astype(np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class DiscoveryResults:
+    """A discovery file as plain numpy. ``persona_acts[:, j]`` is feature ``feature_ids[j]`` on every prompt."""
+
+    path: Path
+    attrs: dict
+    config: dict
+    feature_ids: np.ndarray
+    score: np.ndarray
+    persona_mean: np.ndarray
+    control_mean: np.ndarray
+    persona_firing: np.ndarray
+    control_firing: np.ndarray
+    persona_text: list[str]
+    control_text: list[str]
+    persona_rendered: list[str]
+    control_rendered: list[str]
+    persona_acts: np.ndarray  # [n_persona, n_top]
+    control_acts: np.ndarray  # [n_control, n_top]
+
+    @property
+    def has_controls(self) -> bool:
+        return bool(self.attrs.get("controls", True)) and len(self.control_text) > 0
+
+    def table(self, n: int = 20) -> str:
+        """The top ``n`` features as an aligned text table."""
+        controls = self.has_controls
+        head = f"{'rank':>4} {'feature':>8} {'score':>9} {'persona mean':>13}"
+        if controls:
+            head += f" {'control mean':>13} {'fires (persona)':>16} {'fires (control)':>16}"
+        else:
+            head += f" {'fires':>7}"
+        lines = [head]
+        for r in range(min(n, self.feature_ids.size)):
+            line = f"{r + 1:>4} {int(self.feature_ids[r]):>8} {self.score[r]:>9.4g} {self.persona_mean[r]:>13.4g}"
+            if controls:
+                line += (f" {self.control_mean[r]:>13.4g} {self.persona_firing[r]:>16.0%}"
+                         f" {self.control_firing[r]:>16.0%}")
+            else:
+                line += f" {self.persona_firing[r]:>7.0%}"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def read_discovery(path: str | Path) -> DiscoveryResults:
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise PersonamineError(f"cannot open discovery file {str(path)!r}: {exc}") from exc
+    with f:
+        if f.attrs.get("format") != DISCOVERY_FORMAT:
+            raise PersonamineError(f"{str(path)!r} is not a personamine discovery file")
+        version = int(f.attrs["format_version"])
+        if version > FORMAT_VERSION:
+            raise PersonamineError(f"{str(path)!r} has format version {version}; upgrade personamine to read it")
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        rank, prompts, acts = f["ranking"], f["prompts"], f["activations"]
+
+        def texts(name: str) -> list[str]:
+            return [str(s) for s in prompts[name].asstr()[()]]
+
+        return DiscoveryResults(
+            path=path, attrs=attrs, config=json.loads(attrs.get("config", "{}")),
+            feature_ids=rank["feature_ids"][()], score=rank["score"][()], persona_mean=rank["persona_mean"][()],
+            control_mean=rank["control_mean"][()], persona_firing=rank["persona_firing"][()],
+            control_firing=rank["control_firing"][()], persona_text=texts("persona_text"),
+            control_text=texts("control_text"), persona_rendered=texts("persona_rendered"),
+            control_rendered=texts("control_rendered"), persona_acts=acts["persona"][()],
+            control_acts=acts["control"][()],
+        )

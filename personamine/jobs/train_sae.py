@@ -1,0 +1,432 @@
+"""`personamine.jobs.train_sae.train_sae(...)`: train a BatchTopK SAE on one layer's residual stream.
+
+Activations come from the same early-stopped capture and the same windows as mining (sink prefix, special tokens
+and norm outliers never used), so the SAE is trained on exactly the token population it will later be asked to
+encode. Training is dictionary_learning's ``BatchTopKTrainer``, driven step by step here (its ``trainSAE`` wants an
+nnsight buffer), with activations scaled to unit mean squared norm as ``trainSAE(normalize_activations=True)``
+does; the biases and threshold are scaled back before saving, so the saved SAE takes raw activations. The output
+is dictionary_learning's release layout, ``<output>/resid_post_layer_{L}/trainer_{T}/{ae.pt,config.json}``, which
+``resolve_sae_files`` and ``BatchTopKSAE.from_pretrained`` load like any published SAE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from personamine.errors import PersonamineError
+from personamine.jobs.config import DEFAULT_MODEL
+
+
+@dataclass
+class TrainSaeConfig:
+    # model
+    model: str = DEFAULT_MODEL
+    layer: int = 15
+    gguf_file: str | None = None
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    # corpus: documents [skip_documents, skip_documents + max_documents), until max_tokens activations
+    corpus: str = "builtin:chat-and-prose"
+    corpus_config: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+    streaming: bool | None = None
+    skip_documents: int = 0
+    max_documents: int | None = None
+    max_tokens: int = 200_000
+    # windows, as in mining
+    ctx_len: int = 64
+    sink_prefix: list[str] | None = None
+    norm_filter: float = 10.0
+    batch_tokens: int | None = None
+    # SAE and training
+    dict_size: int = 4096
+    k: int = 32
+    steps: int = 1500
+    batch_size: int = 1024
+    lr: float | None = None  # None: dictionary_learning's 2e-4 / sqrt(dict_size / 2**14)
+    warmup_steps: int | None = None  # None: steps // 20
+    threshold_start_step: int | None = None  # None: steps // 2
+    dead_after_tokens: int | None = None  # auxiliary loss revives features silent this long; None: 2 epochs
+    held_out: float = 0.05  # fraction of documents kept out of training to measure reconstruction
+    seed: int = 0
+    # output
+    output: str = "personamine-out/sae"
+    trainer: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("dict_size", "k", "steps", "batch_size", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise PersonamineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.k > self.dict_size:
+            raise PersonamineError(f"k ({self.k}) cannot exceed dict_size ({self.dict_size})")
+        if not 0 < self.held_out < 1:
+            raise PersonamineError(f"held_out must be a fraction between 0 and 1, got {self.held_out}")
+        if self.skip_documents < 0:
+            raise PersonamineError(f"skip_documents must not be negative, got {self.skip_documents}")
+        if self.ctx_len < 4:
+            raise PersonamineError(f"ctx_len must be at least 4, got {self.ctx_len}")
+        if self.resolved_threshold_start() + 1 >= self.steps:
+            # The threshold is only calibrated on steps after threshold_start_step; without any it stays -1.
+            raise PersonamineError(
+                f"steps ({self.steps}) must exceed threshold_start_step ({self.resolved_threshold_start()}) + 1, "
+                "or the SAE's threshold is never calibrated"
+            )
+        if self.resolved_warmup() >= self.steps:
+            raise PersonamineError(f"warmup_steps ({self.resolved_warmup()}) must be below steps ({self.steps})")
+
+    def resolved_warmup(self) -> int:
+        return self.steps // 20 if self.warmup_steps is None else self.warmup_steps
+
+    def resolved_threshold_start(self) -> int:
+        return self.steps // 2 if self.threshold_start_step is None else self.threshold_start_step
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- activations
+
+
+def scored_tokens(hidden: torch.Tensor, content: torch.Tensor, special: torch.Tensor,
+                  norm_filter: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scored, outlier) masks [B, T], the rule mining applies in ``shards.run.run_shard``.
+
+    Content tokens that are not special are eligible; an eligible token whose residual norm exceeds
+    ``norm_filter`` times the median norm of the eligible tokens OF ITS OWN WINDOW is an outlier (NOTES §4).
+    """
+    eligible = content & ~special
+    if norm_filter <= 0:
+        return eligible, torch.zeros_like(eligible)
+    norms = hidden.float().norm(dim=-1)
+    median = torch.where(eligible, norms, torch.nan).nanmedian(dim=1).values
+    outlier = eligible & (norms > norm_filter * median[:, None])
+    return eligible & ~outlier, outlier
+
+
+@dataclass
+class Activations:
+    x: torch.Tensor  # [N, D] float32, on the CPU
+    document: np.ndarray  # [N] document index of each row
+    counters: dict[str, int]
+
+
+def _documents(corpus, cfg: TrainSaeConfig, counters: dict[str, int]) -> Iterator[tuple[int, str]]:
+    end = cfg.skip_documents + cfg.max_documents if cfg.max_documents is not None else None
+    start = cfg.skip_documents
+    step = 256
+    while end is None or start < end:
+        stop = start + step if end is None else min(start + step, end)
+        got = 0
+        for offset, text in enumerate(corpus.texts(start, stop)):
+            got += 1
+            counters["n_documents"] += 1
+            if isinstance(text, str):
+                yield start + offset, text
+            else:
+                counters["rows_skipped"] += 1
+        if got < stop - start:
+            return
+        start = stop
+
+
+@torch.no_grad()  # not inference_mode: the rows become training data, which autograd must accept
+def capture_activations(cfg: TrainSaeConfig, loaded=None, on_tokens=None) -> Activations:
+    """Residual-stream activations of every scored token of the configured documents, up to ``max_tokens``."""
+    from personamine.model.capture import capture_residual
+    from personamine.model.loading import load_model
+    from personamine.shards.corpus import Corpus, CorpusSpec
+    from personamine.shards.windows import (
+        build_batch,
+        cut_windows,
+        pack_batches,
+        sink_prefix_ids,
+        special_token_ids,
+        tokenize,
+    )
+
+    loaded = loaded or load_model(cfg.model, cfg.layer, dtype=cfg.dtype, device=cfg.device,
+                                  gguf_file=cfg.gguf_file, revision=cfg.revision)
+    tokenizer = loaded.tokenizer
+    prefix = sink_prefix_ids(tokenizer, cfg.sink_prefix)
+    special_ids = special_token_ids(tokenizer, prefix)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = int(pad if pad is not None else prefix[0])
+    batch_tokens = cfg.batch_tokens or (32768 if loaded.device.type == "cuda" else 2048)
+    corpus = Corpus(CorpusSpec(cfg.corpus, cfg.corpus_config, cfg.split, cfg.text_column, cfg.streaming))
+    counters = {"n_documents": 0, "rows_skipped": 0, "n_windows": 0, "tokens_fed": 0, "tokens_scored": 0,
+                "tokens_norm_filtered": 0, "tokens_special": 0}
+
+    def cut(docs: list[tuple[int, str]]) -> Iterator:
+        for (index, _), ids in zip(docs, tokenize(tokenizer, [t for _, t in docs]), strict=True):
+            yield from cut_windows(index, ids, prefix, cfg.ctx_len)
+
+    def windows() -> Iterator:
+        docs: list[tuple[int, str]] = []
+        for item in _documents(corpus, cfg, counters):
+            docs.append(item)
+            if len(docs) == 64:  # tokenizing in groups is much faster than one by one
+                yield from cut(docs)
+                docs = []
+        yield from cut(docs)
+
+    rows: list[torch.Tensor] = []
+    docs: list[np.ndarray] = []
+    for group in pack_batches(windows(), batch_tokens):
+        batch = build_batch(group, prefix_len=len(prefix), ctx_len=cfg.ctx_len, pad_id=pad_id,
+                            special_ids=special_ids, device=loaded.device)
+        hidden = capture_residual(loaded.model, loaded.layer_module, batch.input_ids, batch.attention_mask)
+        scored, outlier = scored_tokens(hidden, batch.content, batch.special, cfg.norm_filter)
+        counters["n_windows"] += len(group)
+        counters["tokens_fed"] += int(batch.attention_mask.sum())
+        counters["tokens_special"] += int(batch.special.sum())
+        counters["tokens_norm_filtered"] += int(outlier.sum())
+        counters["tokens_scored"] += int(scored.sum())
+        rows.append(hidden[scored].float().cpu())
+        docs.append(np.repeat(batch.document, scored.sum(1).cpu().numpy()))
+        if on_tokens is not None:
+            on_tokens(int(scored.sum()))
+        if counters["tokens_scored"] >= cfg.max_tokens:
+            break
+    if not rows or counters["tokens_scored"] == 0:
+        raise PersonamineError(f"corpus {cfg.corpus!r} gave no tokens to train on (check skip_documents)")
+    x = torch.cat(rows)[: cfg.max_tokens]
+    return Activations(x=x, document=np.concatenate(docs)[: cfg.max_tokens], counters=counters)
+
+
+def split_held_out(acts: Activations, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) rows, split by whole documents so held-out text was never seen in training."""
+    documents = np.unique(acts.document)
+    if documents.size < 2:
+        raise PersonamineError("training needs at least 2 documents (one is held out to measure the SAE)")
+    rng = np.random.default_rng(seed)
+    n_out = max(1, round(fraction * documents.size))
+    held = np.isin(acts.document, rng.permutation(documents)[:n_out])
+    return acts.x[~held], acts.x[held]
+
+
+# ---------------------------------------------------------------- training
+
+
+def _trainer_class():
+    from dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
+    from dictionary_learning.trainers.trainer import set_decoder_norm_to_unit_norm
+
+    class Trainer(BatchTopKTrainer):
+        """``BatchTopKTrainer`` with its gradient projection computed as an elementwise product.
+
+        The library projects the decoder gradient with ``einsum("d f, d f -> f")``, which torch runs on the CPU as
+        4,096 tiny batched matmuls: ~4 s per step at 576 x 4096, 70% of a step. ``(g * w).sum(0)`` is the same
+        sum in 25 ms. Everything else is the library's ``update``, line for line.
+        """
+
+        def update(self, step: int, x: torch.Tensor) -> float:
+            if step == 0:
+                self.ae.b_dec.data = self.geometric_median(x).to(self.ae.b_dec.dtype)
+            x = x.to(self.device)
+            loss = self.loss(x, step=step)
+            loss.backward()
+            weight = self.ae.decoder.weight
+            with torch.no_grad():
+                normed = weight / (weight.norm(dim=0, keepdim=True) + 1e-6)
+                weight.grad -= (weight.grad * normed).sum(0, keepdim=True) * normed
+            torch.nn.utils.clip_grad_norm_(self.ae.parameters(), 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.scheduler.step()
+            self.ae.decoder.weight.data = set_decoder_norm_to_unit_norm(weight, self.ae.activation_dim,
+                                                                        self.ae.dict_size)
+            return loss.item()
+
+    return Trainer
+
+
+def norm_factor(x: torch.Tensor) -> float:
+    """sqrt(mean squared norm): dividing by it gives unit mean squared norm (dictionary_learning's definition)."""
+    return float(x.double().pow(2).sum(-1).mean().sqrt())
+
+
+def fit_sae(train: torch.Tensor, cfg: TrainSaeConfig, device: torch.device, progress: bool = False):
+    """Train on ``train`` (raw activations); return (trainer, norm factor). The trainer's SAE is raw-scale."""
+    trainer_cls = _trainer_class()
+    scale = norm_factor(train)
+    trainer = trainer_cls(
+        steps=cfg.steps, activation_dim=int(train.shape[1]), dict_size=cfg.dict_size, k=cfg.k, layer=cfg.layer,
+        lm_name=cfg.model, lr=cfg.lr, warmup_steps=cfg.resolved_warmup(),
+        threshold_start_step=cfg.resolved_threshold_start(), seed=cfg.seed, device=str(device),
+        wandb_name=f"personamine-{cfg.model}-resid_post_layer_{cfg.layer}",
+        submodule_name=f"resid_post_layer_{cfg.layer}",
+    )
+    # The library's 10M-token default would never trigger on a small run; count "dead" on our own scale.
+    trainer.dead_feature_threshold = cfg.dead_after_tokens or 2 * int(train.shape[0])
+    generator = torch.Generator().manual_seed(cfg.seed)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, unit="step", desc="training SAE", dynamic_ncols=True)
+    order = torch.empty(0, dtype=torch.long)
+    cursor = 0
+    try:
+        for step in range(cfg.steps):
+            if cursor + cfg.batch_size > order.numel():  # a fresh shuffle each epoch
+                order = torch.randperm(train.shape[0], generator=generator)
+                cursor = 0
+            rows = order[cursor: cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+            loss = trainer.update(step, (train[rows] / scale).to(device))
+            if bar is not None:
+                bar.update(1)
+                if step % 50 == 0:
+                    bar.set_postfix_str(f"loss {loss:.3g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    trainer.ae.scale_biases(scale)  # biases and threshold back to raw activation units, as trainSAE saves them
+    return trainer, scale
+
+
+@dataclass
+class SaeQuality:
+    variance_explained: float  # 1 - sum |x - x_hat|^2 / sum |x - mean x|^2
+    l0: float  # mean number of active features per token
+    dead_fraction: float  # features that never fire on these tokens
+    n_tokens: int
+
+
+@torch.no_grad()
+def evaluate_sae(sae, x: torch.Tensor, batch: int = 4096) -> SaeQuality:
+    """Reconstruction quality of ``sae`` (a ``BatchTopKSAE`` in inference mode: thresholded) on raw ``x``."""
+    device = sae.b_dec.device
+    mean = x.double().mean(0)
+    err = total = 0.0
+    l0 = 0
+    fired = torch.zeros(sae.dict_size, dtype=torch.bool, device=device)
+    for lo in range(0, x.shape[0], batch):
+        chunk = x[lo: lo + batch].to(device)
+        codes = sae.encode(chunk)
+        err += float((chunk - sae.decode(codes)).double().pow(2).sum())
+        total += float((chunk.double() - mean.to(device)).pow(2).sum())
+        active = codes > 0
+        l0 += int(active.sum())
+        fired |= active.any(0)
+    n = int(x.shape[0])
+    return SaeQuality(variance_explained=1.0 - err / total if total > 0 else float("nan"), l0=l0 / max(n, 1),
+                      dead_fraction=float(1.0 - fired.float().mean()), n_tokens=n)
+
+
+@dataclass
+class TrainSaeResult:
+    path: Path  # the release root (pass it as ``sae=`` with the same layer)
+    ae_path: Path
+    quality: SaeQuality
+    threshold: float
+    n_train_tokens: int
+    seconds: float
+
+    def summary(self) -> str:
+        q = self.quality
+        return (f"SAE {self.ae_path}: variance explained {q.variance_explained:.1%}, L0 {q.l0:.1f}, "
+                f"dead {q.dead_fraction:.1%} (on {q.n_tokens:,} held-out tokens; trained on "
+                f"{self.n_train_tokens:,} tokens in {self.seconds:.0f} s), threshold {self.threshold:.4g}")
+
+
+def _resolve(config: TrainSaeConfig | None, overrides: dict[str, Any]) -> TrainSaeConfig:
+    if config is None:
+        known = {f.name for f in dataclasses.fields(TrainSaeConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise PersonamineError(f"unknown train-sae option(s): {', '.join(unknown)}")
+        return TrainSaeConfig(**overrides)
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def train_sae(config: TrainSaeConfig | None = None, /, **overrides: Any) -> TrainSaeResult:
+    """Capture activations over a corpus, train a BatchTopK SAE on them, save it, and measure it on held-out text.
+
+    ``config`` is a :class:`TrainSaeConfig` or None (then keyword arguments are its fields); keyword arguments
+    override a given config.
+    """
+    from personamine.model.loading import check_layer, load_config, load_model
+
+    cfg = _resolve(config, overrides)
+    began = time.perf_counter()
+    try:
+        import dictionary_learning  # noqa: F401
+    except ImportError as exc:
+        raise PersonamineError("train-sae needs dictionary-learning: pip install 'personamine[sae]'") from exc
+    model_config = load_config(cfg.model, cfg.gguf_file, cfg.revision)
+    check_layer(cfg.layer, model_config.num_hidden_layers, cfg.model)
+    loaded = load_model(cfg.model, cfg.layer, dtype=cfg.dtype, device=cfg.device, gguf_file=cfg.gguf_file,
+                        revision=cfg.revision)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_tokens, unit="tok", unit_scale=True, desc="capturing activations",
+                   dynamic_ncols=True)
+    try:
+        acts = capture_activations(cfg, loaded, on_tokens=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    train, held = split_held_out(acts, cfg.held_out, cfg.seed)
+    trainer, scale = fit_sae(train, cfg, loaded.device, progress=cfg.progress)
+    sae = trainer.ae.eval()
+    threshold = float(sae.threshold)
+    if not threshold > 0:
+        raise PersonamineError(f"training ended with threshold {threshold}: raise steps or lower "
+                               "threshold_start_step so the threshold is calibrated")
+    quality = evaluate_sae(sae, held)
+    extra = {"capture": {**{k: getattr(cfg, k) for k in (
+        "corpus", "corpus_config", "split", "text_column", "skip_documents", "max_documents", "max_tokens",
+        "ctx_len", "sink_prefix", "norm_filter", "batch_size", "held_out")}, **acts.counters},
+        "norm_factor": scale, "n_train_tokens": int(train.shape[0]),
+        "held_out_quality": dataclasses.asdict(quality), "config": cfg.to_dict()}
+    ae_path = save_release(sae, trainer.config, extra, Path(cfg.output), cfg.layer, cfg.trainer)
+    return TrainSaeResult(path=Path(cfg.output), ae_path=ae_path, quality=quality, threshold=threshold,
+                          n_train_tokens=int(train.shape[0]), seconds=time.perf_counter() - began)
+
+
+def save_release(sae, trainer_config: dict, extra: dict, root: Path, layer: int, trainer: int) -> Path:
+    """Write ``ae.pt`` + ``config.json`` into ``root/resid_post_layer_{layer}/trainer_{trainer}`` atomically."""
+    from personamine.model.sae import release_subpath
+
+    target = root / release_subpath(layer, trainer)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        torch.save({k: v.detach().cpu() for k, v in sae.state_dict().items()}, tmp / "ae.pt")
+        config = {"trainer": trainer_config, "personamine": extra}
+        (tmp / "config.json").write_text(json.dumps(config, indent=4, default=_json_default) + "\n")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target / "ae.pt"
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

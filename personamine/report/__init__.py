@@ -1,0 +1,43 @@
+"""``personamine.report(...)``: one self-contained HTML page to read a mining run's features like a researcher."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+from personamine.merge.hdf5 import MineResults, read_results
+from personamine.report.data import Discovery, read_discovery_for_report, report_data
+from personamine.report.page import render_page
+
+__all__ = ["report"]
+
+
+def report(results: str | Path | MineResults, output: str | Path | None = None, *,
+           discovery: str | Path | None = None, features: list[int] | None = None) -> Path:
+    """Write an offline HTML report of a mining file; return its path.
+
+    ``results``: a mining HDF5 file (or what ``read_results`` returned). ``output``: default ``<results>.html``
+    beside it. ``discovery``: a discovery file, adding its score, persona/control firing and per-prompt activations.
+    ``features``: only these ids, in this order (default: all, in discovery rank order when a discovery file is given).
+    """
+    res = results if isinstance(results, MineResults) else read_results(results)
+    disc: Discovery | None = read_discovery_for_report(discovery) if discovery is not None else None
+    out = Path(output) if output is not None else res.path.with_suffix(".html")
+    page = render_page(report_data(res, features, disc), title=f"personamine report: {res.path.name}")
+    from personamine.jobs.workdir import atomic_write_bytes
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out
+
+
+class _CallableModule(types.ModuleType):
+    """``personamine.report`` is both this package and the notebook call ``personamine.report(...)``: importing the
+    package binds the package to that attribute, so the package itself must be callable."""
+
+    def __call__(self, *args, **kwargs) -> Path:
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,165 @@
+"""What the report shows, as plain JSON-able data: one entry per feature plus the shared token table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from personamine.errors import PersonamineError
+from personamine.jobs.features import DISCOVERY_FORMAT
+from personamine.merge.hdf5 import MineResults
+from personamine.merge.samples import INTERVAL_STEP
+from personamine.merge.topk import TOKEN_FILL
+
+_SIG = 4  # significant digits kept for activations: what the hover shows, and it keeps the page small
+_VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
+
+
+def display_token(text: str, piece: str) -> tuple[str, bool]:
+    """(what to print for a token, whether that is not the literal text) for the page.
+
+    Spaces stay as they are (the page preserves whitespace); newlines and tabs become visible arrows, other control
+    characters ``\\xNN`` escapes; a token that decodes to an incomplete UTF-8 sequence (U+FFFD) is shown as its raw
+    byte-level piece instead. Non-literal renderings are styled apart so they cannot be mistaken for text.
+    """
+    if "\ufffd" in text and piece:
+        return piece, True
+    out = "".join(_VISIBLE.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
+                  for ch in text)
+    return out, out != text
+
+
+def _round(values: np.ndarray) -> list[float | None]:
+    return [float(f"{v:.{_SIG}g}") if math.isfinite(v) else None
+            for v in np.asarray(values, dtype=np.float64).tolist()]
+
+
+@dataclass
+class Discovery:
+    """The parts of a discovery file the report shows (layout of ``personamine discover`` output)."""
+
+    ranking: np.ndarray  # feature ids, best first
+    score: np.ndarray
+    persona_firing: np.ndarray
+    control_firing: np.ndarray
+    persona_acts: np.ndarray  # [P, N] for the top N ranked features
+    control_acts: np.ndarray  # [C, N]
+    persona_text: list[str]
+    control_text: list[str]
+    path: str
+
+    def rank_of(self, feature_id: int) -> int | None:
+        hits = np.nonzero(self.ranking == feature_id)[0]
+        return int(hits[0]) if hits.size else None
+
+
+def read_discovery_for_report(path: str | Path) -> Discovery:
+    path = str(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise PersonamineError(f"cannot open discovery file {path!r}: {exc}") from exc
+    with f:
+        if f.attrs.get("format") != DISCOVERY_FORMAT:
+            raise PersonamineError(f"{path!r} is not a personamine discovery file")
+        try:
+            return Discovery(
+                ranking=f["ranking/feature_ids"][()].astype(np.int64), score=f["ranking/score"][()],
+                persona_firing=f["ranking/persona_firing"][()], control_firing=f["ranking/control_firing"][()],
+                persona_acts=f["activations/persona"][()], control_acts=f["activations/control"][()],
+                persona_text=list(f["prompts/persona_text"].asstr()[()]),
+                control_text=list(f["prompts/control_text"].asstr()[()]), path=path,
+            )
+        except KeyError as exc:
+            raise PersonamineError(f"discovery file {path!r} lacks {exc.args[0]}") from exc
+
+
+def feature_order(results: MineResults, features: list[int] | None, discovery: Discovery | None) -> list[int]:
+    """Requested features (in the order given), else discovery ranking order, else the file's order."""
+    ids = results.feature_ids.tolist()
+    if features:
+        present = set(ids)
+        missing = [f for f in features if f not in present]
+        if missing:
+            raise PersonamineError(f"feature(s) {', '.join(map(str, missing[:5]))} are not in {results.path}")
+        return list(dict.fromkeys(int(f) for f in features))
+    if discovery is None:
+        return ids
+    rank = {int(f): r for r, f in enumerate(discovery.ranking.tolist())}
+    return [f for _, f in sorted((rank.get(f, len(rank) + pos), f) for pos, f in enumerate(ids))]
+
+
+def _window(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, score: float, document: int,
+            start: int, prefix: int, used: set[int]) -> dict:
+    ids = token_ids[prefix:].astype(np.int64)
+    keep = ids != TOKEN_FILL
+    used.update(ids[keep].tolist())
+    return {"s": _round([score])[0], "d": document, "w": start, "t": ids[keep].tolist(),
+            "a": _round(acts[prefix:][keep])}
+
+
+def feature_entry(results: MineResults, feature_id: int, discovery: Discovery | None, used: set[int]) -> dict:
+    i = results.feature_index(feature_id)
+    prefix = len(np.atleast_1d(results.attrs.get("sink_prefix", [])))
+    active = int(results.active_tokens[i])
+    entry: dict = {
+        "id": int(feature_id), "max": _round([results.max[i]])[0], "density": float(results.density[i]),
+        "active": active, "mean": _round([results.activation_sum[i] / active])[0] if active else 0.0,
+        "hist": [[int(b), int(c)] for b, c in enumerate(results.histogram[i].tolist()) if c],
+        "top": [_window(results, ex["token_ids"], ex["activations"], ex["score"], ex["document"],
+                        ex["window_start"], prefix, used) for ex in results.examples(feature_id)],
+        "intervals": [[interval, [_window(results, ex["token_ids"], ex["activations"], ex["score"], ex["document"],
+                                          ex["window_start"], prefix, used) for ex in windows]]
+                      for interval, windows in sorted(results.interval_samples(feature_id).items(), reverse=True)],
+        "lens": None, "disc": None,
+    }
+    lens = results.logit_lens
+    if lens is not None:
+        up, down = lens.promoted_ids[i].astype(np.int64), lens.suppressed_ids[i].astype(np.int64)
+        used.update(up.tolist())
+        used.update(down.tolist())
+        entry["lens"] = {"up": [[int(t), v] for t, v in zip(up, _round(lens.promoted_values[i]), strict=True)],
+                         "down": [[int(t), v] for t, v in zip(down, _round(lens.suppressed_values[i]), strict=True)]}
+    if discovery is not None:
+        rank = discovery.rank_of(feature_id)
+        if rank is not None:
+            disc: dict = {"rank": rank + 1, "score": _round([discovery.score[rank]])[0],
+                          "persona": _round([discovery.persona_firing[rank]])[0],
+                          "control": _round([discovery.control_firing[rank]])[0]}
+            if rank < discovery.persona_acts.shape[1]:
+                disc["persona_acts"] = _round(discovery.persona_acts[:, rank])
+                disc["control_acts"] = _round(discovery.control_acts[:, rank])
+            entry["disc"] = disc
+    return entry
+
+
+def report_data(results: MineResults, features: list[int] | None = None, discovery: Discovery | None = None) -> dict:
+    """Everything the page renders, as one JSON-able dict."""
+    used: set[int] = set()
+    entries = [feature_entry(results, f, discovery, used) for f in feature_order(results, features, discovery)]
+    vocab = {}
+    for tid in sorted(used):
+        text = results.vocab_text.get(tid)
+        shown, is_piece = display_token(text, results.vocab_pieces.get(tid, "")) if text is not None else (
+            f"<{tid}>", True)
+        vocab[str(tid)] = [shown, results.vocab_pieces.get(tid, ""), int(is_piece)]
+    a = results.attrs
+    meta = {
+        "file": str(results.path), "model": str(a.get("model", "")), "layer": a.get("layer"),
+        "sae": str(a.get("sae", "")), "corpus": str(a.get("corpus", "")), "n_documents": a.get("n_documents"),
+        "tokens_scored": int(results.tokens_scored), "ctx_len": a.get("ctx_len"), "top_k": a.get("top_k"),
+        "n_features_in_file": int(results.feature_ids.size), "format_version": a.get("format_version"),
+        "per_interval": int(results.samples.per_interval) if results.samples is not None else None,
+        "discovery": discovery.path if discovery is not None else None,
+    }
+    interval_edges = results.interval_edges
+    return {
+        "meta": meta, "vocab": vocab, "hist_edges": results.histogram_edges.tolist(), "interval_step": INTERVAL_STEP,
+        "interval_edges": interval_edges.tolist() if interval_edges is not None else None,
+        "prompts": {"persona": discovery.persona_text, "control": discovery.control_text} if discovery else None,
+        "features": entries,
+    }

@@ -1,0 +1,35 @@
+"""Assemble the one self-contained HTML file: static shell, inline CSS and JS, and the data as escaped JSON."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from personamine.report.assets import CSS, JS
+
+# Inside <script> the HTML parser ends the element at the first "</script", and "<!--" changes how it scans: with
+# these escaped the JSON text contains no "<" at all, whatever the corpus holds. U+2028/9 are escaped for old JS.
+_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                               "\u2029": "\\u2029"})
+
+
+def script_json(data: object) -> str:
+    """JSON that is safe to place verbatim between <script> tags."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.translate(_JSON_ESCAPES)
+
+
+def render_page(data: dict, title: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        # No network at all: the page needs nothing but itself.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; img-src data:\">"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+        "<header class=\"run\" id=\"pm-header\"></header><main><h2>Features</h2><div id=\"pm-index\"></div>"
+        "<div id=\"pm-features\"></div></main>"
+        "<noscript>This report renders with JavaScript (inline, no network access).</noscript>"
+        f"<script type=\"application/json\" id=\"pm-data\">{script_json(data)}</script>"
+        f"<script>{JS}</script></body></html>\n"
+    )
