@@ -4,8 +4,8 @@ A document is tokenized whole (no truncation, no special tokens; special-token s
 tokenized as plain text). Its tokens are cut into consecutive chunks of ``ctx_len - len(prefix)`` content tokens;
 each window is ``prefix + chunk``, where the prefix is the tokenizer's own BOS when it adds one, else two special
 tokens, a document separator then BOS (NOTES §4: the first fed position is an attention sink, and one non-BOS
-prefix token often makes the next token a second one). The last chunk of a document may be shorter; it is padded in the batch and the padding is masked. So every
-content token is scored exactly once, never at position 0.
+prefix token often makes the next token a second one). The last chunk of a document may be shorter; it is padded
+in the batch and the padding is masked. So every content token is scored exactly once, never at position 0.
 """
 
 from __future__ import annotations
