@@ -76,6 +76,15 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS: Linux's VmHWM, because ru_maxrss of a child started by fork + exec starts at the
+    parent's RSS at the fork (measured: a 10 MiB child of a 317 MiB parent reports 317 MiB)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -86,7 +95,7 @@ class PeakMemory:
     ru_maxrss only ever grows over the whole process, so per-phase peaks in one process need sampling.
     """
 
-    def __init__(self, interval: float = 0.005) -> None:
+    def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
         self.peak = 0
         self.start = 0

@@ -9,6 +9,7 @@ the machine, other people's included).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -101,7 +102,8 @@ class Head:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, num_gpus: int = 1, timeout: float = 180.0) -> Iterator[Head]:
+def ray_head(num_cpus: int = 2, num_gpus: int = 1, resources: dict[str, float] | None = None,
+             timeout: float = 180.0) -> Iterator[Head]:
     """A real head node: ``ray start --head --block`` in its own session, ended through its process group."""
     temp = short_temp_dir()
     port, dash, client, agent = free_port(), free_port(), free_port(), free_port()
@@ -110,6 +112,8 @@ def ray_head(num_cpus: int = 2, num_gpus: int = 1, timeout: float = 180.0) -> It
            f"--num-gpus={num_gpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
            f"--dashboard-agent-listen-port={agent}", f"--temp-dir={temp / 'r'}", "--disable-usage-stats"]
+    if resources:
+        cmd.append(f"--resources={json.dumps(resources)}")
     log = open(temp / "head.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     head = Head(f"http://127.0.0.1:{dash}", f"127.0.0.1:{port}", temp, proc)
@@ -142,7 +146,7 @@ def _wait_for_jobs_api(head: Head, timeout: float) -> None:
 
 
 def _end_process_group(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         try:

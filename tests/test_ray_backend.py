@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
@@ -81,7 +82,8 @@ def test_actor_killed_mid_shard_is_replaced_and_output_unchanged(ray_session, lo
 def test_always_failing_shard_ends_the_run_naming_it(ray_session, tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl,
                                                      tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(FAIL_SHARD_ENV, "4")
-    kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, max_shard_retries=2)
+    kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, max_shard_retries=2,
+                         num_actors=1)
     with pytest.raises(PersonamineError) as info:
         personamine.mine(**kwargs)
     message = str(info.value)
@@ -94,7 +96,7 @@ def test_always_failing_shard_ends_the_run_naming_it(ray_session, tiny_model_dir
 
 def test_interrupted_driver_resumes_from_checkpoints(ray_session, local_output, tiny_model_dir, tiny_sae_dir,
                                                      tiny_corpus_jsonl, tmp_path):
-    kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path)
+    kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, num_actors=1)
     first: list[int] = []
 
     def stop_after_two(result):
@@ -108,3 +110,17 @@ def test_interrupted_driver_resumes_from_checkpoints(ray_session, local_output, 
     out = personamine.mine(**kwargs, on_shard_done=lambda r: second.append(r.shard.index))
     assert sorted(first + second) == list(range(N_SHARDS))  # nothing finished was recomputed
     assert_identical_datasets(local_output, out)
+
+
+def test_actor_that_cannot_load_the_model_stops_the_run(ray_session, tiny_model_dir, tiny_sae_dir,
+                                                         tiny_corpus_jsonl, tmp_path):
+    # Config and tokenizer intact (the driver's plan passes), weights unreadable: only the actors find out.
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = next(broken.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    kwargs = _ray_kwargs(broken, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, num_actors=1)
+    with pytest.raises(PersonamineError, match="^a Ray mining actor failed to start: ") as info:
+        personamine.mine(**kwargs)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out.h5").exists()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 TEST_ENV_PREFIX = "PERSONAMINE_TEST_"
 KILL_ONCE_ENV = "PERSONAMINE_TEST_KILL_ONCE"  # "/path/to/marker:SHARD_INDEX": SIGKILL the actor once, mid-shard
 FAIL_SHARD_ENV = "PERSONAMINE_TEST_FAIL_SHARD"  # "SHARD_INDEX": that shard raises every time
+BATCH_DELAY_ENV = "PERSONAMINE_TEST_BATCH_DELAY"  # seconds to sleep after each batch: keeps actors mid-shard
 
 _WAIT_WARNING_S = 60.0
 
@@ -82,10 +83,12 @@ class ShardWorker:
 def _test_fault_hook(shard: Shard) -> Callable[[int], None] | None:
     """Test-only: after the shard's first batch, die by SIGKILL (once per marker file) or raise (every time)."""
     kill, fail = os.environ.get(KILL_ONCE_ENV), os.environ.get(FAIL_SHARD_ENV)
-    if not kill and not fail:
+    delay = float(os.environ.get(BATCH_DELAY_ENV, 0))
+    if not kill and not fail and not delay:
         return None
 
     def after_batch(_tokens: int) -> None:
+        time.sleep(delay)
         if fail and int(fail) == shard.index:
             raise RuntimeError(f"injected failure in {shard.name} ({FAIL_SHARD_ENV})")
         if kill:
@@ -129,8 +132,9 @@ def run_ray(config: MineConfig, features: np.ndarray, shards: list[Shard],
             on_result: Callable[[ShardResult], None], on_tokens: Callable[[int], None]) -> None:
     """Run ``shards`` on Ray actors; call ``on_result`` for each finished shard (in completion order).
 
-    Joins ``config.ray_address`` (or ``RAY_ADDRESS``, or starts a local Ray) unless Ray is already initialised;
-    only a Ray started here is shut down here.
+    Unless Ray is already initialised, calls ``ray.init(address=config.ray_address)``; with no address Ray picks
+    ``RAY_ADDRESS``, else a cluster ``ray start`` started on this machine, else a new local Ray. Only a connection
+    made here is shut down here.
     """
     if not shards:
         return
@@ -165,6 +169,7 @@ class _Driver:
         self.starting: dict[Any, Any] = {}  # ready() ref -> actor; no shard goes to an actor before it is up
         self.busy: dict[Any, tuple[Any, Shard]] = {}  # run() ref -> (actor, shard)
         self.n_tokens = 0
+        self.lost_starting = 0
 
     def _spawn(self) -> None:
         options: dict[str, Any] = dict(num_gpus=self.spec.num_gpus, num_cpus=self.spec.num_cpus, max_restarts=0,
@@ -225,6 +230,11 @@ class _Driver:
         except ray.exceptions.RayActorError as exc:
             if exc.actor_init_failed:  # the engine could not be built: the same on any node, so stop
                 raise PersonamineError(f"a Ray mining actor failed to start: {_cause(exc)}") from None
+            self.lost_starting += 1
+            # Same bound as for a shard, per actor slot: a node that keeps dying must not loop forever.
+            if self.lost_starting > self.spec.count * (self.config.max_shard_retries + 1):
+                raise PersonamineError(f"Ray mining actors died while starting {self.lost_starting} times; "
+                                       f"last cause: {_cause(exc)}") from None
             log.warning("ray: an actor was lost while starting (%s); starting another", _cause(exc))
             self._spawn()
             return

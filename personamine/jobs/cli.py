@@ -97,14 +97,27 @@ def _submit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pip", action="append", default=None, metavar="REQ",
                         help="pip requirement to install for the job, e.g. 'personamine[ray]' (repeatable)")
     parser.add_argument("--output", default=None, help="output path on the cluster (overrides the job file)")
+    parser.add_argument("--entrypoint-resources", default=None, metavar="JSON",
+                        help='custom resources for the driver, e.g. \'{"personamine_driver": 1}\' (pins it to the '
+                             "head of the shipped cluster configs)")
 
 
 @command("submit")(_submit_flags)
 def _submit(args: argparse.Namespace) -> int:
+    import json
+
     from personamine.jobs.submit import submit
 
+    try:
+        resources = json.loads(args.entrypoint_resources) if args.entrypoint_resources else None
+    except json.JSONDecodeError:
+        resources = []
+    if resources is not None and not (isinstance(resources, dict)
+                                      and all(isinstance(v, (int, float)) for v in resources.values())):
+        raise PersonamineError("--entrypoint-resources must be a JSON object of numbers, "
+                               'e.g. \'{"personamine_driver": 1}\'')
     result = submit(args.job, args.address, wait=args.wait, working_dir=args.working_dir, pip=args.pip,
-                    output=args.output, stream=sys.stdout)
+                    output=args.output, entrypoint_resources=resources, stream=sys.stdout)
     if not args.wait:
         print(result.job_id)  # alone on stdout, for JOB=$(personamine submit ...)
         return 0
@@ -112,8 +125,65 @@ def _submit(args: argparse.Namespace) -> int:
     return 0 if result.succeeded else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _discover_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.discover import DiscoverConfig
+
+    parser.description = ("Rank SAE features by mean activation on self-referential prompts minus matched controls, "
+                          "rendered with the chat template (personamine.discover).")
+    add_config_flags(parser, DiscoverConfig)
+    parser.add_argument("--table", type=int, default=20, metavar="N", help="print the top N features (default 20)")
+
+
+@command("discover")(_discover_flags)
+def _discover(args: argparse.Namespace) -> int:
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.discover import DiscoverConfig, discover, read_discovery
+
+    path = discover(DiscoverConfig(**overrides_from_args(args, DiscoverConfig)))
+    print(read_discovery(path).table(args.table))
+    print(f"wrote {path}")
+    return 0
+
+
+def _train_sae_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.train_sae import TrainSaeConfig
+
+    parser.description = ("Train a BatchTopK SAE on one layer's residual stream over a corpus and save it in "
+                          "dictionary_learning's release layout (personamine.jobs.train_sae.train_sae).")
+    add_config_flags(parser, TrainSaeConfig)
+
+
+@command("train-sae")(_train_sae_flags)
+def _train_sae(args: argparse.Namespace) -> int:
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.train_sae import TrainSaeConfig, train_sae
+
+    config = TrainSaeConfig(**overrides_from_args(args, TrainSaeConfig))
+    result = train_sae(config)
+    print(result.summary())
+    print(f"wrote {result.path} (use it as --sae {result.path} --layer {config.layer})")
+    return 0
+
+
+def _demo_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.demo import DemoConfig
+
+    parser.description = ("Offline end to end on a CPU: SmolLM2-135M-Instruct, an SAE trained on first use, discover, "
+                          "mine the top features over the built-in corpus, print them (personamine.jobs.demo.demo).")
+    add_config_flags(parser, DemoConfig)
+
+
+@command("demo")(_demo_flags)
+def _demo(args: argparse.Namespace) -> int:
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.demo import DemoConfig, demo
+
+    demo(DemoConfig(**overrides_from_args(args, DemoConfig)))
+    return 0
+
 
 
 def _report_flags(parser: argparse.ArgumentParser) -> None:
@@ -131,3 +201,7 @@ def _report(args: argparse.Namespace) -> int:
     features = parse_feature_list(args.features) if args.features else None
     print(f"wrote {report(args.results, args.output, discovery=args.discovery, features=features)}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,20 +15,19 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
-import torch
 
 from personamine.errors import PersonamineError
 from personamine.jobs.config import DEFAULT_MODEL
-from personamine.jobs.features import DISCOVERY_FORMAT
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 POSITIONS = ("last", "assistant-header", "prompt-mean")
 MAX_RANKED = 1000  # a discovery file lists at most this many features (the rest score ~0 or below)
-_STR = h5py.string_dtype("utf-8")
 
 
 @dataclass
@@ -200,6 +199,8 @@ def _generation_prompt_start(ids: list[int], without: list[int]) -> int:
 
 
 def _batches(prompts: list[RenderedPrompt], batch_size: int, pad_id: int, device: torch.device):
+    import torch
+
     for lo in range(0, len(prompts), batch_size):
         group = prompts[lo: lo + batch_size]
         width = max(len(p.ids) for p in group)
@@ -212,9 +213,17 @@ def _batches(prompts: list[RenderedPrompt], batch_size: int, pad_id: int, device
         yield group, input_ids.to(device), mask.to(device)
 
 
-@torch.inference_mode()
 def prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: int, bar=None) -> np.ndarray:
     """[len(prompts), n_features] float32: each prompt's SAE codes averaged over its positions."""
+    import torch
+
+    with torch.inference_mode():
+        return _prompt_vectors(loaded, encoder, prompts, batch_size, bar)
+
+
+def _prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: int, bar) -> np.ndarray:
+    import torch
+
     from personamine.model.capture import capture_residual
 
     tok = loaded.tokenizer
@@ -335,8 +344,13 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
 
 def _write(path: Path, cfg: DiscoverConfig, sae, ranking: Ranking, persona: list[RenderedPrompt],
            control: list[RenderedPrompt], persona_top: np.ndarray, control_top: np.ndarray) -> Path:
+    import h5py
+
     from personamine import __version__
+    from personamine.jobs.features import DISCOVERY_FORMAT
     from personamine.merge.hdf5 import atomic_h5
+
+    utf8 = h5py.string_dtype("utf-8")
 
     tmp, f = atomic_h5(path)
     try:
@@ -353,8 +367,8 @@ def _write(path: Path, cfg: DiscoverConfig, sae, ranking: Ranking, persona: list
                 rank.create_dataset(name, data=value.astype(np.int64 if name == "feature_ids" else np.float64))
             prompts = f.create_group("prompts")
             for kind, items in (("persona", persona), ("control", control)):
-                prompts.create_dataset(f"{kind}_text", data=[p.text for p in items], dtype=_STR)
-                prompts.create_dataset(f"{kind}_rendered", data=[p.rendered for p in items], dtype=_STR)
+                prompts.create_dataset(f"{kind}_text", data=[p.text for p in items], dtype=utf8)
+                prompts.create_dataset(f"{kind}_rendered", data=[p.rendered for p in items], dtype=utf8)
                 prompts.create_dataset(f"{kind}_n_positions", data=np.array([len(p.positions) for p in items],
                                                                             dtype=np.int64))
             acts = f.create_group("activations")
@@ -416,6 +430,11 @@ class DiscoveryResults:
 
 
 def read_discovery(path: str | Path) -> DiscoveryResults:
+    """Read a file written by :func:`discover`."""
+    import h5py
+
+    from personamine.jobs.features import DISCOVERY_FORMAT
+
     path = Path(path)
     try:
         f = h5py.File(path, "r")

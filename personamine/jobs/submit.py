@@ -35,15 +35,18 @@ class Submission:
 
 
 def submit(job_toml: str | Path, address: str, *, wait: bool = False, working_dir: str | Path | None = None,
-           pip: list[str] | None = None, output: str | None = None, stream: TextIO | None = None) -> Submission:
+           pip: list[str] | None = None, output: str | None = None,
+           entrypoint_resources: dict[str, float] | None = None, stream: TextIO | None = None) -> Submission:
     """Submit ``personamine mine JOB_TOML --ray`` as a Ray job to the cluster whose dashboard is at ``address``.
 
     ``working_dir``: a local dir uploaded as the job's working dir; ``job_toml`` must be inside it and relative
     paths in it resolve there on the cluster. Without it, only the TOML file is uploaded. ``pip``: requirements
     installed for the job (e.g. ``["personamine[ray]==0.1.0"]``) when the cluster's image lacks personamine.
     ``output``: overrides the TOML's output path; make it a path on the head (or shared storage), since a relative
-    one lands inside the job's temporary working dir. With ``wait``, the job's logs are followed to ``stream``
-    (stdout by default) until it ends, and the final status is returned.
+    one lands inside the job's temporary working dir. ``entrypoint_resources``: custom resources the driver needs,
+    e.g. ``{"personamine_driver": 1}`` to pin it to the head of the shipped ``cluster/`` configs (with any
+    entrypoint resource, Ray may place the driver on any node that has it; without, on the head). With ``wait``,
+    the job's logs are followed to ``stream`` (stdout by default) until it ends, and the final status is returned.
     """
     stream = stream or sys.stdout
     toml = Path(job_toml).resolve()
@@ -74,7 +77,8 @@ def submit(job_toml: str | Path, address: str, *, wait: bool = False, working_di
             entrypoint += f" --output {shlex.quote(output)}"
         try:
             # entrypoint_num_gpus stays unset: a GPU held by the driver is one no mining actor can use.
-            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, entrypoint_num_cpus=1)
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, entrypoint_num_cpus=1,
+                                       entrypoint_resources=entrypoint_resources or None)
         except (RuntimeError, ValueError, OSError) as exc:
             raise PersonamineError(f"Ray refused the job: {_one_line(exc)}") from exc
     if not wait:

@@ -21,13 +21,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from personamine.errors import PersonamineError
 from personamine.jobs.config import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -110,6 +112,8 @@ def scored_tokens(hidden: torch.Tensor, content: torch.Tensor, special: torch.Te
     Content tokens that are not special are eligible; an eligible token whose residual norm exceeds
     ``norm_filter`` times the median norm of the eligible tokens OF ITS OWN WINDOW is an outlier (NOTES §4).
     """
+    import torch
+
     eligible = content & ~special
     if norm_filter <= 0:
         return eligible, torch.zeros_like(eligible)
@@ -145,9 +149,18 @@ def _documents(corpus, cfg: TrainSaeConfig, counters: dict[str, int]) -> Iterato
         start = stop
 
 
-@torch.no_grad()  # not inference_mode: the rows become training data, which autograd must accept
 def capture_activations(cfg: TrainSaeConfig, loaded=None, on_tokens=None) -> Activations:
     """Residual-stream activations of every scored token of the configured documents, up to ``max_tokens``."""
+    import torch
+
+    # no_grad, not inference_mode: the rows become training data, which autograd must accept.
+    with torch.no_grad():
+        return _capture(cfg, loaded, on_tokens)
+
+
+def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
+    import torch
+
     from personamine.model.capture import capture_residual
     from personamine.model.loading import load_model
     from personamine.shards.corpus import Corpus, CorpusSpec
@@ -224,6 +237,7 @@ def split_held_out(acts: Activations, fraction: float, seed: int) -> tuple[torch
 
 
 def _trainer_class():
+    import torch
     from dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
     from dictionary_learning.trainers.trainer import set_decoder_norm_to_unit_norm
 
@@ -263,6 +277,8 @@ def norm_factor(x: torch.Tensor) -> float:
 
 def fit_sae(train: torch.Tensor, cfg: TrainSaeConfig, device: torch.device, progress: bool = False):
     """Train on ``train`` (raw activations); return (trainer, norm factor). The trainer's SAE is raw-scale."""
+    import torch
+
     trainer_cls = _trainer_class()
     scale = norm_factor(train)
     trainer = trainer_cls(
@@ -309,9 +325,17 @@ class SaeQuality:
     n_tokens: int
 
 
-@torch.no_grad()
 def evaluate_sae(sae, x: torch.Tensor, batch: int = 4096) -> SaeQuality:
     """Reconstruction quality of ``sae`` (a ``BatchTopKSAE`` in inference mode: thresholded) on raw ``x``."""
+    import torch
+
+    with torch.no_grad():
+        return _evaluate(sae, x, batch)
+
+
+def _evaluate(sae, x: torch.Tensor, batch: int) -> SaeQuality:
+    import torch
+
     device = sae.b_dec.device
     mean = x.double().mean(0)
     err = total = 0.0
@@ -405,6 +429,8 @@ def train_sae(config: TrainSaeConfig | None = None, /, **overrides: Any) -> Trai
 
 def save_release(sae, trainer_config: dict, extra: dict, root: Path, layer: int, trainer: int) -> Path:
     """Write ``ae.pt`` + ``config.json`` into ``root/resid_post_layer_{layer}/trainer_{trainer}`` atomically."""
+    import torch
+
     from personamine.model.sae import release_subpath
 
     target = root / release_subpath(layer, trainer)
@@ -425,6 +451,8 @@ def save_release(sae, trainer_config: dict, extra: dict, root: Path, layer: int,
 
 
 def _json_default(value: object) -> object:
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.item()
     if isinstance(value, float) and math.isnan(value):

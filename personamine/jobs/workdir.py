@@ -40,8 +40,9 @@ class WorkDir:
         if manifest.exists():
             theirs = json.loads(manifest.read_text())
             if theirs["fingerprint"] != mine["fingerprint"] or theirs["shards"] != mine["shards"]:
-                changed = sorted(k for k, v in theirs["config"].items()
-                                 if k not in EXECUTION_FIELDS and mine["config"].get(k) != v)
+                # Over both key sets: a field added since that run (e.g. samples_per_interval) counts as changed.
+                changed = sorted(k for k in set(theirs["config"]) | set(mine["config"])
+                                 if k not in EXECUTION_FIELDS and mine["config"].get(k) != theirs["config"].get(k))
                 raise PersonamineError(
                     f"work dir {str(self.path)!r} holds a different run (changed: {', '.join(changed) or 'corpus'}); "
                     "use another --work-dir or delete it to start over"

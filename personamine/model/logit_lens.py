@@ -156,6 +156,8 @@ def _top_tokens(w_u: torch.Tensor, directions: torch.Tensor, n: int, vocab_chunk
 def _running_top(values: torch.Tensor | None, ids: torch.Tensor | None, logits: torch.Tensor, chunk_ids: torch.Tensor,
                  n: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``n`` rows per column of (previous best + this vocabulary chunk), sorted."""
+    import torch
+
     if values is not None:
         logits = torch.cat([values, logits])
         chunk_ids = torch.cat([ids, chunk_ids])

@@ -39,6 +39,7 @@ section.feature .stats { color: var(--muted); }
 .tok { border-radius: 2px; }
 .tok.on { box-shadow: inset 0 -2px rgba(var(--hot), .9); }
 .tok.piece { color: #0550ae; font-style: italic; }
+details.more summary { cursor: pointer; color: var(--muted); font-size: 12px; padding: 4px 6px; }
 .interval-head { font-size: 12px; color: var(--muted); margin: 10px 0 2px; }
 .chips { display: flex; flex-wrap: wrap; gap: 4px; }
 .chip { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre; padding: 1px 6px;
@@ -74,6 +75,7 @@ JS = r"""
     return (a >= 1e4 || a < 1e-3) ? v.toExponential(2) : String(Number(v.toPrecision(4)));
   }
   function pct(v) {
+    if (v === null || v === undefined) return "";
     return v === 0 ? "0%" : (v * 100 < 0.01 ? (v * 100).toExponential(1) : (v * 100).toPrecision(3)) + "%";
   }
   function tok(id) { return V[id] || ["<" + id + ">", "", 1]; }
@@ -103,8 +105,8 @@ JS = r"""
   if (D.prompts || D.features.some(function (f) { return f.disc; })) {
     COLS.push(["rank", function (f) { return f.disc ? f.disc.rank : null; }, 0],
               ["disc. score", function (f) { return f.disc ? f.disc.score : null; }, 0],
-              ["persona", function (f) { return f.disc ? f.disc.persona : null; }, 0],
-              ["control", function (f) { return f.disc ? f.disc.control : null; }, 0]);
+              ["fires (persona)", function (f) { return f.disc ? f.disc.persona : null; }, 1],
+              ["fires (control)", function (f) { return f.disc ? f.disc.control : null; }, 1]);
   }
   COLS.push(["density", function (f) { return f.density; }, 1], ["max", function (f) { return f.max; }, 0],
             ["mean", function (f) { return f.mean; }, 0], ["top token", topToken, 2]);
@@ -201,7 +203,7 @@ JS = r"""
     });
     sv("line", {x1: 0, x2: W, y1: H, y2: H, stroke: "#bbb"}, svg);
     sv("text", {x: 2, y: H + 13}, svg).textContent = "persona prompts (" + p.length + ")";
-    sv("text", {x: p.length * bw + 2, y: H + 13}, svg).textContent = "control prompts (" + c.length + ")";
+    if (c.length) sv("text", {x: p.length * bw + 2, y: H + 13}, svg).textContent = "control prompts (" + c.length + ")";
     return svg;
   }
 
@@ -221,8 +223,8 @@ JS = r"""
     var fmax = f.max > 0 ? f.max : 1, d = f.disc;
     var stats = "max " + fmt(f.max) + " · active on " + pct(f.density) + " of scored tokens (" +
                 f.active.toLocaleString() + ") · mean when active " + fmt(f.mean);
-    if (d) stats += " · discovery rank " + d.rank + ", score " + fmt(d.score) + ", persona " + fmt(d.persona) +
-                    " vs control " + fmt(d.control);
+    if (d) stats += " · discovery rank " + d.rank + ", score " + fmt(d.score) + ", fires on " + pct(d.persona) +
+                    " of persona prompts" + (d.control === null ? "" : " vs " + pct(d.control) + " of controls");
     sec.appendChild(el("div", "stats", stats));
     var row = el("div", "row"), hist = el("div", "panel");
     hist.appendChild(el("h3", null, "activation histogram (tokens)"));
@@ -246,7 +248,11 @@ JS = r"""
     sec.appendChild(row);
     var top = el("div", "top");
     top.appendChild(el("h3", null, "top " + f.top.length + " contexts"));
-    f.top.forEach(function (w) { top.appendChild(windowRow(w, fmax)); });
+    // The first few contexts show at once; the rest fold away so a section stays short enough to skim.
+    var more = f.top.length > 8 ? el("details", "more") : null;
+    if (more) more.appendChild(el("summary", null, (f.top.length - 8) + " more"));
+    f.top.forEach(function (w, j) { (j < 8 || !more ? top : more).appendChild(windowRow(w, fmax)); });
+    if (more) top.appendChild(more);
     if (!f.top.length) top.appendChild(el("div", "note", "no activating window"));
     sec.appendChild(top);
     var samples = el("div", "samples");

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
 from personamine.errors import PersonamineError
-from personamine.jobs.features import DISCOVERY_FORMAT
 from personamine.merge.hdf5 import MineResults
 from personamine.merge.samples import INTERVAL_STEP
 from personamine.merge.topk import TOKEN_FILL
+
+if TYPE_CHECKING:
+    from personamine.jobs.discover import DiscoveryResults
 
 _SIG = 4  # significant digits kept for activations: what the hover shows, and it keeps the page small
 _VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
@@ -34,51 +34,13 @@ def display_token(text: str, piece: str) -> tuple[str, bool]:
 
 
 def _round(values: np.ndarray) -> list[float | None]:
-    return [float(f"{v:.{_SIG}g}") if math.isfinite(v) else None
+    # Most per-token activations are 0: skipping their formatting makes a 1,000-feature page several times faster.
+    return [0.0 if v == 0 else float(f"{v:.{_SIG}g}") if math.isfinite(v) else None
             for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
-@dataclass
-class Discovery:
-    """The parts of a discovery file the report shows (layout of ``personamine discover`` output)."""
-
-    ranking: np.ndarray  # feature ids, best first
-    score: np.ndarray
-    persona_firing: np.ndarray
-    control_firing: np.ndarray
-    persona_acts: np.ndarray  # [P, N] for the top N ranked features
-    control_acts: np.ndarray  # [C, N]
-    persona_text: list[str]
-    control_text: list[str]
-    path: str
-
-    def rank_of(self, feature_id: int) -> int | None:
-        hits = np.nonzero(self.ranking == feature_id)[0]
-        return int(hits[0]) if hits.size else None
-
-
-def read_discovery_for_report(path: str | Path) -> Discovery:
-    path = str(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise PersonamineError(f"cannot open discovery file {path!r}: {exc}") from exc
-    with f:
-        if f.attrs.get("format") != DISCOVERY_FORMAT:
-            raise PersonamineError(f"{path!r} is not a personamine discovery file")
-        try:
-            return Discovery(
-                ranking=f["ranking/feature_ids"][()].astype(np.int64), score=f["ranking/score"][()],
-                persona_firing=f["ranking/persona_firing"][()], control_firing=f["ranking/control_firing"][()],
-                persona_acts=f["activations/persona"][()], control_acts=f["activations/control"][()],
-                persona_text=list(f["prompts/persona_text"].asstr()[()]),
-                control_text=list(f["prompts/control_text"].asstr()[()]), path=path,
-            )
-        except KeyError as exc:
-            raise PersonamineError(f"discovery file {path!r} lacks {exc.args[0]}") from exc
-
-
-def feature_order(results: MineResults, features: list[int] | None, discovery: Discovery | None) -> list[int]:
+def feature_order(results: MineResults, features: list[int] | None,
+                  discovery: DiscoveryResults | None) -> list[int]:
     """Requested features (in the order given), else discovery ranking order, else the file's order."""
     ids = results.feature_ids.tolist()
     if features:
@@ -89,7 +51,7 @@ def feature_order(results: MineResults, features: list[int] | None, discovery: D
         return list(dict.fromkeys(int(f) for f in features))
     if discovery is None:
         return ids
-    rank = {int(f): r for r, f in enumerate(discovery.ranking.tolist())}
+    rank = {int(f): r for r, f in enumerate(discovery.feature_ids.tolist())}
     return [f for _, f in sorted((rank.get(f, len(rank) + pos), f) for pos, f in enumerate(ids))]
 
 
@@ -102,7 +64,8 @@ def _window(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, score
             "a": _round(acts[prefix:][keep])}
 
 
-def feature_entry(results: MineResults, feature_id: int, discovery: Discovery | None, used: set[int]) -> dict:
+def feature_entry(results: MineResults, feature_id: int, discovery: DiscoveryResults | None,
+                  used: set[int]) -> dict:
     i = results.feature_index(feature_id)
     prefix = len(np.atleast_1d(results.attrs.get("sink_prefix", [])))
     active = int(results.active_tokens[i])
@@ -112,8 +75,10 @@ def feature_entry(results: MineResults, feature_id: int, discovery: Discovery | 
         "hist": [[int(b), int(c)] for b, c in enumerate(results.histogram[i].tolist()) if c],
         "top": [_window(results, ex["token_ids"], ex["activations"], ex["score"], ex["document"],
                         ex["window_start"], prefix, used) for ex in results.examples(feature_id)],
+        # Highest interval first; inside one, by score (the file keeps them by sampling key).
         "intervals": [[interval, [_window(results, ex["token_ids"], ex["activations"], ex["score"], ex["document"],
-                                          ex["window_start"], prefix, used) for ex in windows]]
+                                          ex["window_start"], prefix, used)
+                                  for ex in sorted(windows, key=lambda w: -w["score"])]]
                       for interval, windows in sorted(results.interval_samples(feature_id).items(), reverse=True)],
         "lens": None, "disc": None,
     }
@@ -125,19 +90,21 @@ def feature_entry(results: MineResults, feature_id: int, discovery: Discovery | 
         entry["lens"] = {"up": [[int(t), v] for t, v in zip(up, _round(lens.promoted_values[i]), strict=True)],
                          "down": [[int(t), v] for t, v in zip(down, _round(lens.suppressed_values[i]), strict=True)]}
     if discovery is not None:
-        rank = discovery.rank_of(feature_id)
-        if rank is not None:
+        hits = np.nonzero(discovery.feature_ids == feature_id)[0]
+        if hits.size:
+            rank = int(hits[0])
+            control = _round([discovery.control_firing[rank]])[0] if discovery.has_controls else None
             disc: dict = {"rank": rank + 1, "score": _round([discovery.score[rank]])[0],
-                          "persona": _round([discovery.persona_firing[rank]])[0],
-                          "control": _round([discovery.control_firing[rank]])[0]}
-            if rank < discovery.persona_acts.shape[1]:
+                          "persona": _round([discovery.persona_firing[rank]])[0], "control": control}
+            if rank < discovery.persona_acts.shape[1]:  # per-prompt activations are stored for the top N only
                 disc["persona_acts"] = _round(discovery.persona_acts[:, rank])
                 disc["control_acts"] = _round(discovery.control_acts[:, rank])
             entry["disc"] = disc
     return entry
 
 
-def report_data(results: MineResults, features: list[int] | None = None, discovery: Discovery | None = None) -> dict:
+def report_data(results: MineResults, features: list[int] | None = None,
+                discovery: DiscoveryResults | None = None) -> dict:
     """Everything the page renders, as one JSON-able dict."""
     used: set[int] = set()
     entries = [feature_entry(results, f, discovery, used) for f in feature_order(results, features, discovery)]
@@ -154,7 +121,7 @@ def report_data(results: MineResults, features: list[int] | None = None, discove
         "tokens_scored": int(results.tokens_scored), "ctx_len": a.get("ctx_len"), "top_k": a.get("top_k"),
         "n_features_in_file": int(results.feature_ids.size), "format_version": a.get("format_version"),
         "per_interval": int(results.samples.per_interval) if results.samples is not None else None,
-        "discovery": discovery.path if discovery is not None else None,
+        "discovery": str(discovery.path) if discovery is not None else None,
     }
     interval_edges = results.interval_edges
     return {

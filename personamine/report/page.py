@@ -9,14 +9,15 @@ from personamine.report.assets import CSS, JS
 
 # Inside <script> the HTML parser ends the element at the first "</script", and "<!--" changes how it scans: with
 # these escaped the JSON text contains no "<" at all, whatever the corpus holds. U+2028/9 are escaped for old JS.
-_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-                               "\u2029": "\\u2029"})
+_JSON_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
 def script_json(data: object) -> str:
     """JSON that is safe to place verbatim between <script> tags."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.translate(_JSON_ESCAPES)
+    for raw, escaped in _JSON_ESCAPES:  # str.replace passes: str.translate is ~30x slower on a 15 MB page
+        text = text.replace(raw, escaped)
+    return text
 
 
 def render_page(data: dict, title: str) -> str:

@@ -1,0 +1,315 @@
+"""Peak memory of what personamine loads, each case in a fresh subprocess (``ru_maxrss``).
+
+  model   the full model (``AutoModelForCausalLM``, every layer, as the seed loaded it) vs personamine's
+          ``load_model`` (layers 0..L only);
+  sae     an SAE file read whole (``torch.load``, and ``BatchTopKSAE.from_pretrained`` as the seed did) vs
+          ``SaeEncoder`` reading only the targeted encoder rows through mmap (and all rows, for comparison);
+  mining  ``features="all"`` on a large random, calibrated SAE: the peak of ``run_shard`` and of a whole
+          ``personamine.mine`` run, with the sizes of the buffers that make them up.
+
+    python benchmarks/memory.py            # model + sae (1.07 GB synthetic SAE) + mining (131,072 features)
+    python benchmarks/memory.py --quick    # model + sae (151 MB synthetic SAE), no mining section
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    DEFAULT_MODEL,
+    PeakMemory,
+    calibrated_sae,
+    default_corpus,
+    load_average,
+    machine,
+    mib,
+    offline,
+    peak_rss_bytes,
+    print_table,
+    rss_bytes,
+    today,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--sections", default=None, help="comma list of model,sae,mining (full: all; quick: model,sae)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--layer", type=int, default=15)
+    p.add_argument("--sae-dict", type=int, default=None, help="synthetic SAE features (full 131,072; quick 32,768)")
+    p.add_argument("--sae-dim", type=int, default=None, help="synthetic SAE width (full 1,024; quick 576)")
+    p.add_argument("--features", type=int, default=20, help="targeted features")
+    p.add_argument("--mining-dict", type=int, default=131072, help="SAE size for the all-features mining section")
+    p.add_argument("--mining-tokens", type=int, default=20000)
+    p.add_argument("--corpus", default=None)
+    p.add_argument("--workdir", default=None, help="keep the synthetic SAEs here (reused when present)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--path", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.sections = (args.sections or ("model,sae" if args.quick else "model,sae,mining")).split(",")
+    args.sae_dict = args.sae_dict or (32768 if args.quick else 131072)
+    args.sae_dim = args.sae_dim or (576 if args.quick else 1024)
+    args.corpus = args.corpus or default_corpus()
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# children: each loads one thing and reports its peak
+# ---------------------------------------------------------------------------------------------------------------
+def child(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch  # noqa: F401  (imported before the baseline so only the load itself is measured)
+    import transformers  # noqa: F401
+
+    from personamine.model.loading import load_model, resolve_model_source
+    from personamine.model.sae import SaeEncoder
+
+    base = rss_bytes()
+    out: dict = {"baseline": base}
+    t0 = time.perf_counter()
+    if args.child == "imports":
+        pass
+    elif args.child in ("model-full", "model-truncated"):
+        if args.child == "model-full":
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(resolve_model_source(args.model), dtype=torch.float32)
+        else:
+            model = load_model(args.model, args.layer, dtype="float32", device="cpu").model
+        out["params"] = sum(p.numel() for p in model.parameters())
+        out["loaded_peak"] = peak_rss_bytes()
+        # Weights may still be mmap'd pages of the checkpoint that nothing has read yet; reading every parameter
+        # once gives what using the model (or copying it to a GPU) keeps resident.
+        for param in model.parameters():
+            param.detach().sum()
+    elif args.child == "sae-torch-load":
+        state = torch.load(args.path, map_location="cpu", weights_only=True)
+        out["bytes"] = sum(t.numel() * t.element_size() for t in state.values())
+    elif args.child == "sae-from-pretrained":
+        from dictionary_learning.trainers import BatchTopKSAE
+
+        sae = BatchTopKSAE.from_pretrained(args.path)
+        out["bytes"] = sum(p.numel() * p.element_size() for p in sae.state_dict().values())
+    elif args.child in ("sae-encoder-targeted", "sae-encoder-all"):
+        dict_size = int(torch.load(args.path, mmap=True, weights_only=True)["encoder.bias"].shape[0])
+        rng = np.random.default_rng(0)
+        features = (np.sort(rng.choice(dict_size, args.features, replace=False)) if args.child.endswith("targeted")
+                    else np.arange(dict_size))
+        encoder = SaeEncoder(Path(args.path), features, device=torch.device("cpu"))
+        out["bytes"] = encoder.weight.numel() * 4 + encoder.bias.numel() * 4
+    elif args.child in ("mining-run-shard", "mining-mine"):
+        out.update(_mining_child(args))
+    else:
+        raise SystemExit(f"unknown child {args.child}")
+    out["seconds"] = time.perf_counter() - t0
+    out["peak"] = peak_rss_bytes()
+    return out
+
+
+def _mining_child(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    import personamine
+    from personamine.jobs.config import MineConfig
+    from personamine.shards.plan import Shard, count_documents
+    from personamine.shards.run import MiningEngine, run_shard
+
+    work = Path(args.path)
+    sae = str(work / f"sae-{args.mining_dict}")
+    cfg = MineConfig(model=args.model, layer=args.layer, sae=sae, corpus=args.corpus, features="all",
+                     max_tokens=args.mining_tokens, progress=False, n_shards=2, output=str(work / "mine-all.h5"),
+                     work_dir=str(work / "mine-all.work"))
+    if args.child == "mining-mine":
+        import shutil
+
+        shutil.rmtree(cfg.work_dir, ignore_errors=True)
+        with PeakMemory() as mem:
+            path = personamine.mine(cfg)
+        size = sum(p.stat().st_size for p in Path(cfg.work_dir).glob("*.npz"))
+        return {"rss_growth": mem.peak - mem.start, "output_bytes": path.stat().st_size, "checkpoint_bytes": size}
+    engine = MiningEngine(cfg, np.arange(args.mining_dict))
+    n_docs = count_documents(engine.corpus, engine.loaded.tokenizer, None, args.mining_tokens)
+    loaded_rss = rss_bytes()
+    with PeakMemory() as mem:
+        result = run_shard(engine, Shard(0, 0, n_docs))
+    buffer = {k: int(v.nbytes) for k, v in result.buffer.arrays().items()}
+    samples = {}
+    if getattr(result, "samples", None) is not None:
+        samples = {k: int(v.nbytes) for k, v in result.samples.arrays().items()}
+    stats = {k: int(np.asarray(v).nbytes) for k, v in result.stats.arrays().items()}
+    filled = ~np.isnan(result.buffer.score)
+    keys = np.stack([result.buffer.document[filled], result.buffer.window_start[filled]], axis=1)
+    distinct = int(np.unique(keys, axis=0).shape[0]) if keys.size else 0
+    acts = result.buffer.activations[filled]
+    return {
+        "loaded_rss": loaded_rss, "run_peak": mem.peak, "run_growth": mem.peak - loaded_rss,
+        "encoder_bytes": engine.encoder.weight.numel() * 4, "buffer_bytes": buffer, "samples_bytes": samples,
+        "stats_bytes": stats, "tokens_fed": result.stats.counters["tokens_fed"],
+        "n_windows": result.stats.counters["n_windows"], "entries": int(filled.sum()),
+        "distinct_windows": distinct, "nonzero_activations": int((acts != 0).sum()),
+        "activation_cells": int(acts.size), "run_seconds": result.seconds,
+    }
+
+
+def run_child(args: argparse.Namespace, name: str, path: Path | None = None, extra: list[str] | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--model", args.model, "--layer", str(args.layer),
+           "--features", str(args.features), "--corpus", args.corpus, "--mining-dict", str(args.mining_dict),
+           "--mining-tokens", str(args.mining_tokens), *(extra or [])]
+    if path is not None:
+        cmd += ["--path", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise SystemExit(f"child {name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def synthetic_sae(path: Path, dict_size: int, dim: int) -> Path:
+    """A BatchTopK state dict of random weights (the layout is all that matters for reading it)."""
+    import torch
+
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    state = {"encoder.weight": torch.randn(dict_size, dim, generator=gen), "encoder.bias": torch.zeros(dict_size),
+             "decoder.weight": torch.randn(dim, dict_size, generator=gen), "b_dec": torch.zeros(dim),
+             "k": torch.tensor(32, dtype=torch.int32), "threshold": torch.tensor(0.5)}
+    torch.save(state, path)
+    return path
+
+
+def mining_sae(args: argparse.Namespace, work: Path) -> None:
+    """The calibrated random SAE of the mining section, built in this process (the model is needed once)."""
+    import numpy as np
+
+    from personamine.jobs.config import MineConfig
+    from personamine.model.loading import load_model
+    from personamine.shards.plan import Shard, count_documents
+    from personamine.shards.run import MiningEngine
+
+    if (work / f"sae-{args.mining_dict}").is_dir():
+        return
+    from fixtures import make_sae_release
+
+    loaded = load_model(args.model, args.layer, dtype="float32", device="cpu")
+    placeholder = work / "sae-placeholder"  # lets an engine cut windows; never encodes
+    make_sae_release(placeholder, args.layer, loaded.hidden_size, 16, 4, -1.0, 0, lm_name=loaded.source)
+    cfg = MineConfig(model=args.model, layer=args.layer, sae=str(placeholder), corpus=args.corpus,
+                     features=[0], allow_uncalibrated=True, progress=False)
+    probe = MiningEngine(cfg, np.array([0]), loaded)
+    n_docs = count_documents(probe.corpus, loaded.tokenizer, None, 8192)
+    batches = probe.batches(Shard(0, 0, n_docs), {"n_documents": 0, "rows_skipped": 0})
+    calibrated_sae(work, loaded, batches, layer=args.layer, dict_size=args.mining_dict)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    offline()
+    if args.child:
+        print(json.dumps(child(args)))
+        return {}
+    print(f"# memory  {today()}  {machine()}  load avg {load_average()}", flush=True)
+    tmp = tempfile.TemporaryDirectory(prefix="personamine-mem-")
+    work = Path(args.workdir) if args.workdir else Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"date": today(), "machine": machine(), "argv": sys.argv}
+    imports = run_child(args, "imports")
+    base = imports["peak"]
+    print(f"baseline (python + torch + transformers + personamine imported): {mib(base)} MiB\n", flush=True)
+    summary["baseline"] = base
+
+    if "model" in args.sections:
+        full = run_child(args, "model-full")
+        trunc = run_child(args, "model-truncated")
+        rows = [[f"full model, all layers ({full['params'] / 1e6:.0f}M params, as the seed)",
+                 mib(full["loaded_peak"] - base), mib(full["peak"]), mib(full["peak"] - base),
+                 f"{full['seconds']:.1f}"],
+                [f"personamine load_model, layers 0..{args.layer} ({trunc['params'] / 1e6:.0f}M params)",
+                 mib(trunc["loaded_peak"] - base), mib(trunc["peak"]), mib(trunc["peak"] - base),
+                 f"{trunc['seconds']:.1f}"]]
+        print(f"## Model {args.model}, fp32 on the CPU")
+        summary["model_table"] = print_table(["load", "after load MiB", "peak RSS MiB (weights read)",
+                                              "above baseline MiB", "seconds"], rows)
+        summary["model"] = {"full": full, "truncated": trunc}
+        print(flush=True)
+
+    if "sae" in args.sections:
+        path = synthetic_sae(work / f"synthetic-{args.sae_dict}x{args.sae_dim}" / "ae.pt", args.sae_dict, args.sae_dim)
+        size = path.stat().st_size
+        cases = [("torch.load, whole file", "sae-torch-load"),
+                 ("BatchTopKSAE.from_pretrained (the seed's way)", "sae-from-pretrained"),
+                 (f"SaeEncoder, {args.features} targeted features (mmap)", "sae-encoder-targeted"),
+                 ("SaeEncoder, all features (mmap)", "sae-encoder-all")]
+        rows, measured = [], {}
+        for label, name in cases:
+            try:
+                res = run_child(args, name, path)
+            except SystemExit as exc:
+                if name == "sae-from-pretrained":  # dictionary_learning is optional
+                    print(f"(skipped {label}: {str(exc).splitlines()[-1]})")
+                    continue
+                raise
+            measured[name] = res
+            rows.append([label, mib(res["peak"]), mib(res["peak"] - base), f"{res['seconds']:.1f}"])
+        print(f"## SAE file {args.sae_dict:,} x {args.sae_dim} ({size / 2**20:,.0f} MiB on disk)")
+        summary["sae_table"] = print_table(["read", "peak RSS MiB", "above baseline MiB", "seconds"], rows)
+        summary["sae"] = {"file_bytes": size, **measured}
+        print(flush=True)
+
+    if "mining" in args.sections:
+        t0 = time.perf_counter()
+        mining_sae(args, work)
+        print(f"(built the calibrated {args.mining_dict:,}-feature SAE in {time.perf_counter() - t0:.0f} s)",
+              flush=True)
+        shard = run_child(args, "mining-run-shard", work)
+        whole = run_child(args, "mining-mine", work)
+        summary["mining"] = {"run_shard": shard, "mine": whole}
+        print_mining(args, shard, whole, base, summary)
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
+    tmp.cleanup()
+    return summary
+
+
+def print_mining(args: argparse.Namespace, shard: dict, whole: dict, base: int, summary: dict) -> None:
+    buf = shard["buffer_bytes"]
+    samples = sum(shard["samples_bytes"].values())
+    stats = sum(shard["stats_bytes"].values())
+    print(f"## features=\"all\" on a {args.mining_dict:,}-feature SAE, {shard['tokens_fed']:,} tokens fed "
+          f"({shard['n_windows']:,} windows), run_shard {shard['run_seconds']:.0f} s")
+    rows = [
+        ["engine loaded (model + encoder + corpus)", mib(shard["loaded_rss"]), ""],
+        ["  of which encoder weights (fp32)", mib(shard["encoder_bytes"]), ""],
+        ["run_shard peak", mib(shard["run_peak"]), f"+{mib(shard['run_growth'])} over loaded"],
+        ["  TopKBuffer token_ids [F,K,T] int32", mib(buf["token_ids"]), ""],
+        ["  TopKBuffer activations [F,K,T] float32", mib(buf["activations"]), ""],
+        ["  TopKBuffer score/document/window_start/length",
+         mib(sum(v for k, v in buf.items() if k not in ("token_ids", "activations"))), ""],
+        ["  interval samples (SampleBuffer)", mib(samples), ""],
+        ["  stats (counts, sums, max, histogram)", mib(stats), ""],
+        ["personamine.mine peak growth (2 shards: checkpoint, merge, HDF5)", mib(whole["rss_growth"]),
+         f"checkpoints {mib(whole['checkpoint_bytes'])} MiB, output {mib(whole['output_bytes'])} MiB"],
+    ]
+    summary["mining_table"] = print_table(["", "MiB", "note"], rows)
+    entries, distinct = shard["entries"], shard["distinct_windows"]
+    nz, cells = shard["nonzero_activations"], shard["activation_cells"]
+    print(f"\nbuffer entries filled: {entries:,}; distinct windows among them: {distinct:,} "
+          f"({entries / max(distinct, 1):,.0f} entries per window); nonzero per-token activations: {nz:,} of "
+          f"{cells:,} ({nz / max(cells, 1):.1%})")
+
+
+if __name__ == "__main__":
+    main()

