@@ -233,15 +233,15 @@ def main(argv: list[str] | None = None) -> dict:
     if "model" in args.sections:
         full = run_child(args, "model-full")
         trunc = run_child(args, "model-truncated")
-        rows = [[f"full model, all layers ({full['params'] / 1e6:.0f}M params, as the seed)",
-                 mib(full["loaded_peak"] - base), mib(full["peak"]), mib(full["peak"] - base),
-                 f"{full['seconds']:.1f}"],
-                [f"personamine load_model, layers 0..{args.layer} ({trunc['params'] / 1e6:.0f}M params)",
-                 mib(trunc["loaded_peak"] - base), mib(trunc["peak"]), mib(trunc["peak"] - base),
-                 f"{trunc['seconds']:.1f}"]]
+        rows = [[label, mib(res["params"] * 4), mib(res["loaded_peak"] - base), mib(res["peak"]),
+                 mib(res["peak"] - base), f"{res['seconds']:.1f}"]
+                for label, res in ((f"full model, all layers ({full['params'] / 1e6:.0f}M params, as the seed)", full),
+                                   (f"personamine load_model, layers 0..{args.layer} "
+                                    f"({trunc['params'] / 1e6:.0f}M params)", trunc))]
         print(f"## Model {args.model}, fp32 on the CPU")
-        summary["model_table"] = print_table(["load", "after load MiB", "peak RSS MiB (weights read)",
-                                              "above baseline MiB", "seconds"], rows)
+        summary["model_table"] = print_table(["load", "fp32 weights MiB", "RSS after load, above baseline MiB",
+                                              "peak RSS MiB (every weight read)", "above baseline MiB", "seconds"],
+                                             rows)
         summary["model"] = {"full": full, "truncated": trunc}
         print(flush=True)
 

@@ -43,11 +43,13 @@ def test_demo_end_to_end_on_tiny_fixtures(tiny_model_dir, tiny_corpus_jsonl, tmp
     shown = [int(m) for m in re.findall(r"^feature (\d+):", text, flags=re.M)]
     assert shown == found.feature_ids[:3].tolist()
     assert text.count("discovery score") == 3 and "«" in text
-    strongest = re.findall(r"^  strongest on: '([^']+)' ", text, flags=re.M)
+    strongest = [m[1] for m in re.findall(r"^  strongest on: (['\"])(.+?)\1 ", text, flags=re.M)]
     for j, prompt in enumerate(strongest):
         assert prompt == found.persona_text[int(found.persona_acts[:, j].argmax())]
     assert len(strongest) == 3
     assert not (tmp_path / "demo" / "mine.work").exists()  # a finished demo leaves no checkpoints behind
+    report = first.mining.parent / "report.html"
+    assert f"report: {report}" in text and str(shown[0]) in report.read_text()  # test_report.py checks the page
 
     # Second run: the cached SAE is reused (no training), the results are the same.
     again: list[str] = []
@@ -86,3 +88,12 @@ def test_real_demo_on_smollm2(tmp_path):
     assert mined.feature_ids.tolist() == found.feature_ids[:20].tolist()
     assert mined.tokens_scored >= 19_000
     assert text.count("discovery score") == 3 and "«" in text
+
+
+def test_demo_reports_a_missing_builtin_in_one_line(tiny_model_dir, tmp_path, capsys):
+    code = main(["demo", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--corpus", "builtin:nope",
+                 "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("personamine: error: Unknown built-in corpus 'builtin:nope'")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

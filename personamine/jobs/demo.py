@@ -121,7 +121,16 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
     began = time.perf_counter()
     cfg = _config(config, overrides)
     say(f"personamine demo: {cfg.model} layer {cfg.layer}, corpus {cfg.corpus} (all offline)")
-    resolve_model_source(cfg.model)  # a built-in model is converted here on first use, with its progress bar
+    try:
+        # Built-ins are materialised here on first use (the model's conversion shows its own progress bar), so a
+        # missing data package is reported before anything else runs.
+        resolve_model_source(cfg.model)
+        if cfg.corpus.startswith("builtin:"):
+            from personamine.corpora import builtin_corpus_path
+
+            builtin_corpus_path(cfg.corpus)
+    except (ModuleNotFoundError, FileNotFoundError, KeyError) as exc:
+        raise PersonamineError(str(exc).strip("'\"")) from exc
     # The truncated model loads three times; transformers' load reports and weight bars would bury the output.
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -217,8 +226,12 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     say(f"\nwrote {mine_path}: {results.tokens_scored:,} tokens of {cfg.corpus} scored "
         f"({results.attrs.get('n_documents')} documents)")
     say(format_report(found, results, cfg.show, cfg.examples))
+    from personamine.report import report
+
+    report_path = report(mine_path, out / "report.html", discovery=discovery_path)
     seconds = time.perf_counter() - began
     say(f"\ndone in {seconds:.0f} s. Files: {discovery_path} (personamine.read_discovery), {mine_path} "
         f"(personamine.read_results; personamine show {mine_path})")
+    say(f"report: {report_path} (open it in a browser; it works offline)")
     return DemoResult(discovery=discovery_path, mining=mine_path, sae=sae_root, sae_summary=sae_summary,
                       seconds=seconds)
