@@ -102,3 +102,14 @@ def test_stats_merge_is_associative():
     left, right = a.merge(b).merge(c), a.merge(b.merge(c))
     for name, value in left.arrays().items():
         np.testing.assert_array_equal(value, right.arrays()[name])
+
+
+def test_compact_round_trip_keeps_only_filled_slots():
+    rng = np.random.default_rng(3)
+    buf = TopKBuffer.empty(F, K, T)
+    buf.update(random_candidates(rng, 7, 0))
+    compact = buf.compact_arrays()
+    assert compact["score"].size == int((~np.isnan(buf.score)).sum()) < F * K
+    back = TopKBuffer.from_compact_arrays(compact)
+    for name, value in buf.arrays().items():
+        np.testing.assert_array_equal(value, getattr(back, name))

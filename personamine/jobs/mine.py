@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,16 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
     return {i: (str(p), tokenizer.decode([i])) for i, p in zip(ids, pieces, strict=True)}
 
 
-def reduce_results(results: list[ShardResult]) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
-    """Merge shard results in shard order (selections do not depend on the order; float sums would).
+def reduce_results(results: Iterable[ShardResult]) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
+    """Merge shard results in the order given: pass them in shard order (selections do not depend on the order;
+    float sums would). Results are consumed one at a time, so a generator keeps one shard in memory.
 
     Interval samples are None when any shard has none (a checkpoint written before they existed).
     """
-    ordered = sorted(results, key=lambda r: r.shard.index)
-    buffer, stats, samples = ordered[0].buffer, ordered[0].stats, ordered[0].samples
-    for result in ordered[1:]:
+    stream = iter(results)
+    first = next(stream)
+    buffer, stats, samples = first.buffer, first.stats, first.samples
+    for result in stream:
         buffer = buffer.merge(result.buffer)
         stats = stats.merge(result.stats)
         samples = samples.merge(result.samples) if samples is not None and result.samples is not None else None
@@ -121,7 +123,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
             run_local(cfg, plan.features, todo, on_result, progress.tokens)
     finally:
         progress.close()
-    buffer, stats, samples = reduce_results([work.load(s) for s in plan.shards])
+    buffer, stats, samples = reduce_results(work.load(s) for s in plan.shards)
     lens = _logit_lens(cfg, plan)
     shown = [buffer.token_ids.ravel()] + ([samples.token_ids.ravel()] if samples is not None else []) + (
         [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])

@@ -129,9 +129,21 @@ class TopKBuffer:
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in _BUFFER_ARRAYS}
 
+    def compact_arrays(self) -> dict[str, np.ndarray]:
+        """Only the filled slots: an all-features buffer is mostly empty in a shard, and dense it is F*K*T."""
+        f_idx, k_idx = np.nonzero(~np.isnan(self.score))
+        out = {name: getattr(self, name)[f_idx, k_idx] for name in _BUFFER_ARRAYS}
+        out.update(shape=np.array(self.token_ids.shape, np.int64), slot_feature=f_idx, slot_rank=k_idx)
+        return out
+
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], dedupe: bool = True) -> TopKBuffer:
-        return cls(**{name: np.array(arrays[name]) for name in _BUFFER_ARRAYS}, dedupe=dedupe)
+    def from_compact_arrays(cls, arrays: dict[str, np.ndarray], dedupe: bool = True) -> TopKBuffer:
+        n_features, top_k, ctx_len = (int(v) for v in arrays["shape"])
+        buffer = cls.empty(n_features, top_k, ctx_len, dedupe)
+        f_idx, k_idx = arrays["slot_feature"], arrays["slot_rank"]
+        for name in _BUFFER_ARRAYS:
+            getattr(buffer, name)[f_idx, k_idx] = arrays[name]
+        return buffer
 
 
 _BUFFER_ARRAYS = ("score", "document", "window_start", "length", "token_ids", "activations")
