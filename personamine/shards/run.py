@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,25 +103,43 @@ class MiningEngine:
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Produce items on a thread so tokenization overlaps the forward pass (both release the GIL)."""
+    """Produce items on a thread so tokenization overlaps the forward pass (both release the GIL).
+
+    If the consumer stops early (an error in the shard), the producer notices and exits instead of blocking.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in items:
-                q.put(item)
+                if not put(item):
+                    return
         except BaseException as exc:  # re-raised in the consumer with its traceback
-            q.put(exc)
-        q.put(done)
+            put(exc)
+            return
+        put(done)
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
-    while (item := q.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    thread.join()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _Accumulator:
@@ -233,24 +252,25 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
     cfg = engine.config
     counters = FeatureStats.empty(0).counters
     acc = _Accumulator(engine)
-    for batch in _prefetch(engine.batches(shard, counters)):
-        hidden = capture_residual(engine.loaded.model, engine.loaded.layer_module, batch.input_ids,
-                                  batch.attention_mask)
-        eligible = batch.content & ~batch.special
-        scored = eligible
-        if cfg.norm_filter > 0:
-            norms = hidden.float().norm(dim=-1)
-            median = torch.where(eligible, norms, torch.nan).nanmedian(dim=1).values
-            outlier = eligible & (norms > cfg.norm_filter * median[:, None])
-            scored = eligible & ~outlier
-            counters["tokens_norm_filtered"] += int(outlier.sum())
-        counters["n_windows"] += int(batch.input_ids.shape[0])
-        counters["tokens_fed"] += int(batch.attention_mask.sum())
-        counters["tokens_scored"] += int(scored.sum())
-        counters["tokens_special"] += int(batch.special.sum())
-        mask = scored.unsqueeze(-1)
-        for start, end, acts in engine.encoder.iter_encode(hidden):
-            acc.add(batch, start, end, acts * mask, scored)
-        if on_batch is not None:
-            on_batch(int(batch.attention_mask.sum()))
+    with closing(_prefetch(engine.batches(shard, counters))) as batches:
+        for batch in batches:
+            hidden = capture_residual(engine.loaded.model, engine.loaded.layer_module, batch.input_ids,
+                                      batch.attention_mask)
+            eligible = batch.content & ~batch.special
+            scored = eligible
+            if cfg.norm_filter > 0:
+                norms = hidden.float().norm(dim=-1)
+                median = torch.where(eligible, norms, torch.nan).nanmedian(dim=1).values
+                outlier = eligible & (norms > cfg.norm_filter * median[:, None])
+                scored = eligible & ~outlier
+                counters["tokens_norm_filtered"] += int(outlier.sum())
+            counters["n_windows"] += int(batch.input_ids.shape[0])
+            counters["tokens_fed"] += int(batch.attention_mask.sum())
+            counters["tokens_scored"] += int(scored.sum())
+            counters["tokens_special"] += int(batch.special.sum())
+            mask = scored.unsqueeze(-1)
+            for start, end, acts in engine.encoder.iter_encode(hidden):
+                acc.add(batch, start, end, acts * mask, scored)
+            if on_batch is not None:
+                on_batch(int(batch.attention_mask.sum()))
     return ShardResult(shard, acc.buffer, acc.stats(counters), time.perf_counter() - began, acc.interval_samples())
