@@ -302,7 +302,7 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     ``config`` is a :class:`DiscoverConfig` or None (then keyword arguments are its fields); keyword arguments
     override a given config. Writes one HDF5 file (see :func:`read_discovery`) and returns its path.
     """
-    from personamine.model.loading import check_layer, load_config, load_model
+    from personamine.model.loading import check_layer, load_config, load_model, load_tokenizer
     from personamine.model.sae import SaeEncoder, read_sae_info, resolve_sae_files, validate_sae
 
     cfg = _resolve(config, overrides)
@@ -318,10 +318,12 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     validate_sae(sae, hidden_size=int(model_config.hidden_size), layer=cfg.layer,
                  allow_uncalibrated=cfg.allow_uncalibrated)
 
+    tokenizer = load_tokenizer(cfg.model, cfg.gguf_file, cfg.revision)
+    persona = render_prompts(tokenizer, persona_texts, cfg)
+    control = render_prompts(tokenizer, control_texts, cfg)
+
     loaded = load_model(cfg.model, cfg.layer, dtype=cfg.dtype, device=cfg.device, gguf_file=cfg.gguf_file,
                         revision=cfg.revision)
-    persona = render_prompts(loaded.tokenizer, persona_texts, cfg)
-    control = render_prompts(loaded.tokenizer, control_texts, cfg)
     encoder = SaeEncoder(ae_path, np.arange(sae.dict_size), device=loaded.device, chunk_size=cfg.feature_chunk)
     bar = None
     if cfg.progress:

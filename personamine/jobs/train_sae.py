@@ -209,11 +209,12 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
         counters["tokens_fed"] += int(batch.attention_mask.sum())
         counters["tokens_special"] += int(batch.special.sum())
         counters["tokens_norm_filtered"] += int(outlier.sum())
+        before = counters["tokens_scored"]
         counters["tokens_scored"] += int(scored.sum())
         rows.append(hidden[scored].float().cpu())
         docs.append(np.repeat(batch.document, scored.sum(1).cpu().numpy()))
         if on_tokens is not None:
-            on_tokens(int(scored.sum()))
+            on_tokens(min(counters["tokens_scored"], cfg.max_tokens) - min(before, cfg.max_tokens))
         if counters["tokens_scored"] >= cfg.max_tokens:
             break
     if not rows or counters["tokens_scored"] == 0:
