@@ -173,13 +173,13 @@ def scored_activations(loaded, batches, norm_filter: float, limit: int):
     outlier within its window), up to ``limit`` rows, in fp32 on the CPU."""
     import torch
 
-    from personamine.model.capture import capture_residual
+    from personamine.shards.windows import capture_windows
 
     rows: list[torch.Tensor] = []
     total = 0
     with torch.inference_mode():
         for batch in batches:
-            hidden = capture_residual(loaded.model, loaded.layer_module, batch.input_ids, batch.attention_mask)
+            hidden = capture_windows(loaded.model, loaded.layer_module, batch)
             hidden = hidden.float()
             keep = batch.content & ~batch.special
             norms = hidden.norm(dim=-1)

@@ -4,10 +4,12 @@ Four phases on the same loaded model, layer, corpus and batch shape:
 
   a  the seed's loop, re-implemented faithfully: one text per forward, ``padding="max_length"`` to ctx_len,
      the last position only, a targeted encoder without b_dec or threshold, a per-feature Python top-k;
-  b  the bare early-stopped forward (``capture_residual``) over exactly the windows and batches personamine
+  b  the bare early-stopped forward (``capture_windows``) over exactly the windows and batches personamine
      builds: the limit;
   c  personamine's mining of one shard (``MiningEngine`` + ``run_shard``), 20 targeted features;
-  d  the same with all features of a second, larger SAE.
+  d  the same with all features of a second, larger SAE;
+  e  the seed's loop as (a), on a second copy of the model in bf16, the dtype the seed loads (``torch_dtype=
+     torch.bfloat16``). On a CPU without bf16 units that is the seed's real speed; (a) runs it in our dtype.
 
 Phases b, c and d run interleaved for ``--rounds`` rounds so that other load on a shared machine hits them
 alike; each ratio is the median of its per-round ratios. Without ``--sae``, two random BatchTopK SAEs in the
@@ -47,7 +49,7 @@ from _common import (  # noqa: E402
     today,
 )
 
-GOALS = {"c/b": 0.90, "d/b": 0.75, "c/a": 10.0, "c/a scored": 500.0}
+GOALS = {"c/b": 0.90, "d/b": 0.75, "c/a": 10.0, "c/a scored": 500.0, "c/e": 10.0, "c/e scored": 500.0}
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Phase:
     name: str
     label: str
     fed: list[float] = field(default_factory=list)  # tokens fed per second, per round
-    forward_share: list[float] = field(default_factory=list)  # of the wall time, spent in capture_residual
+    forward_share: list[float] = field(default_factory=list)  # of the wall time, spent in capture_windows
     scored: list[float] = field(default_factory=list)
     cpu_fed: list[float] = field(default_factory=list)  # tokens fed per CPU second
     peak_rss: int = 0
@@ -98,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--all-dict", type=int, default=8192, help="size of the built SAE for (d)")
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (full: 4)")
-    p.add_argument("--phases", default="abcd", help="subset of abcd to run (ratios need their phases)")
+    p.add_argument("--phases", default="abcde", help="subset of abcde to run (ratios need their phases)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every phase")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
@@ -204,11 +206,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from personamine.jobs.config import MineConfig
     from personamine.merge.hdf5 import write_results
-    from personamine.model.capture import capture_residual
     from personamine.model.loading import load_model
     from personamine.model.sae import read_sae_info, resolve_sae_files
     from personamine.shards.plan import Shard, count_documents
     from personamine.shards.run import MiningEngine, run_shard
+    from personamine.shards.windows import capture_windows
 
     started = time.perf_counter()
     if args.threads:
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     n_docs = count_documents(probe.corpus, loaded.tokenizer, None, args.tokens)
     shard = Shard(0, 0, n_docs)
     batches = list(probe.batches(shard, {"n_documents": 0, "rows_skipped": 0}))
-    fed_b = int(sum(int(b.attention_mask.sum()) for b in batches))
+    fed_b = int(sum(int(b.real.sum()) for b in batches))
     padded = int(sum(b.input_ids.numel() for b in batches))
     print(f"corpus {args.corpus}: {n_docs} documents, {len(batches)} batches of <= {probe.batch_tokens} tokens, "
           f"{fed_b} tokens fed, padding waste {1 - fed_b / padded:.1%}", flush=True)
@@ -256,7 +258,10 @@ def main(argv: list[str] | None = None) -> dict:
         "b": Phase("b", "bare forward (capture only)"),
         "c": Phase("c", f"personamine, {args.features} of {targeted_info.dict_size} features"),
         "d": Phase("d", f"personamine, all {all_info.dict_size} features"),
+        "e": Phase("e", f"seed loop as written (bf16 weights, {args.features} features)"),
     }
+    loaded_bf16 = load_model(args.model, args.layer, dtype="bfloat16", device=args.device) if "e" in args.phases \
+        else None
     results: dict[str, object] = {}
 
     def run_a() -> None:
@@ -264,19 +269,24 @@ def main(argv: list[str] | None = None) -> dict:
             done = seed_loop(loaded, targeted_info.ae_path, features, texts, args.ctx_len, args.top_k)
         phases["a"].record(done * args.ctx_len, done, timer, mem)
 
+    def run_e() -> None:
+        with PeakMemory() as mem, Timer(device) as timer:
+            done = seed_loop(loaded_bf16, targeted_info.ae_path, features, texts, args.ctx_len, args.top_k)
+        phases["e"].record(done * args.ctx_len, done, timer, mem)
+
     def run_b() -> None:
         with PeakMemory() as mem, Timer(device) as timer, torch.inference_mode():
             for batch in batches:
-                capture_residual(loaded.model, loaded.layer_module, batch.input_ids, batch.attention_mask)
+                capture_windows(loaded.model, loaded.layer_module, batch)
         phases["b"].record(fed_b, None, timer, mem)
 
-    # On the CPU every op is synchronous, so timing capture_residual inside run_shard gives the forward's share of
+    # On the CPU every op is synchronous, so timing capture_windows inside run_shard gives the forward's share of
     # the run: a ratio measured within one run, which other load on the machine cannot skew between phases.
     forward_clock = [0.0]
     if device.type == "cpu":
         import personamine.shards.run as run_module
 
-        untimed = run_module.capture_residual
+        untimed = run_module.capture_windows
 
         def timed_capture(*args, **kwargs):
             t0 = time.perf_counter()
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
             finally:
                 forward_clock[0] += time.perf_counter() - t0
 
-        run_module.capture_residual = timed_capture
+        run_module.capture_windows = timed_capture
 
     def run_engine(key: str, engine: MiningEngine) -> None:
         forward_clock[0] = 0.0
@@ -296,10 +306,11 @@ def main(argv: list[str] | None = None) -> dict:
                            forward_clock[0] if device.type == "cpu" else None)
         results[key] = (engine, result)
 
-    runners = {"a": run_a, "b": run_b, "c": lambda: run_engine("c", engine_c), "d": lambda: run_engine("d", engine_d)}
-    wanted = [k for k in "abcd" if k in args.phases]
+    runners = {"a": run_a, "e": run_e, "b": run_b, "c": lambda: run_engine("c", engine_c),
+               "d": lambda: run_engine("d", engine_d)}
+    wanted = [k for k in "aebcd" if k in args.phases]
     with torch.inference_mode():  # warm-up: first-call allocations and kernel selection stay out of round 1
-        capture_residual(loaded.model, loaded.layer_module, batches[0].input_ids, batches[0].attention_mask)
+        capture_windows(loaded.model, loaded.layer_module, batches[0])
     for r in range(args.rounds):
         # Alternate the order so a load that drifts over a round biases no phase.
         for key in (wanted if r % 2 == 0 else wanted[::-1]):
@@ -334,14 +345,12 @@ def main(argv: list[str] | None = None) -> dict:
         if x not in wanted or y not in wanted:
             return None
         px, py = phases[x], phases[y]
-        if x == "a" or y == "a":  # the seed loop is too slow to pair by round: compare medians
-            vx = statistics.median(px.scored if scored else px.fed)
-            vy = statistics.median(py.scored if scored else py.fed)
-            return vx / vy
-        return statistics.median(a / b for a, b in zip(px.fed, py.fed, strict=True))
+        vx, vy = (px.scored, py.scored) if scored else (px.fed, py.fed)
+        return statistics.median(a / b for a, b in zip(vx, vy, strict=True))
 
     ratios = {"c/b": per_round("c", "b"), "d/b": per_round("d", "b"), "c/a": per_round("c", "a"),
-              "c/a scored": per_round("c", "a", scored=True)}
+              "c/a scored": per_round("c", "a", scored=True), "c/e": per_round("c", "e"),
+              "c/e scored": per_round("c", "e", scored=True)}
     # The in-run estimate of c/b and d/b: the forward's share of the mining run's own wall time.
     in_run = {"c/b": phases["c"].forward_share, "d/b": phases["d"].forward_share}
     print()

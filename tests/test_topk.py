@@ -113,3 +113,22 @@ def test_compact_round_trip_keeps_only_filled_slots():
     back = TopKBuffer.from_compact_arrays(compact)
     for name, value in buf.arrays().items():
         np.testing.assert_array_equal(value, getattr(back, name))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dedupe_is_exact_even_when_fingerprints_collide(seed, monkeypatch):
+    """Windows are deduplicated by a 64-bit fingerprint, checked token by token: a collision (forced here by a
+    fingerprint that maps everything to one value) must fall back to comparing tokens, not drop a distinct window."""
+    import personamine.merge.topk as topk
+
+    rng = np.random.default_rng(seed)
+    cands = random_candidates(rng, 80, 0)
+    want = brute_force(cands, dedupe=True)
+    distinct = {tuple(r) for r in cands.token_ids.tolist()}
+    assert len(set(topk._fingerprints(cands.token_ids, cands.length).tolist())) == len(distinct) > 1
+    real = TopKBuffer.empty(F, K, T)
+    real.update(cands)
+    monkeypatch.setattr(topk, "_fingerprints", lambda token_ids, length: np.zeros(len(token_ids), np.uint64))
+    collided = TopKBuffer.empty(F, K, T)
+    collided.update(cands)
+    assert as_lists(real) == want == as_lists(collided)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures import SAE_LAYER
 from transformers import AutoTokenizer
 
 from personamine.merge.topk import TOKEN_FILL
-from personamine.shards.windows import build_batch, cut_windows, pack_batches, sink_prefix_ids, special_token_ids
+from personamine.model.loading import load_model
+from personamine.shards.windows import (
+    build_batch,
+    capture_windows,
+    cut_windows,
+    pack_batches,
+    sink_prefix_ids,
+    special_token_ids,
+)
 
 
 @pytest.mark.parametrize("n_tokens", [0, 1, 13, 14, 15, 100])
@@ -24,8 +33,9 @@ def test_windows_cover_each_token_once(n_tokens):
 
 def test_batches_mask_prefix_padding_and_special_ids():
     windows = list(cut_windows(0, [5, 6, 7, 0, 8], [1], ctx_len=4)) + list(cut_windows(1, [9], [1], ctx_len=4))
-    batch = build_batch(windows, prefix_len=1, ctx_len=4, pad_id=0, special_ids=np.array([0, 1]),
+    batch = build_batch([[w] for w in windows], prefix_len=1, ctx_len=4, pad_id=0, special_ids=np.array([0, 1]),
                         device=torch.device("cpu"))
+    assert batch.segment is None  # one window per row: plain right padding
     assert batch.input_ids.tolist() == [[1, 5, 6, 7], [1, 0, 8, 0], [1, 9, 0, 0]]
     assert batch.content.tolist() == [[False, True, True, True], [False, True, True, False],
                                       [False, True, False, False]]
@@ -34,12 +44,52 @@ def test_batches_mask_prefix_padding_and_special_ids():
     assert batch.token_ids[2].tolist() == [1, 9, TOKEN_FILL, TOKEN_FILL]
 
 
+def test_short_windows_share_a_row_with_their_own_positions():
+    windows = list(cut_windows(0, [5, 6, 7, 8, 9], [1], ctx_len=4)) + list(cut_windows(1, [3], [1], ctx_len=4))
+    # windows: [1 5 6 7], [1 8 9], [1 3]
+    batch = build_batch([[windows[0]], [windows[1]], [windows[2]]][:1] + [[windows[1], windows[2]]], prefix_len=1,
+                        ctx_len=4, pad_id=0, special_ids=np.array([0, 1]), device=torch.device("cpu"))
+    assert batch.input_ids.tolist() == [[1, 5, 6, 7, 0], [1, 8, 9, 1, 3]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
+    assert batch.segment.tolist() == [[0, 0, 0, 0, -1], [1, 1, 1, 2, 2]]
+    flat = batch.input_ids.reshape(-1)
+    assert (flat[batch.unpack] * batch.real).tolist() == [[1, 5, 6, 7], [1, 8, 9, 0], [1, 3, 0, 0]]
+    assert batch.real.sum().item() == 9 and batch.content.sum().item() == 6
+
+
 def test_pack_batches_respects_the_token_budget_and_keeps_every_window():
     rng = np.random.default_rng(0)
     windows = [w for d in range(30) for w in cut_windows(d, list(rng.integers(5, 50, rng.integers(1, 60))), [1], 16)]
     batches = list(pack_batches(windows, batch_tokens=64))
-    assert sorted((w.document, w.start) for b in batches for w in b) == sorted((w.document, w.start) for w in windows)
-    assert all(len(b) * max(w.tokens.size for w in b) <= 64 for b in batches)
+    packed = [w for b in batches for row in b for w in row]
+    assert sorted((w.document, w.start) for w in packed) == sorted((w.document, w.start) for w in windows)
+    fills = [[sum(w.tokens.size for w in row) for row in b] for b in batches]
+    assert all(max(f) <= 16 and len(f) * max(f) <= 64 for f in fills)
+    # Packing removes most padding: the fed positions exceed the real tokens by far less than one window per row.
+    fed = sum(len(f) * max(f) for f in fills)
+    real = sum(w.tokens.size for w in windows)
+    padded = sum(16 for _ in windows)
+    assert fed < padded and (fed - real) / fed < 0.1
+    assert any(len(row) > 1 for b in batches for row in b)
+
+
+def test_packed_windows_see_exactly_what_they_see_alone(tiny_model_dir):
+    """A packed row's windows equal each window run alone (same positions, attention only to itself)."""
+    loaded = load_model(str(tiny_model_dir), SAE_LAYER)
+    rng = np.random.default_rng(1)
+    windows = [w for d in range(12) for w in cut_windows(d, list(rng.integers(5, 200, rng.integers(1, 40))), [1], 16)]
+    batches = list(pack_batches(windows, batch_tokens=64))
+    assert any(len(row) > 1 for b in batches for row in b)
+    for rows in batches:
+        batch = build_batch(rows, prefix_len=1, ctx_len=16, pad_id=0, special_ids=np.array([0, 1]),
+                            device=torch.device("cpu"))
+        hidden = capture_windows(loaded.model, loaded.layer_module, batch)
+        for i, w in enumerate(w for row in rows for w in row):
+            alone = build_batch([[w]], prefix_len=1, ctx_len=16, pad_id=0, special_ids=np.array([0, 1]),
+                                device=torch.device("cpu"))
+            ref = capture_windows(loaded.model, loaded.layer_module, alone)[0]
+            n = w.tokens.size
+            torch.testing.assert_close(hidden[i, :n], ref[:n], rtol=1e-5, atol=1e-5)
 
 
 def test_sink_prefix(tiny_model_dir, tiny_model_dir_nobos):

@@ -161,11 +161,11 @@ def capture_activations(cfg: TrainSaeConfig, loaded=None, on_tokens=None) -> Act
 def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
     import torch
 
-    from personamine.model.capture import capture_residual
     from personamine.model.loading import load_model
     from personamine.shards.corpus import Corpus, CorpusSpec
     from personamine.shards.windows import (
         build_batch,
+        capture_windows,
         cut_windows,
         pack_batches,
         sink_prefix_ids,
@@ -203,10 +203,10 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
     for group in pack_batches(windows(), batch_tokens):
         batch = build_batch(group, prefix_len=len(prefix), ctx_len=cfg.ctx_len, pad_id=pad_id,
                             special_ids=special_ids, device=loaded.device)
-        hidden = capture_residual(loaded.model, loaded.layer_module, batch.input_ids, batch.attention_mask)
+        hidden = capture_windows(loaded.model, loaded.layer_module, batch)
         scored, outlier = scored_tokens(hidden, batch.content, batch.special, cfg.norm_filter)
-        counters["n_windows"] += len(group)
-        counters["tokens_fed"] += int(batch.attention_mask.sum())
+        counters["n_windows"] += int(batch.document.size)
+        counters["tokens_fed"] += int(batch.real.sum())
         counters["tokens_special"] += int(batch.special.sum())
         counters["tokens_norm_filtered"] += int(outlier.sum())
         before = counters["tokens_scored"]

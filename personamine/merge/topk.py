@@ -42,17 +42,56 @@ def _select(c: Candidates, top_k: int, dedupe: bool) -> tuple[np.ndarray, np.nda
     """Indices into ``c`` of the kept entries and their rank within their feature."""
     order = np.lexsort((c.window_start, c.document, -c.score.astype(np.float64), c.feature))
     if dedupe and order.size:
-        key = np.concatenate(
-            [c.feature[order, None], c.length[order, None].astype(np.int64), c.token_ids[order].astype(np.int64)],
-            axis=1,
-        )
-        key = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
-        _, first = np.unique(key, return_index=True)  # first occurrence in sorted order = best instance
-        order = order[np.sort(first)]
+        order = order[_first_distinct(c, order)]
     feature = c.feature[order]
     rank = np.arange(order.size) - np.searchsorted(feature, feature, side="left")
     keep = rank < top_k
     return order[keep], rank[keep]
+
+
+_FP_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _fingerprints(token_ids: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each window's (length, tokens); uint64 arithmetic wraps, which is what a hash wants."""
+    if token_ids.shape[1] % 2 == 0:  # two int32 tokens per 64-bit word: half the arithmetic, no widening copy
+        words = np.ascontiguousarray(token_ids, dtype=np.int32).view(np.uint64)
+    else:
+        words = token_ids.astype(np.int64).view(np.uint64)
+    powers = np.cumprod(np.full(words.shape[1], _FP_MULT, dtype=np.uint64), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = (words * powers).sum(axis=1, dtype=np.uint64)
+        h ^= length.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+def _first_distinct(c: Candidates, order: np.ndarray) -> np.ndarray:
+    """Positions in ``order`` of the first (best) entry of each distinct (feature, window tokens).
+
+    Windows are compared by a 64-bit fingerprint, then every entry dropped as a duplicate is checked token by
+    token against the one kept; only if a fingerprint collision is found does it compare the full tokens.
+    """
+    fp = _fingerprints(c.token_ids, c.length)[order]
+    key = np.stack([c.feature[order].astype(np.uint64), fp], axis=1)
+    key = np.ascontiguousarray(key).view(np.dtype((np.void, 16))).ravel()
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    kept_for = first[inverse.ravel()]
+    dropped = np.nonzero(kept_for != np.arange(order.size))[0]
+    if dropped.size:
+        a, b = order[dropped], order[kept_for[dropped]]
+        if not (np.array_equal(c.length[a], c.length[b]) and np.array_equal(c.token_ids[a], c.token_ids[b])):
+            return _first_distinct_exact(c, order)
+    return np.sort(first)
+
+
+def _first_distinct_exact(c: Candidates, order: np.ndarray) -> np.ndarray:
+    key = np.concatenate(
+        [c.feature[order, None], c.length[order, None].astype(np.int64), c.token_ids[order].astype(np.int64)], axis=1,
+    )
+    key = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
+    _, first = np.unique(key, return_index=True)  # first occurrence in sorted order = best instance
+    return np.sort(first)
 
 
 @dataclass

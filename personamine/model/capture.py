@@ -12,8 +12,11 @@ class _StopForward(Exception):
 
 @torch.inference_mode()
 def capture_residual(model: nn.Module, layer_module: nn.Module, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor) -> torch.Tensor:
+                     attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Return the layer's output hidden states (B, T, D); nothing after that layer runs.
+
+    ``attention_mask`` is a [B, T] padding mask, or a ready [B, 1, T, T] additive mask (packed windows, with their
+    own ``position_ids``).
 
     transformers 5 decoder layers return a Tensor, older ones a tuple whose first item is the hidden states.
     """
@@ -25,7 +28,8 @@ def capture_residual(model: nn.Module, layer_module: nn.Module, input_ids: torch
 
     handle = layer_module.register_forward_hook(hook)
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        extra = {} if position_ids is None else {"position_ids": position_ids}
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
     except _StopForward:
         pass
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,9 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise PersonamineError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
+@functools.lru_cache(maxsize=8)
 def load_tokenizer(name: str, gguf_file: str | None = None, revision: str | None = None):
+    """The model's tokenizer, loaded once per process (discover, mine and the demo share it; never mutated)."""
     from transformers import AutoTokenizer
 
     source = resolve_model_source(name)

@@ -141,9 +141,11 @@ class SaeEncoder:
     def iter_encode(self, x: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Yield (start, end, activations[..., start:end]) feature chunk by feature chunk."""
         centered = x.float() - self.b_dec
+        # relu(z) * (relu(z) > t) in one in-place pass: z where z > max(t, 0), else 0.
+        floor = self.threshold.clamp(min=0)
         for start, end in self.chunks():
-            acts = torch.nn.functional.linear(centered, self.weight[start:end], self.bias[start:end]).relu_()
-            yield start, end, acts * (acts > self.threshold)
+            acts = torch.nn.functional.linear(centered, self.weight[start:end], self.bias[start:end])
+            yield start, end, acts.masked_fill_(acts <= floor, 0.0)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([acts for _, _, acts in self.iter_encode(x)], dim=-1)

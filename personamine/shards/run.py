@@ -15,7 +15,6 @@ from personamine.jobs.config import MineConfig
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import Candidates, TopKBuffer
-from personamine.model.capture import capture_residual
 from personamine.model.loading import LoadedModel, load_model
 from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
 from personamine.shards.corpus import Corpus, CorpusSpec
@@ -24,6 +23,7 @@ from personamine.shards.windows import (
     Window,
     WindowBatch,
     build_batch,
+    capture_windows,
     cut_windows,
     pack_batches,
     sink_prefix_ids,
@@ -164,17 +164,18 @@ class _Accumulator:
         self.pending: list[Candidates] = []
         self.pending_n = 0
 
-    def add(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor, scored: torch.Tensor) -> None:
-        """acts: [B, T, F_chunk], already zero where a token is not scored."""
-        flat = acts[scored]
-        positive = flat > 0
-        self.active[start:end] += positive.sum(0)
-        self.total[start:end] += flat.sum(0, dtype=torch.float64)
+    def add(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor) -> None:
+        """acts: [B, T, F_chunk], already zero where a token is not scored (so no scored-token copy is needed)."""
+        # From the nonzero entries only: an SAE fires on a few dozen of its features per token.
+        b, t, f = (acts > 0).nonzero(as_tuple=True)
         self.max[start:end] = torch.maximum(self.max[start:end], acts.amax(dim=(0, 1)))
-        rows, cols = positive.nonzero(as_tuple=True)
-        if rows.numel():
-            bins = torch.bucketize(flat[rows, cols], self.edges, right=True)
-            self.hist.index_add_(0, (cols + start) * N_BINS + bins, torch.ones_like(bins))
+        if f.numel():
+            values = acts[b, t, f]
+            f = f + start
+            self.active.index_add_(0, f, torch.ones_like(f))
+            self.total.index_add_(0, f, values.double())
+            bins = torch.bucketize(values, self.edges, right=True)
+            self.hist.index_add_(0, f * N_BINS + bins, torch.ones_like(bins))
         scores = acts.amax(dim=1)  # [B, F_chunk]
         self._add_top(batch, start, end, acts, scores)
         if self.samples.per_interval > 0:
@@ -254,8 +255,7 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
     acc = _Accumulator(engine)
     with closing(_prefetch(engine.batches(shard, counters))) as batches:
         for batch in batches:
-            hidden = capture_residual(engine.loaded.model, engine.loaded.layer_module, batch.input_ids,
-                                      batch.attention_mask)
+            hidden = capture_windows(engine.loaded.model, engine.loaded.layer_module, batch)
             eligible = batch.content & ~batch.special
             scored = eligible
             if cfg.norm_filter > 0:
@@ -264,13 +264,14 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
                 outlier = eligible & (norms > cfg.norm_filter * median[:, None])
                 scored = eligible & ~outlier
                 counters["tokens_norm_filtered"] += int(outlier.sum())
-            counters["n_windows"] += int(batch.input_ids.shape[0])
-            counters["tokens_fed"] += int(batch.attention_mask.sum())
+            counters["n_windows"] += int(batch.document.size)
+            fed = int(batch.real.sum())
+            counters["tokens_fed"] += fed
             counters["tokens_scored"] += int(scored.sum())
             counters["tokens_special"] += int(batch.special.sum())
             mask = scored.unsqueeze(-1)
             for start, end, acts in engine.encoder.iter_encode(hidden):
-                acc.add(batch, start, end, acts * mask, scored)
+                acc.add(batch, start, end, acts.mul_(mask))
             if on_batch is not None:
-                on_batch(int(batch.attention_mask.sum()))
+                on_batch(fed)
     return ShardResult(shard, acc.buffer, acc.stats(counters), time.perf_counter() - began, acc.interval_samples())
