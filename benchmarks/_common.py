@@ -173,19 +173,15 @@ def scored_activations(loaded, batches, norm_filter: float, limit: int):
     outlier within its window), up to ``limit`` rows, in fp32 on the CPU."""
     import torch
 
-    from personamine.shards.windows import capture_windows
+    from personamine.shards.windows import capture_windows, scored_tokens
 
     rows: list[torch.Tensor] = []
     total = 0
     with torch.inference_mode():
         for batch in batches:
             hidden = capture_windows(loaded.model, loaded.layer_module, batch)
-            hidden = hidden.float()
-            keep = batch.content & ~batch.special
-            norms = hidden.norm(dim=-1)
-            median = torch.where(keep, norms, torch.nan).nanmedian(dim=1).values
-            keep &= ~(norms > norm_filter * median[:, None])
-            rows.append(hidden[keep].cpu())
+            keep, _ = scored_tokens(hidden, batch, norm_filter)
+            rows.append(hidden[keep].float().cpu())
             total += rows[-1].shape[0]
             if total >= limit:
                 break

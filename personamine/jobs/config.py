@@ -14,6 +14,17 @@ from personamine.errors import PersonamineError
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
+
+def resolve_config(cls: type, config: Any, overrides: dict[str, Any], what: str) -> Any:
+    """The config a Python entry point runs: ``config`` with ``overrides`` applied, or, with no config,
+    ``cls(**overrides)``, where unknown keyword arguments are named in one error (``what``: the command)."""
+    if config is None:
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise PersonamineError(f"unknown {what} option(s): {', '.join(unknown)}")
+        return cls(**overrides)
+    return dataclasses.replace(config, **overrides) if overrides else config
+
 # Fields that change how a run executes but not what it computes (batch shapes only move float rounding):
 # a resume may change them.
 EXECUTION_FIELDS = frozenset(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from personamine.errors import PersonamineError
+from personamine.jobs.config import resolve_config
 from personamine.model.smollm2 import SMOLLM2_ID
 
 DEMO_CORPUS = "builtin:chat-and-prose"
@@ -121,7 +122,7 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
     from personamine.model.loading import resolve_model_source
 
     began = time.perf_counter()
-    cfg = _config(config, overrides)
+    cfg = resolve_config(DemoConfig, config, overrides, "demo")
     say(f"personamine demo: {cfg.model} layer {cfg.layer}, corpus {cfg.corpus} (all offline)")
     try:
         # Built-ins are materialised here on first use (the model's conversion shows its own progress bar), so a
@@ -176,16 +177,6 @@ def _strongest(found, j: int, n: int = 3) -> str:
     if found.has_controls:
         parts += [f"(control) {c}" for c in top(found.control_acts, found.control_text, 1)] or ["(fires on no control)"]
     return " · ".join(parts)
-
-
-def _config(config: DemoConfig | None, overrides: dict[str, Any]) -> DemoConfig:
-    if config is None:
-        known = {f.name for f in dataclasses.fields(DemoConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise PersonamineError(f"unknown demo option(s): {', '.join(unknown)}")
-        return DemoConfig(**overrides)
-    return dataclasses.replace(config, **overrides) if overrides else config
 
 
 def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResult:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personamine.errors import PersonamineError
-from personamine.jobs.config import DEFAULT_MODEL
+from personamine.jobs.config import DEFAULT_MODEL, resolve_config
 
 if TYPE_CHECKING:
     import torch
@@ -286,16 +286,6 @@ def rank_features(persona: np.ndarray, control: np.ndarray | None, limit: int = 
 # ---------------------------------------------------------------- the job
 
 
-def _resolve(config: DiscoverConfig | None, overrides: dict[str, Any]) -> DiscoverConfig:
-    if config is None:
-        known = {f.name for f in dataclasses.fields(DiscoverConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise PersonamineError(f"unknown discover option(s): {', '.join(unknown)}")
-        return DiscoverConfig(**overrides)
-    return dataclasses.replace(config, **overrides) if overrides else config
-
-
 def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     """Rank SAE features by how much more they fire on self-referential prompts than on controls.
 
@@ -305,7 +295,7 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     from personamine.model.loading import check_layer, load_config, load_model, load_tokenizer
     from personamine.model.sae import SaeEncoder, read_sae_info, resolve_sae_files, validate_sae
 
-    cfg = _resolve(config, overrides)
+    cfg = resolve_config(DiscoverConfig, config, overrides, "discover")
     # Everything cheap is checked before the model loads, so bad input fails fast and writes nothing.
     if not cfg.sae:
         raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")

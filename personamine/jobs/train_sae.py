@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personamine.errors import PersonamineError
-from personamine.jobs.config import DEFAULT_MODEL
+from personamine.jobs.config import DEFAULT_MODEL, resolve_config
 
 if TYPE_CHECKING:
     import torch
@@ -105,24 +105,6 @@ class TrainSaeConfig:
 # ---------------------------------------------------------------- activations
 
 
-def scored_tokens(hidden: torch.Tensor, content: torch.Tensor, special: torch.Tensor,
-                  norm_filter: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scored, outlier) masks [B, T], the rule mining applies in ``shards.run.run_shard``.
-
-    Content tokens that are not special are eligible; an eligible token whose residual norm exceeds
-    ``norm_filter`` times the median norm of the eligible tokens OF ITS OWN WINDOW is an outlier (NOTES §4).
-    """
-    import torch
-
-    eligible = content & ~special
-    if norm_filter <= 0:
-        return eligible, torch.zeros_like(eligible)
-    norms = hidden.float().norm(dim=-1)
-    median = torch.where(eligible, norms, torch.nan).nanmedian(dim=1).values
-    outlier = eligible & (norms > norm_filter * median[:, None])
-    return eligible & ~outlier, outlier
-
-
 @dataclass
 class Activations:
     x: torch.Tensor  # [N, D] float32, on the CPU
@@ -168,6 +150,7 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
         capture_windows,
         cut_windows,
         pack_batches,
+        scored_tokens,
         sink_prefix_ids,
         special_token_ids,
         tokenize,
@@ -204,7 +187,7 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
         batch = build_batch(group, prefix_len=len(prefix), ctx_len=cfg.ctx_len, pad_id=pad_id,
                             special_ids=special_ids, device=loaded.device)
         hidden = capture_windows(loaded.model, loaded.layer_module, batch)
-        scored, outlier = scored_tokens(hidden, batch.content, batch.special, cfg.norm_filter)
+        scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)
         counters["n_windows"] += int(batch.document.size)
         counters["tokens_fed"] += int(batch.real.sum())
         counters["tokens_special"] += int(batch.special.sum())
@@ -371,16 +354,6 @@ class TrainSaeResult:
                 f"{self.n_train_tokens:,} tokens in {self.seconds:.0f} s), threshold {self.threshold:.4g}")
 
 
-def _resolve(config: TrainSaeConfig | None, overrides: dict[str, Any]) -> TrainSaeConfig:
-    if config is None:
-        known = {f.name for f in dataclasses.fields(TrainSaeConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise PersonamineError(f"unknown train-sae option(s): {', '.join(unknown)}")
-        return TrainSaeConfig(**overrides)
-    return dataclasses.replace(config, **overrides) if overrides else config
-
-
 def train_sae(config: TrainSaeConfig | None = None, /, **overrides: Any) -> TrainSaeResult:
     """Capture activations over a corpus, train a BatchTopK SAE on them, save it, and measure it on held-out text.
 
@@ -389,7 +362,7 @@ def train_sae(config: TrainSaeConfig | None = None, /, **overrides: Any) -> Trai
     """
     from personamine.model.loading import check_layer, load_config, load_model
 
-    cfg = _resolve(config, overrides)
+    cfg = resolve_config(TrainSaeConfig, config, overrides, "train-sae")
     began = time.perf_counter()
     try:
         import dictionary_learning  # noqa: F401

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from personamine.atomic import atomic_write_bytes
 from personamine.errors import PersonamineError
 from personamine.jobs.config import EXECUTION_FIELDS, MineConfig
 from personamine.merge.samples import SampleBuffer
@@ -15,15 +15,6 @@ from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.shards.plan import Shard
 from personamine.shards.run import ShardResult
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class WorkDir:

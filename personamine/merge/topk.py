@@ -136,11 +136,11 @@ class TopKBuffer:
             token_ids=self.token_ids[feat, k_idx], activations=self.activations[feat, k_idx],
         )
 
-    def update(self, new: Candidates) -> None:
-        """Merge candidates into the buffer, rewriting only the features they touch."""
-        if len(new) == 0:
-            return
+    def update(self, new: Candidates) -> np.ndarray:
+        """Merge candidates into the buffer, rewriting only the features they touch; return those features."""
         touched = np.unique(new.feature)
+        if len(new) == 0:
+            return touched
         pool = Candidates.concat([self.candidates(touched), new])
         keep, rank = _select(pool, self.score.shape[1], self.dedupe)
         self._clear(touched)
@@ -151,6 +151,7 @@ class TopKBuffer:
         self.length[f, rank] = pool.length[keep]
         self.token_ids[f, rank] = pool.token_ids[keep]
         self.activations[f, rank] = pool.activations[keep]
+        return touched
 
     def _clear(self, rows: np.ndarray) -> None:
         self.score[rows] = np.nan

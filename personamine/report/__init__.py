@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from pathlib import Path
 
+from personamine.atomic import atomic_write_bytes
 from personamine.merge.hdf5 import MineResults, read_results
 from personamine.report.data import report_data
 from personamine.report.page import render_page
@@ -30,20 +30,9 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
         disc = read_discovery(discovery)
     out = Path(output) if output is not None else res.path.with_suffix(".html")
     page = render_page(report_data(res, features, disc), title=f"personamine report: {res.path.name}")
-    _write_atomically(out, page.encode("utf-8"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, page.encode("utf-8"))
     return out
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Like ``jobs.workdir.atomic_write_bytes``, which cannot be imported here cheaply: its module pulls in torch
-    (5 s), which would double the time of a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _CallableModule(types.ModuleType):

@@ -26,6 +26,7 @@ from personamine.shards.windows import (
     capture_windows,
     cut_windows,
     pack_batches,
+    scored_tokens,
     sink_prefix_ids,
     special_token_ids,
     tokenize,
@@ -167,8 +168,9 @@ class _Accumulator:
     def add(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor) -> None:
         """acts: [B, T, F_chunk], already zero where a token is not scored (so no scored-token copy is needed)."""
         # From the nonzero entries only: an SAE fires on a few dozen of its features per token.
+        scores = acts.amax(dim=1)  # [B, F_chunk]: each window's max
+        self.max[start:end] = torch.maximum(self.max[start:end], scores.amax(dim=0))
         b, t, f = (acts > 0).nonzero(as_tuple=True)
-        self.max[start:end] = torch.maximum(self.max[start:end], acts.amax(dim=(0, 1)))
         if f.numel():
             values = acts[b, t, f]
             f = f + start
@@ -176,7 +178,6 @@ class _Accumulator:
             self.total.index_add_(0, f, values.double())
             bins = torch.bucketize(values, self.edges, right=True)
             self.hist.index_add_(0, f * N_BINS + bins, torch.ones_like(bins))
-        scores = acts.amax(dim=1)  # [B, F_chunk]
         self._add_top(batch, start, end, acts, scores)
         if self.samples.per_interval > 0:
             self._add_samples(batch, start, end, acts, scores)
@@ -185,8 +186,7 @@ class _Accumulator:
         found = _gather(batch, start, acts, scores, (scores > 0) & (scores >= self.floor[start:end]))
         if found is None:
             return
-        self.buffer.update(found)
-        touched = np.unique(found.feature)
+        touched = self.buffer.update(found)
         self.floor[torch.from_numpy(touched).to(self.floor.device)] = torch.from_numpy(
             self.buffer.floor()[touched]).to(self.floor.device)
 
@@ -256,14 +256,8 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
     with closing(_prefetch(engine.batches(shard, counters))) as batches:
         for batch in batches:
             hidden = capture_windows(engine.loaded.model, engine.loaded.layer_module, batch)
-            eligible = batch.content & ~batch.special
-            scored = eligible
-            if cfg.norm_filter > 0:
-                norms = hidden.float().norm(dim=-1)
-                median = torch.where(eligible, norms, torch.nan).nanmedian(dim=1).values
-                outlier = eligible & (norms > cfg.norm_filter * median[:, None])
-                scored = eligible & ~outlier
-                counters["tokens_norm_filtered"] += int(outlier.sum())
+            scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)
+            counters["tokens_norm_filtered"] += int(outlier.sum())
             counters["n_windows"] += int(batch.document.size)
             fed = int(batch.real.sum())
             counters["tokens_fed"] += fed

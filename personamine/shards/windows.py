@@ -144,7 +144,8 @@ def capture_windows(model: torch.nn.Module, layer_module: torch.nn.Module, batch
     """The layer's residual stream for each window of ``batch``, [W, T, D]; positions past a window's end hold
     arbitrary values (``batch.real`` is False there)."""
     if batch.segment is None:
-        return capture_residual(model, layer_module, batch.input_ids, batch.real.long())
+        return capture_residual(model, layer_module, batch.input_ids, batch.real.long(),
+                                position_ids=batch.position_ids)
     seg = batch.segment
     row_len = seg.shape[1]
     causal = torch.ones(row_len, row_len, dtype=torch.bool, device=seg.device).tril()
@@ -153,6 +154,22 @@ def capture_windows(model: torch.nn.Module, layer_module: torch.nn.Module, batch
     mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device).masked_fill_(~allowed, torch.finfo(dtype).min)
     hidden = capture_residual(model, layer_module, batch.input_ids, mask[:, None], position_ids=batch.position_ids)
     return hidden.reshape(-1, hidden.shape[-1])[batch.unpack]
+
+
+def scored_tokens(hidden: torch.Tensor, batch: WindowBatch, norm_filter: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scored, outlier) masks [W, T]: the tokens mining (and SAE training) score.
+
+    Content tokens that are not special are eligible; an eligible token whose residual norm exceeds
+    ``norm_filter`` times the median norm of the eligible tokens OF ITS OWN WINDOW is an outlier (NOTES §4), never a
+    batch statistic, so results do not depend on batching. ``norm_filter <= 0`` disables the filter.
+    """
+    eligible = batch.content & ~batch.special
+    if norm_filter <= 0:
+        return eligible, torch.zeros_like(eligible)
+    norms = hidden.float().norm(dim=-1)
+    median = torch.where(eligible, norms, torch.nan).nanmedian(dim=1).values
+    outlier = eligible & (norms > norm_filter * median[:, None])
+    return eligible & ~outlier, outlier
 
 
 def pack_batches(windows: Iterable[Window], batch_tokens: int, pool_batches: int = 4) -> Iterator[list[list[Window]]]:
