@@ -148,17 +148,17 @@ def _mining_child(args: argparse.Namespace) -> dict:
     if getattr(result, "samples", None) is not None:
         samples = {k: int(v.nbytes) for k, v in result.samples.arrays().items()}
     stats = {k: int(np.asarray(v).nbytes) for k, v in result.stats.arrays().items()}
-    filled = ~np.isnan(result.buffer.score)
-    keys = np.stack([result.buffer.document[filled], result.buffer.window_start[filled]], axis=1)
-    distinct = int(np.unique(keys, axis=0).shape[0]) if keys.size else 0
-    acts = result.buffer.activations[filled]
+    entries = result.buffer.entries
+    n_features, top_k, ctx_len = result.buffer.shape
     return {
         "loaded_rss": loaded_rss, "run_peak": mem.peak, "run_growth": mem.peak - loaded_rss,
         "encoder_bytes": engine.encoder.weight.numel() * 4, "buffer_bytes": buffer, "samples_bytes": samples,
         "stats_bytes": stats, "tokens_fed": result.stats.counters["tokens_fed"],
-        "n_windows": result.stats.counters["n_windows"], "entries": int(filled.sum()),
-        "distinct_windows": distinct, "nonzero_activations": int((acts != 0).sum()),
-        "activation_cells": int(acts.size), "run_seconds": result.seconds,
+        "n_windows": result.stats.counters["n_windows"], "entries": len(entries),
+        "distinct_windows": len(entries.windows), "nonzero_activations": int(entries.acts.value.size),
+        "activation_cells": len(entries) * ctx_len, "run_seconds": result.seconds,
+        # The layout before entries were compact: every slot of [F, K] and [F, K, T], filled or not.
+        "dense_layout_bytes": n_features * top_k * (ctx_len * 8 + 24),
     }
 
 
@@ -294,10 +294,13 @@ def print_mining(args: argparse.Namespace, shard: dict, whole: dict, base: int, 
         ["engine loaded (model + encoder + corpus)", mib(shard["loaded_rss"]), ""],
         ["  of which encoder weights (fp32)", mib(shard["encoder_bytes"]), ""],
         ["run_shard peak", mib(shard["run_peak"]), f"+{mib(shard['run_growth'])} over loaded"],
-        ["  TopKBuffer token_ids [F,K,T] int32", mib(buf["token_ids"]), ""],
-        ["  TopKBuffer activations [F,K,T] float32", mib(buf["activations"]), ""],
-        ["  TopKBuffer score/document/window_start/length",
-         mib(sum(v for k, v in buf.items() if k not in ("token_ids", "activations"))), ""],
+        ["  TopKBuffer, all", mib(sum(buf.values())),
+         f"the dense [F,K,T] layout it replaced: {mib(shard['dense_layout_bytes'])} MiB"],
+        ["    window table (each window once: ids, tokens)",
+         mib(sum(v for k, v in buf.items() if k.startswith("windows_"))), ""],
+        ["    entries (feature, score, window row)", mib(buf["feature"] + buf["score"] + buf["window"]), ""],
+        ["    per-token activations (nonzeros only)", mib(sum(v for k, v in buf.items() if k.startswith("acts_"))),
+         ""],
         ["  interval samples (SampleBuffer)", mib(samples), ""],
         ["  stats (counts, sums, max, histogram)", mib(stats), ""],
         ["personamine.mine peak growth (2 shards: checkpoint, merge, HDF5)", mib(whole["rss_growth"]),

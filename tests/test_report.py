@@ -21,10 +21,11 @@ import personamine
 from personamine.jobs.cli import main
 from personamine.jobs.discover import read_discovery
 from personamine.jobs.show import format_results
+from personamine.merge.entries import TOKEN_FILL, Entries
 from personamine.merge.hdf5 import write_results
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
-from personamine.merge.topk import TOKEN_FILL, Candidates, TopKBuffer
+from personamine.merge.topk import TopKBuffer
 from personamine.model.logit_lens import LogitLens
 from personamine.report.data import display_token
 
@@ -226,7 +227,7 @@ def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: 
     tokens[beyond], acts[beyond] = TOKEN_FILL, 0.0
     score = acts.max(axis=1)
     keep = score > 0
-    cand = Candidates(feature=feature[keep], score=score[keep], document=rng.integers(0, 50_000, n)[keep],
+    cand = Entries.from_dense(feature=feature[keep], score=score[keep], document=rng.integers(0, 50_000, n)[keep],
                       window_start=rng.integers(0, 40, n)[keep] * (ctx_len - 1), length=length[keep],
                       token_ids=tokens[keep], activations=acts[keep])
     buffer = TopKBuffer.empty(n_features, top_k, ctx_len)

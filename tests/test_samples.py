@@ -10,6 +10,7 @@ from reference import load_texts, reference_topk
 from test_mine import FEATURES, TIE, mine_kwargs
 
 import personamine
+from personamine.merge.entries import Entries
 from personamine.merge.samples import (
     INTERVAL_EDGES,
     KEY_NONE,
@@ -20,7 +21,6 @@ from personamine.merge.samples import (
     window_key,
 )
 from personamine.merge.stats import HISTOGRAM_EDGES
-from personamine.merge.topk import Candidates
 from personamine.model.sae import resolve_sae_files
 
 _M64 = 2**64 - 1
@@ -63,12 +63,12 @@ def test_intervals_are_histogram_edges_two_per_decade():
     assert interval_of(scores).tolist() == [_interval_ref(s) for s in scores]
 
 
-def _random_candidates(rng, n: int, n_features: int, ctx_len: int = 6) -> Candidates:
+def _random_candidates(rng, n: int, n_features: int, ctx_len: int = 6) -> Entries:
     """Distinct windows (a window is one document and start) with random scores; a third share token content."""
     token_ids = rng.integers(0, 5, (n, ctx_len)).astype(np.int32)
     token_ids[rng.random(n) < 0.3] = token_ids[0]
     window = rng.permutation(n)
-    return Candidates(
+    return Entries.from_dense(
         feature=rng.integers(0, n_features, n).astype(np.int64),
         score=np.float32(10.0 ** rng.uniform(-2.5, 1.5, n)),
         document=window.astype(np.int64) // 8, window_start=window.astype(np.int64) % 8 * 16,
@@ -77,7 +77,7 @@ def _random_candidates(rng, n: int, n_features: int, ctx_len: int = 6) -> Candid
     )
 
 
-def _naive(c: Candidates, m: int, dedupe: bool) -> set[tuple]:
+def _naive(c: Entries, m: int, dedupe: bool) -> set[tuple]:
     cells: dict[tuple[int, int], list[tuple]] = {}
     for j in range(len(c)):
         cell = (int(c.feature[j]), _interval_ref(float(c.score[j])))
@@ -98,8 +98,8 @@ def _naive(c: Candidates, m: int, dedupe: bool) -> set[tuple]:
 
 
 def _as_set(buf: SampleBuffer) -> set[tuple]:
-    return set(zip(buf.feature.tolist(), buf.interval.tolist(), buf.document.tolist(), buf.window_start.tolist(),
-                   strict=True))
+    return set(zip(buf.feature.tolist(), buf.interval.tolist(), buf.entries.document.tolist(),
+                   buf.entries.window_start.tolist(), strict=True))
 
 
 @pytest.mark.parametrize("dedupe", [True, False])
@@ -111,9 +111,7 @@ def test_selection_is_exact_and_associative(dedupe):
     assert _as_set(one) == _naive(c, m, dedupe)
     # Any split, merged in any grouping, gives the same table in the same order.
     cuts = np.sort(rng.choice(np.arange(1, len(c)), 6, replace=False))
-    parts = [SampleBuffer.empty(6, m, dedupe).update(Candidates(*(getattr(c, f)[idx] for f in (
-        "feature", "score", "document", "window_start", "length", "token_ids", "activations"))))
-        for idx in np.split(rng.permutation(len(c)), cuts)]
+    parts = [SampleBuffer.empty(6, m, dedupe).update(c.take(idx)) for idx in np.split(rng.permutation(len(c)), cuts)]
     left = parts[0]
     for p in parts[1:]:
         left = left.merge(p)
@@ -121,8 +119,10 @@ def test_selection_is_exact_and_associative(dedupe):
     for p in parts[-2::-1]:
         right = p.merge(right)
     for other in (left, right):
-        for name in ("feature", "interval", "key", "document", "window_start", "score", "token_ids"):
+        for name in ("feature", "interval", "key", "score"):
             np.testing.assert_array_equal(getattr(other, name), getattr(one, name))
+        for name in ("document", "window_start", "token_ids", "activations"):
+            np.testing.assert_array_equal(getattr(other.entries, name), getattr(one.entries, name))
     # Thresholds: the largest kept key of each full cell, "none" elsewhere.
     limit = one.thresholds(7)
     for f in range(7):
@@ -145,10 +145,12 @@ def shard_runs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path_factory
 
 
 def _assert_same_samples(a: SampleBuffer, b: SampleBuffer) -> None:
-    for name in ("feature", "interval", "key", "document", "window_start", "length", "token_ids"):
+    for name in ("feature", "interval", "key"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ("document", "window_start", "length", "token_ids"):
+        np.testing.assert_array_equal(getattr(a.entries, name), getattr(b.entries, name), err_msg=name)
     np.testing.assert_allclose(a.score, b.score, rtol=0, atol=TIE)
-    np.testing.assert_allclose(a.activations, b.activations, rtol=0, atol=TIE)
+    np.testing.assert_allclose(a.entries.activations, b.entries.activations, rtol=0, atol=TIE)
 
 
 def test_samples_equal_for_1_and_7_shards_and_after_resume(shard_runs):
@@ -166,7 +168,7 @@ def test_every_sample_lies_in_its_interval(shard_runs):
     first, last = s.interval == 0, s.interval == N_INTERVALS - 1
     assert ((s.score >= low) | first).all() and ((s.score < high) | last).all()
     # The interval is the window's max, not some token's: the score is the max of the stored per-token values.
-    np.testing.assert_array_equal(s.score, s.activations.max(axis=1))
+    np.testing.assert_array_equal(s.score, s.entries.activations.max(axis=1))
     assert (s.score > 0).all()
     assert (s.score <= res.max[s.feature]).all()
     # At most m per (feature, interval); more than one interval is actually in use.
@@ -195,13 +197,15 @@ def test_samples_equal_brute_force(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
         **mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path, max_documents=n_docs,
                       samples_per_interval=m, n_shards=2)))
     s = res.samples
+    doc, start, length, tokens, acts = (getattr(s.entries, name) for name in (
+        "document", "window_start", "length", "token_ids", "activations"))
     inner = INTERVAL_EDGES[1:-1]
     checked = 0
     for row, f in enumerate(FEATURES):
         entries = ref[f]
         # A window whose score is within float rounding of an edge may bin either way: skip cells that hold one.
         near_edge = {_interval_ref(e.score) for e in entries if np.min(np.abs(inner - e.score)) <= TIE}
-        cand = Candidates(
+        cand = Entries.from_dense(
             feature=np.zeros(len(entries), np.int64), score=np.float32([e.score for e in entries]),
             document=np.array([e.document for e in entries]), window_start=np.array([e.window_start for e in entries]),
             length=np.full(len(entries), 16, np.int32),
@@ -209,16 +213,16 @@ def test_samples_equal_brute_force(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
             activations=np.zeros((len(entries), 16), np.float32))
         expected = {(k, d, w) for _, k, d, w in _naive(cand, m, dedupe=True) if k not in near_edge}
         mine = s.rows_of(row)
-        got = {(int(s.interval[r]), int(s.document[r]), int(s.window_start[r])) for r in mine
+        got = {(int(s.interval[r]), int(doc[r]), int(start[r])) for r in mine
                if int(s.interval[r]) not in near_edge}
         assert got == expected, f"feature {f}"
         by_window = {(e.document, e.window_start): e for e in entries}
         for r in mine:
-            e = by_window[(int(s.document[r]), int(s.window_start[r]))]
+            e = by_window[(int(doc[r]), int(start[r]))]
             assert abs(float(s.score[r]) - e.score) <= TIE
-            n = int(s.length[r])
-            assert tuple(s.token_ids[r, :n].tolist()) == e.tokens
-            np.testing.assert_allclose(s.activations[r, :n], e.activations, rtol=0, atol=TIE)
+            n = int(length[r])
+            assert tuple(tokens[r, :n].tolist()) == e.tokens
+            np.testing.assert_allclose(acts[r, :n], e.activations, rtol=0, atol=TIE)
         checked += len(got)
     assert checked > 100
 

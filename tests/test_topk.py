@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from personamine.merge.entries import TOKEN_FILL, Entries, SparseRows, WindowTable
 from personamine.merge.stats import FeatureStats
-from personamine.merge.topk import TOKEN_FILL, Candidates, TopKBuffer
+from personamine.merge.topk import TopKBuffer
 
 F, K, T = 4, 5, 6
 
@@ -15,10 +16,12 @@ def random_candidates(rng, n, doc_base):
     # Few distinct token rows and coarse scores, so duplicates and exact ties are common.
     pool = rng.integers(0, 4, size=(6, T)).astype(np.int32)
     rows = pool[rng.integers(0, len(pool), n)]
-    return Candidates(
+    acts = rng.random((n, T)).astype(np.float32)
+    acts[rng.random((n, T)) < 0.5] = 0.0  # stored sparse: zeros must come back as zeros
+    return Entries.from_dense(
         feature=rng.integers(0, F, n).astype(np.int64), score=rng.integers(1, 6, n).astype(np.float32),
         document=doc_base + rng.integers(0, 5, n).astype(np.int64), window_start=rng.integers(0, 3, n) * 10,
-        length=np.full(n, T, np.int32), token_ids=rows, activations=rng.random((n, T)).astype(np.float32),
+        length=np.full(n, T, np.int32), token_ids=rows, activations=acts,
     )
 
 
@@ -39,8 +42,9 @@ def brute_force(cands, dedupe):
 
 
 def as_lists(buf):
-    return {f: [(int(buf.document[f, k]), int(buf.window_start[f, k])) for k in range(K)
-                if not np.isnan(buf.score[f, k])] for f in range(F)}
+    d = buf.dense()
+    return {f: [(int(d.document[f, k]), int(d.window_start[f, k])) for k in range(K)
+                if not np.isnan(d.score[f, k])] for f in range(F)}
 
 
 @pytest.mark.parametrize("dedupe", [True, False])
@@ -50,19 +54,24 @@ def test_merge_any_grouping_equals_brute_force(seed, dedupe):
     # Parts hold disjoint documents (as shards do); a (document, start) pair is one window.
     parts = [random_candidates(rng, rng.integers(0, 25), 100 * p) for p in range(4)]
     for p in parts:  # one window, one content: make (document, start) determine the tokens
-        key = p.document * 1000 + p.window_start
-        p.token_ids[:] = np.array([[hash((int(k), j)) % 4 for j in range(T)] for k in key], np.int32).reshape(-1, T)
-    buffers = []
-    for p in parts:
-        b = TopKBuffer.empty(F, K, T, dedupe)
-        b.update(p)
-        buffers.append(b)
-    want = brute_force(Candidates.concat(parts), dedupe)
+        key = p.windows.document * 1000 + p.windows.window_start
+        tokens = np.array([[hash((int(k), j)) % 4 for j in range(T)] for k in key], np.int32).reshape(-1, T)
+        p.windows = WindowTable.build(p.windows.document, p.windows.window_start, p.windows.length, tokens)
+    buffers = [TopKBuffer.empty(F, K, T, dedupe).update(p) for p in parts]
+    want = brute_force(Entries.concat(parts), dedupe)
     left = buffers[0].merge(buffers[1]).merge(buffers[2]).merge(buffers[3])
     right = buffers[3].merge(buffers[2].merge(buffers[1].merge(buffers[0])))
     assert as_lists(left) == want == as_lists(right)
     for name in ("score", "token_ids", "activations", "length"):
-        np.testing.assert_array_equal(getattr(left, name), getattr(right, name))
+        np.testing.assert_array_equal(getattr(left.dense(), name), getattr(right.dense(), name))
+    # Each kept entry carries its own window's tokens and activations, whatever grouping brought it there.
+    whole = Entries.concat(parts)
+    d = left.dense()
+    for f, k in zip(*np.nonzero(~np.isnan(d.score)), strict=True):
+        same = np.nonzero((whole.feature == f) & (whole.document == d.document[f, k])
+                          & (whole.window_start == d.window_start[f, k]) & (whole.score == d.score[f, k]))[0]
+        assert any(np.array_equal(d.activations[f, k], whole.activations[i])
+                   and np.array_equal(d.token_ids[f, k], whole.token_ids[i]) for i in same)
 
 
 def test_incremental_updates_equal_one_update():
@@ -72,18 +81,15 @@ def test_incremental_updates_equal_one_update():
     one.update(cands)
     many = TopKBuffer.empty(F, K, T)
     for lo in range(0, 60, 7):
-        idx = np.arange(lo, min(lo + 7, 60))
-        many.update(Candidates(*(getattr(cands, n)[idx] for n in
-                                 ("feature", "score", "document", "window_start", "length", "token_ids",
-                                  "activations"))))
+        many.update(cands.take(np.arange(lo, min(lo + 7, 60))))
     for name, value in one.arrays().items():
-        np.testing.assert_array_equal(value, getattr(many, name))
+        np.testing.assert_array_equal(value, many.arrays()[name], err_msg=name)
 
 
 def test_empty_buffer_conventions():
-    b = TopKBuffer.empty(2, 3, 4)
-    assert np.isnan(b.score).all() and (b.document == -1).all() and (b.token_ids == TOKEN_FILL).all()
-    assert (b.floor() == 0).all()
+    d = TopKBuffer.empty(2, 3, 4).dense()
+    assert np.isnan(d.score).all() and (d.document == -1).all() and (d.token_ids == TOKEN_FILL).all()
+    assert (TopKBuffer.empty(2, 3, 4).floor() == 0).all()
 
 
 def test_stats_merge_is_associative():
@@ -104,31 +110,65 @@ def test_stats_merge_is_associative():
         np.testing.assert_array_equal(value, right.arrays()[name])
 
 
-def test_compact_round_trip_keeps_only_filled_slots():
+def test_arrays_round_trip_and_windows_are_stored_once():
     rng = np.random.default_rng(3)
-    buf = TopKBuffer.empty(F, K, T)
-    buf.update(random_candidates(rng, 7, 0))
-    compact = buf.compact_arrays()
-    assert compact["score"].size == int((~np.isnan(buf.score)).sum()) < F * K
-    back = TopKBuffer.from_compact_arrays(compact)
-    for name, value in buf.arrays().items():
-        np.testing.assert_array_equal(value, getattr(back, name))
+    # 40 entries over 4 features, all from 3 windows: the buffer must hold the 3 windows, not one per entry.
+    tokens = rng.integers(0, 9, (3, T)).astype(np.int32)
+    window = rng.integers(0, 3, 40)
+    acts = rng.random((40, T)).astype(np.float32) * (rng.random((40, T)) < 0.2)
+    cands = Entries(feature=np.repeat(np.arange(F), 10), score=acts.max(axis=1) + 1, window=window,
+                    acts=SparseRows.from_dense(acts),
+                    windows=WindowTable.build(np.arange(3), np.zeros(3), np.full(3, T), tokens))
+    buf = TopKBuffer.empty(F, K, T, dedupe=False).update(cands)
+    assert len(buf) == F * K and len(buf.entries.windows) == 3
+    assert buf.entries.acts.value.size == int((buf.entries.activations != 0).sum())
+    back = TopKBuffer.from_arrays(buf.arrays())
+    for name in ("score", "document", "window_start", "length", "token_ids", "activations"):
+        np.testing.assert_array_equal(getattr(buf.dense(), name), getattr(back.dense(), name))
+    # A range of features as a dense block equals the same rows of the whole block.
+    whole, part = buf.dense(), buf.dense(1, 3)
+    np.testing.assert_array_equal(part.token_ids, whole.token_ids[1:3])
+    np.testing.assert_array_equal(part.activations, whole.activations[1:3])
+
+
+def test_checkpoint_of_the_earlier_dense_layout_still_loads():
+    rng = np.random.default_rng(4)
+    buf = TopKBuffer.empty(F, K, T).update(random_candidates(rng, 30, 0))
+    d = buf.dense()
+    f_idx, k_idx = np.nonzero(~np.isnan(d.score))
+    legacy = {name: getattr(d, name)[f_idx, k_idx] for name in
+              ("score", "document", "window_start", "length", "token_ids", "activations")}
+    legacy.update(shape=np.array([F, K, T]), slot_feature=f_idx, slot_rank=k_idx)
+    back = TopKBuffer.from_arrays(legacy)
+    for name in ("score", "document", "window_start", "token_ids", "activations"):
+        np.testing.assert_array_equal(getattr(back.dense(), name), getattr(d, name))
+
+
+def test_sparse_rows_round_trip():
+    rng = np.random.default_rng(5)
+    dense = rng.random((9, T)).astype(np.float32) * (rng.random((9, T)) < 0.3)
+    rows = SparseRows.from_dense(dense)
+    assert rows.value.size == int((dense != 0).sum())
+    np.testing.assert_array_equal(rows.dense(T), dense)
+    pick = np.array([4, 0, 4, 8])
+    np.testing.assert_array_equal(rows.take(pick).dense(T), dense[pick])
+    np.testing.assert_array_equal(SparseRows.concat([rows.take(pick), rows]).dense(T),
+                                  np.concatenate([dense[pick], dense]))
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_dedupe_is_exact_even_when_fingerprints_collide(seed, monkeypatch):
     """Windows are deduplicated by a 64-bit fingerprint, checked token by token: a collision (forced here by a
     fingerprint that maps everything to one value) must fall back to comparing tokens, not drop a distinct window."""
-    import personamine.merge.topk as topk
+    import personamine.merge.entries as entries
 
     rng = np.random.default_rng(seed)
     cands = random_candidates(rng, 80, 0)
     want = brute_force(cands, dedupe=True)
     distinct = {tuple(r) for r in cands.token_ids.tolist()}
-    assert len(set(topk._fingerprints(cands.token_ids, cands.length).tolist())) == len(distinct) > 1
-    real = TopKBuffer.empty(F, K, T)
-    real.update(cands)
-    monkeypatch.setattr(topk, "_fingerprints", lambda token_ids, length: np.zeros(len(token_ids), np.uint64))
-    collided = TopKBuffer.empty(F, K, T)
-    collided.update(cands)
+    assert len(set(cands.windows.fingerprint.tolist())) == len(distinct) > 1
+    real = TopKBuffer.empty(F, K, T).update(cands)
+    monkeypatch.setattr(entries, "fingerprints", lambda token_ids, length: np.zeros(len(token_ids), np.uint64))
+    collided = TopKBuffer.empty(F, K, T).update(random_candidates(np.random.default_rng(seed), 80, 0))
+    assert (collided.entries.windows.fingerprint == 0).all()
     assert as_lists(real) == want == as_lists(collided)

@@ -8,7 +8,7 @@ import torch
 from fixtures import SAE_LAYER
 from transformers import AutoTokenizer
 
-from personamine.merge.topk import TOKEN_FILL
+from personamine.merge.entries import TOKEN_FILL
 from personamine.model.loading import load_model
 from personamine.shards.windows import (
     build_batch,
@@ -41,7 +41,7 @@ def test_batches_mask_prefix_padding_and_special_ids():
                                       [False, True, False, False]]
     # A real token with the pad/special id (id 0 at doc 0 offset 3) is content but never scored.
     assert batch.special.tolist() == [[False] * 4, [False, True, False, False], [False] * 4]
-    assert batch.token_ids[2].tolist() == [1, 9, TOKEN_FILL, TOKEN_FILL]
+    assert batch.windows.token_ids[2].tolist() == [1, 9, TOKEN_FILL, TOKEN_FILL]
 
 
 def test_short_windows_share_a_row_with_their_own_positions():

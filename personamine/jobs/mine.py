@@ -15,10 +15,11 @@ from personamine.errors import PersonamineError
 from personamine.jobs.config import MineConfig
 from personamine.jobs.features import resolve_features
 from personamine.jobs.workdir import WorkDir
+from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.hdf5 import write_results
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
-from personamine.merge.topk import TOKEN_FILL, TopKBuffer
+from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import check_layer, load_config, load_tokenizer
 from personamine.model.logit_lens import LogitLens, logit_lens
 from personamine.model.sae import SaeInfo, read_sae_info, resolve_sae_files, validate_sae
@@ -125,7 +126,8 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
         progress.close()
     buffer, stats, samples = reduce_results(work.load(s) for s in plan.shards)
     lens = _logit_lens(cfg, plan)
-    shown = [buffer.token_ids.ravel()] + ([samples.token_ids.ravel()] if samples is not None else []) + (
+    shown = [buffer.entries.windows.token_ids.ravel()] + (
+        [samples.entries.windows.token_ids.ravel()] if samples is not None else []) + (
         [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
     return write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats,
                          attrs=output_attrs(cfg, plan, stats), vocab=_vocab(plan.tokenizer, np.concatenate(shown)),

@@ -188,14 +188,14 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
                             special_ids=special_ids, device=loaded.device)
         hidden = capture_windows(loaded.model, loaded.layer_module, batch)
         scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)
-        counters["n_windows"] += int(batch.document.size)
+        counters["n_windows"] += len(batch.windows)
         counters["tokens_fed"] += int(batch.real.sum())
         counters["tokens_special"] += int(batch.special.sum())
         counters["tokens_norm_filtered"] += int(outlier.sum())
         before = counters["tokens_scored"]
         counters["tokens_scored"] += int(scored.sum())
         rows.append(hidden[scored].float().cpu())
-        docs.append(np.repeat(batch.document, scored.sum(1).cpu().numpy()))
+        docs.append(np.repeat(batch.windows.document, scored.sum(1).cpu().numpy()))
         if on_tokens is not None:
             on_tokens(min(counters["tokens_scored"], cfg.max_tokens) - min(before, cfg.max_tokens))
         if counters["tokens_scored"] >= cfg.max_tokens:

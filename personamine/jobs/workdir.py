@@ -50,7 +50,7 @@ class WorkDir:
     def save(self, result: ShardResult) -> None:
         import io
 
-        arrays = {f"buffer_{k}": v for k, v in result.buffer.compact_arrays().items()}
+        arrays = {f"buffer_{k}": v for k, v in result.buffer.arrays().items()}
         arrays.update({f"stats_{k}": v for k, v in result.stats.arrays().items()})
         if result.samples is not None:
             arrays.update({f"samples_{k}": v for k, v in result.samples.arrays().items()})
@@ -61,7 +61,7 @@ class WorkDir:
 
     def load(self, shard: Shard) -> ShardResult:
         with np.load(self.shard_path(shard)) as data:
-            buffer = TopKBuffer.from_compact_arrays(
+            buffer = TopKBuffer.from_arrays(
                 {k[7:]: data[k] for k in data.files if k.startswith("buffer_")}, dedupe=self.config.dedupe)
             stats = FeatureStats.from_arrays({k[6:]: data[k] for k in data.files if k.startswith("stats_")})
             sample_arrays = {k[8:]: data[k] for k in data.files if k.startswith("samples_")}

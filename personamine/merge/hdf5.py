@@ -33,8 +33,16 @@ def atomic_h5(path: Path):
     return tmp, h5py.File(tmp, "w", track_order=True)
 
 
-def _packed(group: h5py.Group, name: str, data: np.ndarray) -> None:
-    group.create_dataset(name, data=data, compression="gzip", compression_opts=4, shuffle=True)
+_BLOCK_BYTES = 64 << 20  # dense rows built at a time while writing: the compact buffers never expand whole
+
+
+def _packed(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: type) -> h5py.Dataset:
+    return group.create_dataset(name, shape=shape, dtype=dtype, compression="gzip", compression_opts=4, shuffle=True)
+
+
+def _blocks(n: int, row_bytes: int) -> list[tuple[int, int]]:
+    step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
 
 
 def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuffer, stats: FeatureStats,
@@ -49,13 +57,7 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.create_dataset("feature_ids", data=np.asarray(feature_ids, np.int64))
-            top = f.create_group("top")
-            top.create_dataset("score", data=buffer.score.astype(np.float32))
-            for name, dtype in (("token_ids", np.int32), ("activations", np.float32)):
-                _packed(top, name, getattr(buffer, name).astype(dtype))
-            top.create_dataset("document", data=buffer.document.astype(np.int64))
-            top.create_dataset("window_start", data=buffer.window_start.astype(np.int64))
-            top.create_dataset("length", data=buffer.length.astype(np.int32))
+            _write_top(f.create_group("top"), buffer)
             st = f.create_group("stats")
             st.create_dataset("tokens_scored", data=np.int64(stats.counters["tokens_scored"]))
             st.create_dataset("active_tokens", data=stats.active_tokens.astype(np.int64))
@@ -88,6 +90,18 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
     return path
 
 
+def _write_top(group: h5py.Group, buffer: TopKBuffer) -> None:
+    n, k, t = buffer.shape
+    flat = {name: group.create_dataset(name, shape=(n, k), dtype=dtype) for name, dtype in (
+        ("score", np.float32), ("document", np.int64), ("window_start", np.int64), ("length", np.int32))}
+    packed = {name: _packed(group, name, (n, k, t), dtype)
+              for name, dtype in (("token_ids", np.int32), ("activations", np.float32))}
+    for lo, hi in _blocks(n, k * t * 8):
+        block = buffer.dense(lo, hi)
+        for name, ds in (flat | packed).items():
+            ds[lo:hi] = getattr(block, name)
+
+
 def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
     group.attrs["per_interval"] = samples.per_interval
     group.create_dataset("interval_edges", data=INTERVAL_EDGES)
@@ -95,18 +109,22 @@ def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
     group.create_dataset("interval", data=samples.interval.astype(np.int8))
     group.create_dataset("key", data=samples.key.astype(np.int64))
     group.create_dataset("score", data=samples.score.astype(np.float32))
-    group.create_dataset("document", data=samples.document.astype(np.int64))
-    group.create_dataset("window_start", data=samples.window_start.astype(np.int64))
-    group.create_dataset("length", data=samples.length.astype(np.int32))
-    _packed(group, "token_ids", samples.token_ids.astype(np.int32))
-    _packed(group, "activations", samples.activations.astype(np.float32))
+    entries = samples.entries
+    group.create_dataset("document", data=entries.document)
+    group.create_dataset("window_start", data=entries.window_start)
+    group.create_dataset("length", data=entries.length)
+    n, t = len(entries), entries.ctx_len
+    token_ids, activations = _packed(group, "token_ids", (n, t), np.int32), _packed(group, "activations", (n, t),
+                                                                                     np.float32)
+    for lo, hi in _blocks(n, t * 8):
+        rows = entries.take(np.arange(lo, hi))
+        token_ids[lo:hi], activations[lo:hi] = rows.token_ids, rows.activations
 
 
 def _read_samples(group: h5py.Group, dedupe: bool) -> tuple[SampleBuffer, np.ndarray]:
     arrays = {name: group[name][()] for name in ("interval", "key", "score", "document", "window_start", "length",
                                                  "token_ids", "activations")}
     arrays["feature"] = group["feature_row"][()]
-    arrays["interval"] = arrays["interval"].astype(np.int64)
     arrays["per_interval"] = group.attrs["per_interval"]
     return SampleBuffer.from_arrays(arrays, dedupe=dedupe), group["interval_edges"][()]
 
@@ -166,12 +184,13 @@ class MineResults:
         if self.samples is None:
             return {}
         out: dict[int, list[dict]] = {}
-        s = self.samples
-        for r in s.rows_of(self.feature_index(feature_id)):
-            n = int(s.length[r])
-            out.setdefault(int(s.interval[r]), []).append({
-                "score": float(s.score[r]), "document": int(s.document[r]), "window_start": int(s.window_start[r]),
-                "token_ids": s.token_ids[r, :n], "activations": s.activations[r, :n]})
+        rows = self.samples.rows_of(self.feature_index(feature_id))
+        s, interval = self.samples.entries.take(rows), self.samples.interval[rows]
+        for r, (n, doc, start, tokens, acts) in enumerate(zip(s.length, s.document, s.window_start, s.token_ids,
+                                                              s.activations, strict=True)):
+            out.setdefault(int(interval[r]), []).append({
+                "score": float(s.score[r]), "document": int(doc), "window_start": int(start),
+                "token_ids": tokens[:n], "activations": acts[:n]})
         return out
 
     def interval_bounds(self, interval: int) -> tuple[float, float]:

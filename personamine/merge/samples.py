@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from personamine.merge.entries import Entries, first_distinct
 from personamine.merge.stats import HISTOGRAM_EDGES
-from personamine.merge.topk import TOKEN_FILL, Candidates
 
 INTERVAL_STEP = 5  # histogram bins per interval
 INTERVAL_EDGES = HISTOGRAM_EDGES[::INTERVAL_STEP]
@@ -64,79 +64,46 @@ def interval_of(score: np.ndarray) -> np.ndarray:
     return np.searchsorted(_INNER_EDGES32, np.asarray(score, dtype=np.float32), side="right").astype(np.int64)
 
 
-_FIELDS = ("feature", "interval", "key", "score", "document", "window_start", "length", "token_ids", "activations")
-
-
 @dataclass
 class SampleBuffer:
     """Flat table of kept samples, sorted by (feature, interval, key, document, window_start)."""
 
-    feature: np.ndarray  # int64 [N], position in the run's feature list
+    entries: Entries
     interval: np.ndarray  # int64 [N]
     key: np.ndarray  # int64 [N], window_key(document, window_start)
-    score: np.ndarray  # float32 [N], the window's max activation
-    document: np.ndarray  # int64 [N]
-    window_start: np.ndarray  # int64 [N]
-    length: np.ndarray  # int32 [N]
-    token_ids: np.ndarray  # int32 [N, T]
-    activations: np.ndarray  # float32 [N, T]
     per_interval: int = 5
     dedupe: bool = True
 
     @classmethod
     def empty(cls, ctx_len: int, per_interval: int, dedupe: bool = True) -> SampleBuffer:
-        return cls(
-            feature=np.zeros(0, np.int64), interval=np.zeros(0, np.int64), key=np.zeros(0, np.int64),
-            score=np.zeros(0, np.float32), document=np.zeros(0, np.int64), window_start=np.zeros(0, np.int64),
-            length=np.zeros(0, np.int32), token_ids=np.full((0, ctx_len), TOKEN_FILL, np.int32),
-            activations=np.zeros((0, ctx_len), np.float32), per_interval=per_interval, dedupe=dedupe,
-        )
+        return cls(Entries.empty(ctx_len), np.zeros(0, np.int64), np.zeros(0, np.int64), per_interval, dedupe)
 
     def __len__(self) -> int:
-        return int(self.feature.size)
+        return len(self.entries)
 
-    def _take(self, rows: np.ndarray) -> SampleBuffer:
-        return SampleBuffer(**{name: getattr(self, name)[rows] for name in _FIELDS},
-                            per_interval=self.per_interval, dedupe=self.dedupe)
+    @property
+    def feature(self) -> np.ndarray:
+        return self.entries.feature
 
-    def update(self, new: Candidates) -> SampleBuffer:
-        """A new buffer holding the selection over this buffer and the candidates (``self`` is not changed)."""
+    @property
+    def score(self) -> np.ndarray:
+        return self.entries.score
+
+    def update(self, new: Entries) -> SampleBuffer:
+        """Select over this buffer and the new entries, in place; returns the buffer."""
         if len(new) == 0:
             return self
-        pool = SampleBuffer(
-            feature=np.concatenate([self.feature, new.feature.astype(np.int64)]),
-            interval=np.concatenate([self.interval, interval_of(new.score)]),
-            key=np.concatenate([self.key, window_key(new.document, new.window_start)]),
-            score=np.concatenate([self.score, new.score.astype(np.float32)]),
-            document=np.concatenate([self.document, new.document.astype(np.int64)]),
-            window_start=np.concatenate([self.window_start, new.window_start.astype(np.int64)]),
-            length=np.concatenate([self.length, new.length.astype(np.int32)]),
-            token_ids=np.concatenate([self.token_ids, new.token_ids.astype(np.int32)]),
-            activations=np.concatenate([self.activations, new.activations.astype(np.float32)]),
-            per_interval=self.per_interval, dedupe=self.dedupe,
-        )
-        return pool._take(pool._select())
+        w = new.windows
+        pool = Entries.concat([self.entries, new])
+        interval = np.concatenate([self.interval, interval_of(new.score)])
+        key = np.concatenate([self.key, window_key(w.document, w.window_start)[new.window]])
+        keep = _select(pool, interval, key, self.per_interval, self.dedupe)
+        self.entries, self.interval, self.key = pool.take(keep), interval[keep], key[keep]
+        return self
 
     def merge(self, other: SampleBuffer) -> SampleBuffer:
-        return self.update(other.candidates())
-
-    def _select(self) -> np.ndarray:
-        """Rows kept: per (feature, interval), the ``per_interval`` smallest keys (ties by document, start).
-
-        With ``dedupe``, windows whose fed tokens are identical count once per cell (the smallest-key instance), as
-        in the top-k; the m smallest distinct windows of a union come from the m smallest distinct of each part.
-        """
-        order = np.lexsort((self.window_start, self.document, self.key, self.interval, self.feature))
-        if self.dedupe and order.size:
-            ident = np.concatenate([self.feature[order, None], self.interval[order, None],
-                                    self.length[order, None].astype(np.int64),
-                                    self.token_ids[order].astype(np.int64)], axis=1)
-            ident = np.ascontiguousarray(ident).view(np.dtype((np.void, ident.itemsize * ident.shape[1]))).ravel()
-            _, first = np.unique(ident, return_index=True)
-            order = order[np.sort(first)]
-        cell = self.feature[order] * N_INTERVALS + self.interval[order]
-        rank = np.arange(order.size) - np.searchsorted(cell, cell, side="left")
-        return order[rank < self.per_interval]
+        return SampleBuffer(self.entries, self.interval, self.key, self.per_interval, self.dedupe).update(
+            other.entries)
 
     def thresholds(self, n_features: int) -> np.ndarray:
         """int64 [F, N_INTERVALS]: the largest kept key of each full cell, ``KEY_NONE`` where a cell has room.
@@ -151,22 +118,33 @@ class SampleBuffer:
             out.reshape(-1)[cell[last]] = self.key[last]
         return out
 
-    def candidates(self) -> Candidates:
-        return Candidates(feature=self.feature, score=self.score, document=self.document,
-                          window_start=self.window_start, length=self.length, token_ids=self.token_ids,
-                          activations=self.activations)
-
     def rows_of(self, feature_position: int) -> np.ndarray:
         """Row indices of one feature's samples, by interval then key."""
         lo, hi = np.searchsorted(self.feature, [feature_position, feature_position + 1])
         return np.arange(lo, hi)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {name: getattr(self, name) for name in _FIELDS}
-        out["per_interval"] = np.int64(self.per_interval)
-        return out
+        return {**self.entries.arrays(), "interval": self.interval, "key": self.key,
+                "per_interval": np.int64(self.per_interval)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], dedupe: bool = True) -> SampleBuffer:
-        return cls(**{name: np.array(arrays[name]) for name in _FIELDS}, per_interval=int(arrays["per_interval"]),
-                   dedupe=dedupe)
+        """From ``arrays()`` or from one dense row per sample (a file, or a checkpoint of the earlier layout)."""
+        return cls(Entries.from_arrays(arrays), np.array(arrays["interval"], dtype=np.int64),
+                   np.array(arrays["key"], dtype=np.int64), int(arrays["per_interval"]), dedupe)
+
+
+def _select(entries: Entries, interval: np.ndarray, key: np.ndarray, per_interval: int, dedupe: bool) -> np.ndarray:
+    """Rows kept: per (feature, interval), the ``per_interval`` smallest keys (ties by document, start).
+
+    With ``dedupe``, windows whose fed tokens are identical count once per cell (the smallest-key instance), as in
+    the top-k; the m smallest distinct windows of a union come from the m smallest distinct of each part.
+    """
+    w = entries.windows
+    order = np.lexsort((w.window_start[entries.window], w.document[entries.window], key, interval, entries.feature))
+    cell = entries.feature * N_INTERVALS + interval
+    if dedupe and order.size:
+        order = order[first_distinct(cell, entries, order)]
+    cell = cell[order]
+    rank = np.arange(order.size) - np.searchsorted(cell, cell, side="left")
+    return order[rank < per_interval]

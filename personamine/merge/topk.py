@@ -4,6 +4,10 @@ Order: score descending, then document ascending, then window start ascending (a
 identified by its document and start). With ``dedupe``, windows whose fed tokens are identical count once: the
 best instance under that order is kept. Selecting the top k distinct windows of a union only ever needs the top k
 distinct windows of each part, so merging buffers in any grouping gives the same answer.
+
+The buffer is a flat, compact table of entries (``personamine.merge.entries``) sorted by (feature, rank), not a
+dense [F, k, T] block: an all-features buffer over 131,072 features would be 1.3 GB dense, nearly all of it
+repeated windows and zero activations. ``dense`` builds the block for a range of features, to write or to read.
 """
 
 from __future__ import annotations
@@ -12,178 +16,94 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TOKEN_FILL = -1  # token_ids beyond a window's length
+from personamine.merge.entries import TOKEN_FILL, Entries, first_distinct
+
+
+def _select(entries: Entries, top_k: int, dedupe: bool) -> np.ndarray:
+    """Indices of the kept entries, sorted by (feature, rank)."""
+    w = entries.windows
+    order = np.lexsort((w.window_start[entries.window], w.document[entries.window],
+                        -entries.score.astype(np.float64), entries.feature))
+    if dedupe and order.size:
+        order = order[first_distinct(entries.feature, entries, order)]
+    feature = entries.feature[order]
+    rank = np.arange(order.size) - np.searchsorted(feature, feature, side="left")
+    return order[rank < top_k]
 
 
 @dataclass
-class Candidates:
-    """A flat list of (feature position, window) entries, in any order."""
+class DenseTopK:
+    """The top-k of a range of features as dense blocks (the file's layout)."""
 
-    feature: np.ndarray  # int64 [N], position in the run's feature list
-    score: np.ndarray  # float32 [N]
-    document: np.ndarray  # int64 [N]
-    window_start: np.ndarray  # int64 [N]
-    length: np.ndarray  # int32 [N]
-    token_ids: np.ndarray  # int32 [N, T]
-    activations: np.ndarray  # float32 [N, T]
-
-    def __len__(self) -> int:
-        return int(self.feature.size)
-
-    @staticmethod
-    def concat(parts: list[Candidates]) -> Candidates:
-        return Candidates(*(np.concatenate([getattr(p, name) for p in parts]) for name in _FIELDS))
-
-
-_FIELDS = ("feature", "score", "document", "window_start", "length", "token_ids", "activations")
-
-
-def _select(c: Candidates, top_k: int, dedupe: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Indices into ``c`` of the kept entries and their rank within their feature."""
-    order = np.lexsort((c.window_start, c.document, -c.score.astype(np.float64), c.feature))
-    if dedupe and order.size:
-        order = order[_first_distinct(c, order)]
-    feature = c.feature[order]
-    rank = np.arange(order.size) - np.searchsorted(feature, feature, side="left")
-    keep = rank < top_k
-    return order[keep], rank[keep]
-
-
-_FP_MULT = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _fingerprints(token_ids: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each window's (length, tokens); uint64 arithmetic wraps, which is what a hash wants."""
-    if token_ids.shape[1] % 2 == 0:  # two int32 tokens per 64-bit word: half the arithmetic, no widening copy
-        words = np.ascontiguousarray(token_ids, dtype=np.int32).view(np.uint64)
-    else:
-        words = token_ids.astype(np.int64).view(np.uint64)
-    powers = np.cumprod(np.full(words.shape[1], _FP_MULT, dtype=np.uint64), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        h = (words * powers).sum(axis=1, dtype=np.uint64)
-        h ^= length.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(31)
-    return h
-
-
-def _first_distinct(c: Candidates, order: np.ndarray) -> np.ndarray:
-    """Positions in ``order`` of the first (best) entry of each distinct (feature, window tokens).
-
-    Windows are compared by a 64-bit fingerprint, then every entry dropped as a duplicate is checked token by
-    token against the one kept; only if a fingerprint collision is found does it compare the full tokens.
-    """
-    fp = _fingerprints(c.token_ids, c.length)[order]
-    key = np.stack([c.feature[order].astype(np.uint64), fp], axis=1)
-    key = np.ascontiguousarray(key).view(np.dtype((np.void, 16))).ravel()
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    kept_for = first[inverse.ravel()]
-    dropped = np.nonzero(kept_for != np.arange(order.size))[0]
-    if dropped.size:
-        a, b = order[dropped], order[kept_for[dropped]]
-        if not (np.array_equal(c.length[a], c.length[b]) and np.array_equal(c.token_ids[a], c.token_ids[b])):
-            return _first_distinct_exact(c, order)
-    return np.sort(first)
-
-
-def _first_distinct_exact(c: Candidates, order: np.ndarray) -> np.ndarray:
-    key = np.concatenate(
-        [c.feature[order, None], c.length[order, None].astype(np.int64), c.token_ids[order].astype(np.int64)], axis=1,
-    )
-    key = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
-    _, first = np.unique(key, return_index=True)  # first occurrence in sorted order = best instance
-    return np.sort(first)
+    score: np.ndarray  # float32 [F, K], NaN where empty
+    document: np.ndarray  # int64 [F, K], -1 where empty
+    window_start: np.ndarray  # int64 [F, K], -1 where empty
+    length: np.ndarray  # int32 [F, K]
+    token_ids: np.ndarray  # int32 [F, K, T], TOKEN_FILL where empty
+    activations: np.ndarray  # float32 [F, K, T]
 
 
 @dataclass
 class TopKBuffer:
-    score: np.ndarray  # float32 [F, K], NaN where empty
-    document: np.ndarray  # int64 [F, K], -1 where empty
-    window_start: np.ndarray  # int64 [F, K]
-    length: np.ndarray  # int32 [F, K]
-    token_ids: np.ndarray  # int32 [F, K, T]
-    activations: np.ndarray  # float32 [F, K, T]
+    entries: Entries  # sorted by (feature, rank)
+    n_features: int
+    top_k: int
     dedupe: bool = True
 
     @classmethod
     def empty(cls, n_features: int, top_k: int, ctx_len: int, dedupe: bool = True) -> TopKBuffer:
-        return cls(
-            score=np.full((n_features, top_k), np.nan, np.float32),
-            document=np.full((n_features, top_k), -1, np.int64),
-            window_start=np.full((n_features, top_k), -1, np.int64),
-            length=np.zeros((n_features, top_k), np.int32),
-            token_ids=np.full((n_features, top_k, ctx_len), TOKEN_FILL, np.int32),
-            activations=np.zeros((n_features, top_k, ctx_len), np.float32),
-            dedupe=dedupe,
-        )
+        return cls(Entries.empty(ctx_len), n_features, top_k, dedupe)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.token_ids.shape  # type: ignore[return-value]
+        return self.n_features, self.top_k, self.entries.ctx_len
+
+    def rank(self) -> np.ndarray:
+        f = self.entries.feature
+        return np.arange(f.size) - np.searchsorted(f, f, side="left")
 
     def floor(self) -> np.ndarray:
         """Per feature, the score a new window must reach to possibly enter (0 while the buffer has room)."""
-        last = self.score[:, -1]
-        return np.where(np.isnan(last), 0.0, last).astype(np.float32)
+        out = np.zeros(self.n_features, np.float32)
+        last = self.rank() == self.top_k - 1
+        out[self.entries.feature[last]] = self.entries.score[last]
+        return out
 
-    def candidates(self, features: np.ndarray | None = None) -> Candidates:
-        rows = np.arange(self.score.shape[0]) if features is None else features
-        filled = ~np.isnan(self.score[rows])
-        f_idx, k_idx = np.nonzero(filled)
-        feat = rows[f_idx]
-        return Candidates(
-            feature=feat.astype(np.int64), score=self.score[feat, k_idx], document=self.document[feat, k_idx],
-            window_start=self.window_start[feat, k_idx], length=self.length[feat, k_idx],
-            token_ids=self.token_ids[feat, k_idx], activations=self.activations[feat, k_idx],
-        )
-
-    def update(self, new: Candidates) -> np.ndarray:
-        """Merge candidates into the buffer, rewriting only the features they touch; return those features."""
-        touched = np.unique(new.feature)
-        if len(new) == 0:
-            return touched
-        pool = Candidates.concat([self.candidates(touched), new])
-        keep, rank = _select(pool, self.score.shape[1], self.dedupe)
-        self._clear(touched)
-        f = pool.feature[keep]
-        self.score[f, rank] = pool.score[keep]
-        self.document[f, rank] = pool.document[keep]
-        self.window_start[f, rank] = pool.window_start[keep]
-        self.length[f, rank] = pool.length[keep]
-        self.token_ids[f, rank] = pool.token_ids[keep]
-        self.activations[f, rank] = pool.activations[keep]
-        return touched
-
-    def _clear(self, rows: np.ndarray) -> None:
-        self.score[rows] = np.nan
-        self.document[rows] = -1
-        self.window_start[rows] = -1
-        self.length[rows] = 0
-        self.token_ids[rows] = TOKEN_FILL
-        self.activations[rows] = 0.0
+    def update(self, new: Entries) -> TopKBuffer:
+        """Select over this buffer and the new entries, in place; returns the buffer."""
+        if len(new):
+            pool = Entries.concat([self.entries, new])
+            self.entries = pool.take(_select(pool, self.top_k, self.dedupe))
+        return self
 
     def merge(self, other: TopKBuffer) -> TopKBuffer:
-        out = TopKBuffer(**{name: getattr(self, name).copy() for name in _BUFFER_ARRAYS}, dedupe=self.dedupe)
-        out.update(other.candidates())
+        return TopKBuffer(self.entries, self.n_features, self.top_k, self.dedupe).update(other.entries)
+
+    def dense(self, lo: int = 0, hi: int | None = None) -> DenseTopK:
+        hi = self.n_features if hi is None else hi
+        n, (_, k, t) = hi - lo, self.shape
+        out = DenseTopK(score=np.full((n, k), np.nan, np.float32), document=np.full((n, k), -1, np.int64),
+                        window_start=np.full((n, k), -1, np.int64), length=np.zeros((n, k), np.int32),
+                        token_ids=np.full((n, k, t), TOKEN_FILL, np.int32), activations=np.zeros((n, k, t), np.float32))
+        a, b = np.searchsorted(self.entries.feature, [lo, hi])
+        part = self.entries.take(np.arange(a, b))
+        f, r = part.feature - lo, self.rank()[a:b]
+        out.score[f, r] = part.score
+        for name in ("document", "window_start", "length", "token_ids", "activations"):
+            getattr(out, name)[f, r] = getattr(part, name)
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in _BUFFER_ARRAYS}
-
-    def compact_arrays(self) -> dict[str, np.ndarray]:
-        """Only the filled slots: an all-features buffer is mostly empty in a shard, and dense it is F*K*T."""
-        f_idx, k_idx = np.nonzero(~np.isnan(self.score))
-        out = {name: getattr(self, name)[f_idx, k_idx] for name in _BUFFER_ARRAYS}
-        out.update(shape=np.array(self.token_ids.shape, np.int64), slot_feature=f_idx, slot_rank=k_idx)
-        return out
+        return {**self.entries.arrays(), "shape": np.array(self.shape, np.int64)}
 
     @classmethod
-    def from_compact_arrays(cls, arrays: dict[str, np.ndarray], dedupe: bool = True) -> TopKBuffer:
-        n_features, top_k, ctx_len = (int(v) for v in arrays["shape"])
-        buffer = cls.empty(n_features, top_k, ctx_len, dedupe)
-        f_idx, k_idx = arrays["slot_feature"], arrays["slot_rank"]
-        for name in _BUFFER_ARRAYS:
-            getattr(buffer, name)[f_idx, k_idx] = arrays[name]
-        return buffer
-
-
-_BUFFER_ARRAYS = ("score", "document", "window_start", "length", "token_ids", "activations")
+    def from_arrays(cls, arrays: dict[str, np.ndarray], dedupe: bool = True) -> TopKBuffer:
+        """From ``arrays()``, or from a checkpoint of the earlier layout (filled slots of the dense block, listed
+        feature by feature and rank by rank, so already in this buffer's order)."""
+        n_features, top_k, _ = (int(v) for v in arrays["shape"])
+        if "slot_feature" in arrays:
+            arrays = {**arrays, "feature": arrays["slot_feature"]}
+        return cls(Entries.from_arrays(arrays), n_features, top_k, dedupe)

@@ -127,7 +127,9 @@ class SaeEncoder:
         self.weight = state["encoder.weight"].index_select(0, index).to(device=device, dtype=torch.float32)
         self.bias = state["encoder.bias"].index_select(0, index).to(device=device, dtype=torch.float32)
         self.b_dec = state["b_dec"].to(device=device, dtype=torch.float32)
-        self.threshold = state["threshold"].to(device=device, dtype=torch.float32)
+        # relu(z) * (relu(z) > t) is z where z > max(t, 0), else 0: one in-place pass with no mask tensor. The
+        # float32 threshold converts to a Python float and back exactly.
+        self.floor = max(float(state["threshold"].float()), 0.0)
         self.chunk_size = chunk_size
 
     @property
@@ -141,11 +143,9 @@ class SaeEncoder:
     def iter_encode(self, x: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Yield (start, end, activations[..., start:end]) feature chunk by feature chunk."""
         centered = x.float() - self.b_dec
-        # relu(z) * (relu(z) > t) in one in-place pass: z where z > max(t, 0), else 0.
-        floor = self.threshold.clamp(min=0)
         for start, end in self.chunks():
             acts = torch.nn.functional.linear(centered, self.weight[start:end], self.bias[start:end])
-            yield start, end, acts.masked_fill_(acts <= floor, 0.0)
+            yield start, end, torch.nn.functional.threshold_(acts, self.floor, 0.0)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([acts for _, _, acts in self.iter_encode(x)], dim=-1)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from personamine.errors import PersonamineError
+from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.hdf5 import MineResults
 from personamine.merge.samples import INTERVAL_STEP
-from personamine.merge.topk import TOKEN_FILL
 
 if TYPE_CHECKING:
     from personamine.jobs.discover import DiscoveryResults

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from personamine.jobs.config import MineConfig
+from personamine.merge.entries import Entries, SparseRows, WindowTable
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import HISTOGRAM_EDGES, N_BINS, FeatureStats
-from personamine.merge.topk import Candidates, TopKBuffer
+from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
 from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
 from personamine.shards.corpus import Corpus, CorpusSpec
@@ -143,6 +144,26 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
         thread.join()
 
 
+class _Pending:
+    """Entries waiting to be selected into a buffer. Selecting costs O(buffer + pending), so selecting only once
+    pending is as large as the buffer keeps it amortised; the device-side thresholds lag until then, which lets more
+    entries through but never changes what is selected."""
+
+    def __init__(self) -> None:
+        self.parts: list[Entries] = []
+        self.n = 0
+
+    def add(self, entries: Entries, buffer_size: int) -> bool:
+        """Queue the entries; True when it is time to select."""
+        self.parts.append(entries)
+        self.n += len(entries)
+        return self.n >= max(buffer_size, 4096)
+
+    def take(self) -> Entries | None:
+        parts, self.parts, self.n = self.parts, [], 0
+        return Entries.concat(parts) if parts else None
+
+
 class _Accumulator:
     """Per-shard buffers, interval samples and stats, updated batch by batch on the device."""
 
@@ -162,10 +183,9 @@ class _Accumulator:
         # are rejected on the device, so after the first few batches almost nothing is gathered for sampling.
         self.sample_limit = torch.full((n * N_INTERVALS,), KEY_NONE, dtype=torch.int64, device=dev)
         self.interval_edges = torch.tensor(INTERVAL_EDGES[1:-1], dtype=torch.float32, device=dev)
-        self.pending: list[Candidates] = []
-        self.pending_n = 0
+        self.top_pending, self.sample_pending = _Pending(), _Pending()
 
-    def add(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor) -> None:
+    def add(self, windows: WindowTable, start: int, end: int, acts: torch.Tensor) -> None:
         """acts: [B, T, F_chunk], already zero where a token is not scored (so no scored-token copy is needed)."""
         # From the nonzero entries only: an SAE fires on a few dozen of its features per token.
         scores = acts.amax(dim=1)  # [B, F_chunk]: each window's max
@@ -178,40 +198,34 @@ class _Accumulator:
             self.total.index_add_(0, f, values.double())
             bins = torch.bucketize(values, self.edges, right=True)
             self.hist.index_add_(0, f * N_BINS + bins, torch.ones_like(bins))
-        self._add_top(batch, start, end, acts, scores)
+        found = _gather(windows, start, acts, scores, (scores > 0) & (scores >= self.floor[start:end]))
+        if found is not None and self.top_pending.add(found, len(self.buffer)):
+            self._flush_top()
         if self.samples.per_interval > 0:
-            self._add_samples(batch, start, end, acts, scores)
+            self._add_samples(windows, start, end, acts, scores)
 
-    def _add_top(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor, scores: torch.Tensor) -> None:
-        found = _gather(batch, start, acts, scores, (scores > 0) & (scores >= self.floor[start:end]))
-        if found is None:
-            return
-        touched = self.buffer.update(found)
-        self.floor[torch.from_numpy(touched).to(self.floor.device)] = torch.from_numpy(
-            self.buffer.floor()[touched]).to(self.floor.device)
-
-    def _add_samples(self, batch: WindowBatch, start: int, end: int, acts: torch.Tensor,
+    def _add_samples(self, windows: WindowTable, start: int, end: int, acts: torch.Tensor,
                      scores: torch.Tensor) -> None:
         dev = scores.device
-        key = torch.from_numpy(window_key(batch.document, batch.start)).to(dev)  # [B]
+        key = torch.from_numpy(window_key(windows.document, windows.window_start)).to(dev)  # [B]
         interval = torch.bucketize(scores, self.interval_edges, right=True)  # by the window's max, [B, F_chunk]
         cell = torch.arange(start, end, device=dev)[None, :] * N_INTERVALS + interval
-        found = _gather(batch, start, acts, scores, (scores > 0) & (key[:, None] <= self.sample_limit[cell]))
-        if found is None:
-            return
-        self.pending.append(found)
-        self.pending_n += len(found)
-        # Selecting is O(buffer + pending): waiting until pending is as large as the buffer keeps it amortised.
-        if self.pending_n >= max(len(self.samples), 4096):
+        found = _gather(windows, start, acts, scores, (scores > 0) & (key[:, None] <= self.sample_limit[cell]))
+        if found is not None and self.sample_pending.add(found, len(self.samples)):
             self._flush_samples()
 
+    def _flush_top(self) -> None:
+        if (new := self.top_pending.take()) is not None:
+            self.floor = torch.from_numpy(self.buffer.update(new).floor()).to(self.floor.device)
+
     def _flush_samples(self) -> None:
-        if not self.pending:
-            return
-        self.samples = self.samples.update(Candidates.concat(self.pending))
-        self.pending, self.pending_n = [], 0
-        limit = self.samples.thresholds(self.active.numel()).reshape(-1)
-        self.sample_limit = torch.from_numpy(limit).to(self.sample_limit.device)
+        if (new := self.sample_pending.take()) is not None:
+            limit = self.samples.update(new).thresholds(self.active.numel()).reshape(-1)
+            self.sample_limit = torch.from_numpy(limit).to(self.sample_limit.device)
+
+    def top(self) -> TopKBuffer:
+        self._flush_top()
+        return self.buffer
 
     def interval_samples(self) -> SampleBuffer:
         self._flush_samples()
@@ -225,22 +239,21 @@ class _Accumulator:
         )
 
 
-def _gather(batch: WindowBatch, start: int, acts: torch.Tensor, scores: torch.Tensor,
-            hit: torch.Tensor) -> Candidates | None:
-    """Copy the selected (window, feature) pairs to the host: their scores, tokens and per-token activations."""
+def _gather(windows: WindowTable, start: int, acts: torch.Tensor, scores: torch.Tensor,
+            hit: torch.Tensor) -> Entries | None:
+    """Copy the selected (window, feature) pairs to the host: their scores and per-token activations (nonzeros)."""
     b_idx, f_idx = hit.nonzero(as_tuple=True)
     if b_idx.numel() == 0:
         return None
     per_token = acts[b_idx, :, f_idx]  # [N, width]
-    b_np = b_idx.cpu().numpy()
-    width = per_token.shape[1]
-    act_rows = np.zeros((b_np.size, batch.token_ids.shape[1]), np.float32)
-    act_rows[:, :width] = per_token.float().cpu().numpy()
-    return Candidates(
+    row, position = per_token.nonzero(as_tuple=True)
+    return Entries(
         feature=f_idx.cpu().numpy().astype(np.int64) + start,
         score=scores[b_idx, f_idx].cpu().numpy().astype(np.float32),
-        document=batch.document[b_np], window_start=batch.start[b_np], length=batch.length[b_np],
-        token_ids=batch.token_ids[b_np], activations=act_rows,
+        window=b_idx.cpu().numpy().astype(np.int64),
+        acts=SparseRows.from_coo(b_idx.numel(), row.cpu().numpy(), position.cpu().numpy(),
+                                 per_token[row, position].float().cpu().numpy()),
+        windows=windows,
     )
 
 
@@ -258,14 +271,14 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
             hidden = capture_windows(engine.loaded.model, engine.loaded.layer_module, batch)
             scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)
             counters["tokens_norm_filtered"] += int(outlier.sum())
-            counters["n_windows"] += int(batch.document.size)
+            counters["n_windows"] += len(batch.windows)
             fed = int(batch.real.sum())
             counters["tokens_fed"] += fed
             counters["tokens_scored"] += int(scored.sum())
             counters["tokens_special"] += int(batch.special.sum())
             mask = scored.unsqueeze(-1)
             for start, end, acts in engine.encoder.iter_encode(hidden):
-                acc.add(batch, start, end, acts.mul_(mask))
+                acc.add(batch.windows, start, end, acts.mul_(mask))
             if on_batch is not None:
                 on_batch(fed)
-    return ShardResult(shard, acc.buffer, acc.stats(counters), time.perf_counter() - began, acc.interval_samples())
+    return ShardResult(shard, acc.top(), acc.stats(counters), time.perf_counter() - began, acc.interval_samples())

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from personamine.errors import PersonamineError
+from personamine.merge.entries import TOKEN_FILL, WindowTable
 from personamine.model.capture import capture_residual
 
 
@@ -40,10 +41,7 @@ class WindowBatch:
     real: torch.Tensor  # [W, T] bool: the window's tokens (not padding)
     content: torch.Tensor  # [W, T] bool: real tokens after the prefix
     special: torch.Tensor  # [W, T] bool: content tokens whose id is a special token
-    document: np.ndarray  # [W] int64
-    start: np.ndarray  # [W] int64
-    length: np.ndarray  # [W] int32
-    token_ids: np.ndarray  # [W, ctx_len] int32, TOKEN_FILL beyond length
+    windows: WindowTable  # [W] identities and tokens (width ctx_len), built here so the prefetch thread pays for it
 
 
 def sink_prefix_ids(tokenizer, sink_prefix: list[str] | None = None) -> list[int]:
@@ -94,7 +92,6 @@ def cut_windows(document: int, ids: list[int], prefix: list[int], ctx_len: int) 
 def build_batch(rows: list[list[Window]], *, prefix_len: int, ctx_len: int, pad_id: int,
                 special_ids: np.ndarray, device: torch.device) -> WindowBatch:
     """Lay out ``rows`` (from :func:`pack_batches`) for the model, and each window's own [W, T] view."""
-    from personamine.merge.topk import TOKEN_FILL
 
     windows = [w for row in rows for w in row]
     lengths = np.array([w.tokens.size for w in windows], dtype=np.int32)
@@ -135,8 +132,8 @@ def build_batch(rows: list[list[Window]], *, prefix_len: int, ctx_len: int, pad_
         unpack=None if unpack is None else torch.from_numpy(unpack).to(device),
         real=torch.from_numpy(real).to(device),
         content=torch.from_numpy(content).to(device), special=torch.from_numpy(special).to(device),
-        document=np.array([w.document for w in windows], dtype=np.int64),
-        start=np.array([w.start for w in windows], dtype=np.int64), length=lengths, token_ids=token_ids,
+        windows=WindowTable.build(np.array([w.document for w in windows], dtype=np.int64),
+                                  np.array([w.start for w in windows], dtype=np.int64), lengths, token_ids),
     )
 
 

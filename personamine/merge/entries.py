@@ -1,0 +1,243 @@
+"""Mined windows as compact plain numpy: each window once, and the (feature, window) entries that point at it.
+
+An all-features run keeps k windows for each of up to 131,072 features, but most entries share a few windows, and a
+feature fires on a few tokens of each. So a window's identity and tokens live once in a ``WindowTable``; an entry
+holds its feature, score and row of that table, and its per-token activations as ``SparseRows`` (nonzeros only).
+A dense [features, k, ctx] block is only built for the features being written.
+
+Windows are compared for dedupe by a 64-bit fingerprint of (length, tokens), computed once per window, and every
+window dropped as a duplicate is then checked token by token (``first_distinct``), so a collision can never merge
+two distinct windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TOKEN_FILL = -1  # token_ids beyond a window's length
+
+_FP_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def fingerprints(token_ids: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each window's (length, tokens); uint64 arithmetic wraps, which is what a hash wants."""
+    if token_ids.shape[1] % 2 == 0:  # two int32 tokens per 64-bit word: half the arithmetic, no widening copy
+        words = np.ascontiguousarray(token_ids, dtype=np.int32).view(np.uint64)
+    else:
+        words = token_ids.astype(np.int64).view(np.uint64)
+    powers = np.cumprod(np.full(words.shape[1], _FP_MULT, dtype=np.uint64), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = (words * powers).sum(axis=1, dtype=np.uint64)
+        h ^= length.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(s, s + c) for each (s, c), without a Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.cumsum(counts) - counts
+    return np.repeat(starts.astype(np.int64) - offsets, counts) + np.arange(total, dtype=np.int64)
+
+
+@dataclass
+class WindowTable:
+    document: np.ndarray  # int64 [W]
+    window_start: np.ndarray  # int64 [W]
+    length: np.ndarray  # int32 [W]
+    token_ids: np.ndarray  # int32 [W, T], TOKEN_FILL beyond the length
+    fingerprint: np.ndarray  # uint64 [W]
+
+    @classmethod
+    def build(cls, document: np.ndarray, window_start: np.ndarray, length: np.ndarray,
+              token_ids: np.ndarray) -> WindowTable:
+        token_ids = np.ascontiguousarray(token_ids, dtype=np.int32)
+        length = np.asarray(length, dtype=np.int32)
+        return cls(np.asarray(document, dtype=np.int64), np.asarray(window_start, dtype=np.int64), length, token_ids,
+                   fingerprints(token_ids, length))
+
+    @classmethod
+    def empty(cls, ctx_len: int) -> WindowTable:
+        z = np.zeros(0, np.int64)
+        return cls.build(z, z, z, np.zeros((0, ctx_len), np.int32))
+
+    def __len__(self) -> int:
+        return int(self.document.size)
+
+    def take(self, rows: np.ndarray) -> WindowTable:
+        return WindowTable(*(getattr(self, name)[rows] for name in _WINDOW_FIELDS))
+
+    @staticmethod
+    def concat(tables: list[WindowTable]) -> WindowTable:
+        return WindowTable(*(np.concatenate([getattr(t, name) for t in tables]) for name in _WINDOW_FIELDS))
+
+
+_WINDOW_FIELDS = ("document", "window_start", "length", "token_ids", "fingerprint")
+
+
+@dataclass
+class SparseRows:
+    """Rows of per-token values in CSR form: row i's nonzeros are ``position/value[indptr[i]:indptr[i + 1]]``."""
+
+    indptr: np.ndarray  # int64 [N + 1]
+    position: np.ndarray  # int32 [nnz], ascending within a row
+    value: np.ndarray  # float32 [nnz]
+
+    @classmethod
+    def from_dense(cls, dense: np.ndarray) -> SparseRows:
+        dense = np.asarray(dense, dtype=np.float32)
+        row, position = np.nonzero(dense)
+        return cls.from_coo(dense.shape[0], row, position, dense[row, position])
+
+    @classmethod
+    def from_coo(cls, n_rows: int, row: np.ndarray, position: np.ndarray, value: np.ndarray) -> SparseRows:
+        """From nonzeros sorted by (row, position)."""
+        indptr = np.zeros(n_rows + 1, np.int64)
+        np.cumsum(np.bincount(row, minlength=n_rows), out=indptr[1:])
+        return cls(indptr, np.asarray(position, dtype=np.int32), np.asarray(value, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return int(self.indptr.size - 1)
+
+    def take(self, rows: np.ndarray) -> SparseRows:
+        starts, counts = self.indptr[rows], self.indptr[rows + 1] - self.indptr[rows]
+        nz = _ranges(starts, counts)
+        indptr = np.zeros(counts.size + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return SparseRows(indptr, self.position[nz], self.value[nz])
+
+    @staticmethod
+    def concat(parts: list[SparseRows]) -> SparseRows:
+        offsets = np.cumsum([0] + [int(p.indptr[-1]) for p in parts])
+        indptr = np.concatenate([[0]] + [p.indptr[1:] + off for p, off in zip(parts, offsets, strict=False)])
+        return SparseRows(indptr.astype(np.int64), np.concatenate([p.position for p in parts]),
+                          np.concatenate([p.value for p in parts]))
+
+    def dense(self, width: int) -> np.ndarray:
+        out = np.zeros((len(self), width), np.float32)
+        row = np.repeat(np.arange(len(self)), np.diff(self.indptr))
+        out[row, self.position] = self.value
+        return out
+
+
+@dataclass
+class Entries:
+    """A flat list of (feature position, window) entries with their scores and per-token activations."""
+
+    feature: np.ndarray  # int64 [N], position in the run's feature list
+    score: np.ndarray  # float32 [N], the window's max activation
+    window: np.ndarray  # int64 [N], row of ``windows``
+    acts: SparseRows  # row i: entry i's per-token activations
+    windows: WindowTable
+
+    @classmethod
+    def from_dense(cls, *, feature: np.ndarray, score: np.ndarray, document: np.ndarray, window_start: np.ndarray,
+                   length: np.ndarray, token_ids: np.ndarray, activations: np.ndarray) -> Entries:
+        """One window per entry, as a file or a test holds them."""
+        return cls(np.asarray(feature, dtype=np.int64), np.asarray(score, dtype=np.float32),
+                   np.arange(len(feature), dtype=np.int64), SparseRows.from_dense(activations),
+                   WindowTable.build(document, window_start, length, token_ids))
+
+    @classmethod
+    def empty(cls, ctx_len: int) -> Entries:
+        return cls.from_dense(feature=np.zeros(0, np.int64), score=np.zeros(0, np.float32),
+                              document=np.zeros(0, np.int64), window_start=np.zeros(0, np.int64),
+                              length=np.zeros(0, np.int32), token_ids=np.zeros((0, ctx_len), np.int32),
+                              activations=np.zeros((0, ctx_len), np.float32))
+
+    def __len__(self) -> int:
+        return int(self.feature.size)
+
+    @property
+    def ctx_len(self) -> int:
+        return int(self.windows.token_ids.shape[1])
+
+    def take(self, rows: np.ndarray) -> Entries:
+        """The given entries, with a window table of only the windows they use."""
+        used, window = np.unique(self.window[rows], return_inverse=True)
+        return Entries(self.feature[rows], self.score[rows], window.ravel().astype(np.int64), self.acts.take(rows),
+                       self.windows.take(used))
+
+    @staticmethod
+    def concat(parts: list[Entries]) -> Entries:
+        offsets = np.cumsum([0] + [len(p.windows) for p in parts])
+        return Entries(
+            np.concatenate([p.feature for p in parts]), np.concatenate([p.score for p in parts]),
+            np.concatenate([p.window + off for p, off in zip(parts, offsets, strict=False)]),
+            SparseRows.concat([p.acts for p in parts]), WindowTable.concat([p.windows for p in parts]),
+        )
+
+    # Per-entry copies, for writing a file and for tests; the hot path works on the table.
+    @property
+    def document(self) -> np.ndarray:
+        return self.windows.document[self.window]
+
+    @property
+    def window_start(self) -> np.ndarray:
+        return self.windows.window_start[self.window]
+
+    @property
+    def length(self) -> np.ndarray:
+        return self.windows.length[self.window]
+
+    @property
+    def token_ids(self) -> np.ndarray:
+        return self.windows.token_ids[self.window]
+
+    @property
+    def activations(self) -> np.ndarray:
+        return self.acts.dense(self.ctx_len)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"feature": self.feature, "score": self.score, "window": self.window, "acts_indptr": self.acts.indptr,
+                "acts_position": self.acts.position, "acts_value": self.acts.value,
+                "windows_document": self.windows.document, "windows_window_start": self.windows.window_start,
+                "windows_length": self.windows.length, "windows_token_ids": self.windows.token_ids}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Entries:
+        """From ``arrays()``, or from one dense row per entry (``token_ids`` and ``activations``, as in files and in
+        checkpoints written before entries were compact)."""
+        if "window" not in arrays:
+            return cls.from_dense(**{name: np.array(arrays[name]) for name in (
+                "feature", "score", "document", "window_start", "length", "token_ids", "activations")})
+        return cls(np.array(arrays["feature"]), np.array(arrays["score"]), np.array(arrays["window"]),
+                   SparseRows(np.array(arrays["acts_indptr"]), np.array(arrays["acts_position"]),
+                              np.array(arrays["acts_value"])),
+                   WindowTable.build(arrays["windows_document"], arrays["windows_window_start"],
+                                     arrays["windows_length"], arrays["windows_token_ids"]))
+
+
+def first_distinct(cell: np.ndarray, entries: Entries, order: np.ndarray) -> np.ndarray:
+    """Positions in ``order`` of the first (best) entry of each distinct (cell, window tokens), ascending.
+
+    ``order`` must list entries sorted by cell. Windows are compared by fingerprint, then every entry dropped as a
+    duplicate is checked token by token against the one kept; only on a fingerprint collision are full tokens compared.
+    """
+    w = entries.window[order]
+    c = cell[order]
+    fp = entries.windows.fingerprint[w]
+    by_key = np.lexsort((fp, c))  # stable: within one (cell, fingerprint), the best comes first
+    c_s, fp_s = c[by_key], fp[by_key]
+    starts = np.ones(by_key.size, bool)
+    starts[1:] = (c_s[1:] != c_s[:-1]) | (fp_s[1:] != fp_s[:-1])
+    kept_for = np.empty(by_key.size, np.int64)
+    kept_for[by_key] = by_key[starts][np.cumsum(starts) - 1]
+    dropped = by_key[~starts]
+    if dropped.size:
+        a, b = w[dropped], w[kept_for[dropped]]
+        t = entries.windows
+        if not (np.array_equal(t.length[a], t.length[b]) and np.array_equal(t.token_ids[a], t.token_ids[b])):
+            return _first_distinct_exact(c, t.length[w], t.token_ids[w])
+    return np.sort(by_key[starts])
+
+
+def _first_distinct_exact(cell: np.ndarray, length: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    key = np.concatenate([cell[:, None], length[:, None].astype(np.int64), token_ids.astype(np.int64)], axis=1)
+    key = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
+    _, first = np.unique(key, return_index=True)  # first occurrence in sorted order = best instance
+    return np.sort(first)
