@@ -140,11 +140,18 @@ def test_all_features_mode_equals_sae_encode(tiny_model_dir, tiny_sae_dir, tiny_
     texts = load_texts(tiny_corpus_jsonl)[:20]
     ref = reference_topk(tiny_model_dir, ae, texts, layer=SAE_LAYER, features=list(range(256)), ctx_len=16,
                          top_k=None, prefix=[bos])
+    shards = []
     res = personamine.read_results(personamine.mine(
         **mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path, features="all", top_k=3,
-                      feature_chunk=48, max_documents=20, n_shards=2)))
+                      feature_chunk=48, max_documents=20, n_shards=2), on_shard_done=shards.append))
     assert res.feature_ids.tolist() == list(range(256))
     assert_matches_reference(res, ref, list(range(256)))
+    # In memory each window is stored once, however many features (in however many chunks) keep it.
+    for shard in shards:
+        for buffer in (shard.buffer, shard.samples):
+            w = buffer.entries.windows
+            assert len(buffer) > 3 * len(w) > 0
+            assert np.unique(np.stack([w.document, w.window_start]), axis=1).shape[1] == len(w)
 
 
 def test_no_bos_tokenizer_gets_a_two_token_sink_prefix(tiny_model_dir_nobos, tiny_sae_dir, tiny_corpus_jsonl,

@@ -164,11 +164,19 @@ class Entries:
 
     @staticmethod
     def concat(parts: list[Entries]) -> Entries:
-        offsets = np.cumsum([0] + [len(p.windows) for p in parts])
+        # Parts that share a table (one batch's windows, gathered chunk by chunk of features) share it here too, so
+        # a window is never stored twice.
+        tables: list[WindowTable] = []
+        offset: dict[int, int] = {}
+        total = 0
+        for p in parts:
+            if id(p.windows) not in offset:
+                offset[id(p.windows)], total = total, total + len(p.windows)
+                tables.append(p.windows)
         return Entries(
             np.concatenate([p.feature for p in parts]), np.concatenate([p.score for p in parts]),
-            np.concatenate([p.window + off for p, off in zip(parts, offsets, strict=False)]),
-            SparseRows.concat([p.acts for p in parts]), WindowTable.concat([p.windows for p in parts]),
+            np.concatenate([p.window + offset[id(p.windows)] for p in parts]),
+            SparseRows.concat([p.acts for p in parts]), WindowTable.concat(tables),
         )
 
     # Per-entry copies, for writing a file and for tests; the hot path works on the table.

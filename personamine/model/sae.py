@@ -144,8 +144,9 @@ class SaeEncoder:
         """Yield (start, end, activations[..., start:end]) feature chunk by feature chunk."""
         centered = x.float() - self.b_dec
         for start, end in self.chunks():
-            acts = torch.nn.functional.linear(centered, self.weight[start:end], self.bias[start:end])
-            yield start, end, torch.nn.functional.threshold_(acts, self.floor, 0.0)
+            # No local keeps a chunk alive while the next is computed: one chunk in memory at a time.
+            yield start, end, torch.nn.functional.threshold_(
+                torch.nn.functional.linear(centered, self.weight[start:end], self.bias[start:end]), self.floor, 0.0)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([acts for _, _, acts in self.iter_encode(x)], dim=-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -147,16 +148,18 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
 class _Pending:
     """Entries waiting to be selected into a buffer. Selecting costs O(buffer + pending), so selecting only once
     pending is as large as the buffer keeps it amortised; the device-side thresholds lag until then, which lets more
-    entries through but never changes what is selected."""
+    entries through but never changes what is selected. Selection waits for the end of a batch, so all of a batch's
+    feature chunks arrive together and its windows enter the buffer's table once."""
 
     def __init__(self) -> None:
         self.parts: list[Entries] = []
         self.n = 0
 
-    def add(self, entries: Entries, buffer_size: int) -> bool:
-        """Queue the entries; True when it is time to select."""
+    def add(self, entries: Entries) -> None:
         self.parts.append(entries)
         self.n += len(entries)
+
+    def due(self, buffer_size: int) -> bool:
         return self.n >= max(buffer_size, 4096)
 
     def take(self) -> Entries | None:
@@ -185,33 +188,38 @@ class _Accumulator:
         self.interval_edges = torch.tensor(INTERVAL_EDGES[1:-1], dtype=torch.float32, device=dev)
         self.top_pending, self.sample_pending = _Pending(), _Pending()
 
-    def add(self, windows: WindowTable, start: int, end: int, acts: torch.Tensor) -> None:
-        """acts: [B, T, F_chunk], already zero where a token is not scored (so no scored-token copy is needed)."""
-        # From the nonzero entries only: an SAE fires on a few dozen of its features per token.
-        scores = acts.amax(dim=1)  # [B, F_chunk]: each window's max
+    def add(self, windows: WindowTable, tokens: _ScoredTokens, start: int, end: int, acts: torch.Tensor) -> None:
+        """acts: [P, F_chunk], one row per scored token (nonnegative: thresholded ReLU)."""
+        scores = tokens.window_max(acts)  # [W, F_chunk]
         self.max[start:end] = torch.maximum(self.max[start:end], scores.amax(dim=0))
-        b, t, f = (acts > 0).nonzero(as_tuple=True)
+        # Everything below works from the nonzero entries: an SAE fires on a few dozen of its features per token.
+        p, f = (acts > 0).nonzero(as_tuple=True)
+        nz = _Nonzeros(tokens.window[p], tokens.position[p], f, acts[p, f])
         if f.numel():
-            values = acts[b, t, f]
             f = f + start
             self.active.index_add_(0, f, torch.ones_like(f))
-            self.total.index_add_(0, f, values.double())
-            bins = torch.bucketize(values, self.edges, right=True)
+            self.total.index_add_(0, f, nz.value.double())
+            bins = torch.bucketize(nz.value, self.edges, right=True)
             self.hist.index_add_(0, f * N_BINS + bins, torch.ones_like(bins))
-        found = _gather(windows, start, acts, scores, (scores > 0) & (scores >= self.floor[start:end]))
-        if found is not None and self.top_pending.add(found, len(self.buffer)):
-            self._flush_top()
+        found = _gather(windows, nz, start, scores, (scores > 0) & (scores >= self.floor[start:end]))
+        if found is not None:
+            self.top_pending.add(found)
         if self.samples.per_interval > 0:
-            self._add_samples(windows, start, end, acts, scores)
+            self._add_samples(windows, nz, start, end, scores)
 
-    def _add_samples(self, windows: WindowTable, start: int, end: int, acts: torch.Tensor,
-                     scores: torch.Tensor) -> None:
+    def _add_samples(self, windows: WindowTable, nz: _Nonzeros, start: int, end: int, scores: torch.Tensor) -> None:
         dev = scores.device
         key = torch.from_numpy(window_key(windows.document, windows.window_start)).to(dev)  # [B]
         interval = torch.bucketize(scores, self.interval_edges, right=True)  # by the window's max, [B, F_chunk]
         cell = torch.arange(start, end, device=dev)[None, :] * N_INTERVALS + interval
-        found = _gather(windows, start, acts, scores, (scores > 0) & (key[:, None] <= self.sample_limit[cell]))
-        if found is not None and self.sample_pending.add(found, len(self.samples)):
+        found = _gather(windows, nz, start, scores, (scores > 0) & (key[:, None] <= self.sample_limit[cell]))
+        if found is not None:
+            self.sample_pending.add(found)
+
+    def end_batch(self) -> None:
+        if self.top_pending.due(len(self.buffer)):
+            self._flush_top()
+        if self.sample_pending.due(len(self.samples)):
             self._flush_samples()
 
     def _flush_top(self) -> None:
@@ -239,20 +247,51 @@ class _Accumulator:
         )
 
 
-def _gather(windows: WindowTable, start: int, acts: torch.Tensor, scores: torch.Tensor,
+class _ScoredTokens:
+    """Where a batch's scored tokens are: the encoder sees only them, [P, D], not the padded [W, T] view."""
+
+    def __init__(self, scored: torch.Tensor) -> None:
+        self.n_windows = scored.shape[0]
+        self.window, self.position = scored.nonzero(as_tuple=True)  # row-major: the order of hidden[scored]
+
+    def window_max(self, acts: torch.Tensor) -> torch.Tensor:
+        """[W, F_chunk]: each window's max over its scored tokens, 0 if none (acts are nonnegative)."""
+        out = torch.zeros(self.n_windows, acts.shape[1], dtype=acts.dtype, device=acts.device)
+        with warnings.catch_warnings():  # index_reduce_ is "beta" since torch 1.13, and the one fused reduction
+            warnings.simplefilter("ignore", UserWarning)
+            return out.index_reduce_(0, self.window, acts, "amax")
+
+
+@dataclass
+class _Nonzeros:
+    """A chunk's nonzero activations: window, position in it, feature (within the chunk), value."""
+
+    window: torch.Tensor
+    position: torch.Tensor
+    feature: torch.Tensor
+    value: torch.Tensor
+
+
+def _gather(windows: WindowTable, nz: _Nonzeros, start: int, scores: torch.Tensor,
             hit: torch.Tensor) -> Entries | None:
-    """Copy the selected (window, feature) pairs to the host: their scores and per-token activations (nonzeros)."""
+    """Copy the selected (window, feature) pairs to the host: their scores and per-token activations, picked from
+    the chunk's nonzeros (a few per token), never from a dense [pairs, T] block."""
     b_idx, f_idx = hit.nonzero(as_tuple=True)
     if b_idx.numel() == 0:
         return None
-    per_token = acts[b_idx, :, f_idx]  # [N, width]
-    row, position = per_token.nonzero(as_tuple=True)
+    entry_of = torch.full(hit.shape, -1, dtype=torch.int64, device=hit.device)
+    entry_of[b_idx, f_idx] = torch.arange(b_idx.numel(), device=hit.device)
+    entry = entry_of[nz.window, nz.feature]
+    mine = (entry >= 0).nonzero(as_tuple=True)[0]
+    entry, position, values = entry[mine], nz.position[mine], nz.value[mine]
+    order = torch.argsort(entry * windows.token_ids.shape[1] + position)  # by entry, then position
+    entry, position, values = entry[order], position[order], values[order]
     return Entries(
         feature=f_idx.cpu().numpy().astype(np.int64) + start,
         score=scores[b_idx, f_idx].cpu().numpy().astype(np.float32),
         window=b_idx.cpu().numpy().astype(np.int64),
-        acts=SparseRows.from_coo(b_idx.numel(), row.cpu().numpy(), position.cpu().numpy(),
-                                 per_token[row, position].float().cpu().numpy()),
+        acts=SparseRows.from_coo(b_idx.numel(), entry.cpu().numpy(), position.cpu().numpy(),
+                                 values.float().cpu().numpy()),
         windows=windows,
     )
 
@@ -276,9 +315,11 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
             counters["tokens_fed"] += fed
             counters["tokens_scored"] += int(scored.sum())
             counters["tokens_special"] += int(batch.special.sum())
-            mask = scored.unsqueeze(-1)
-            for start, end, acts in engine.encoder.iter_encode(hidden):
-                acc.add(batch.windows, start, end, acts.mul_(mask))
+            tokens = _ScoredTokens(scored)
+            for start, end, acts in engine.encoder.iter_encode(hidden[scored]):
+                acc.add(batch.windows, tokens, start, end, acts)
+                del acts  # before the next chunk is computed
+            acc.end_batch()
             if on_batch is not None:
                 on_batch(fed)
     return ShardResult(shard, acc.top(), acc.stats(counters), time.perf_counter() - began, acc.interval_samples())
