@@ -147,7 +147,7 @@ def _mining_child(args: argparse.Namespace) -> dict:
     samples = {}
     if getattr(result, "samples", None) is not None:
         samples = {k: int(v.nbytes) for k, v in result.samples.arrays().items()}
-    stats = {k: int(np.asarray(v).nbytes) for k, v in result.stats.arrays().items()}
+    stats = {k: int(getattr(result.stats, k).nbytes) for k in ("active_tokens", "activation_sum", "max", "histogram")}
     entries = result.buffer.entries
     n_features, top_k, ctx_len = result.buffer.shape
     return {

@@ -108,6 +108,14 @@ def test_stats_merge_is_associative():
     left, right = a.merge(b).merge(c), a.merge(b.merge(c))
     for name, value in left.arrays().items():
         np.testing.assert_array_equal(value, right.arrays()[name])
+    # A checkpoint keeps only the histogram's nonzero cells, and reads back to the same dense histogram.
+    a.histogram[1] = 0
+    stored = a.arrays()
+    assert stored["histogram_counts"].size == int((a.histogram != 0).sum())
+    back = FeatureStats.from_arrays(stored)
+    np.testing.assert_array_equal(back.histogram, a.histogram)
+    np.testing.assert_array_equal(FeatureStats.from_arrays({**stored, "histogram": a.histogram}).histogram,
+                                  a.histogram)
 
 
 def test_arrays_round_trip_and_windows_are_stored_once():

@@ -41,15 +41,23 @@ class FeatureStats:
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """For a checkpoint: the histogram as its nonzero cells (an all-features one is 84 MB dense, mostly 0)."""
+        cells = np.flatnonzero(self.histogram)
         out = {"active_tokens": self.active_tokens, "activation_sum": self.activation_sum, "max": self.max,
-               "histogram": self.histogram}
+               "histogram_cells": cells, "histogram_counts": self.histogram.ravel()[cells]}
         out.update({f"counter_{k}": np.int64(v) for k, v in self.counters.items()})
         return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FeatureStats:
+        """From ``arrays()``, or from a checkpoint that stored the histogram dense."""
+        active = np.array(arrays["active_tokens"])
+        if "histogram" in arrays:
+            histogram = np.array(arrays["histogram"])
+        else:
+            histogram = np.zeros((active.size, N_BINS), np.int64)
+            histogram.ravel()[arrays["histogram_cells"]] = arrays["histogram_counts"]
         return cls(
-            active_tokens=np.array(arrays["active_tokens"]), activation_sum=np.array(arrays["activation_sum"]),
-            max=np.array(arrays["max"]), histogram=np.array(arrays["histogram"]),
-            counters={k: int(arrays[f"counter_{k}"]) for k in COUNTERS},
+            active_tokens=active, activation_sum=np.array(arrays["activation_sum"]), max=np.array(arrays["max"]),
+            histogram=histogram, counters={k: int(arrays[f"counter_{k}"]) for k in COUNTERS},
         )
