@@ -257,7 +257,7 @@ class _ScoredTokens:
     def window_max(self, acts: torch.Tensor) -> torch.Tensor:
         """[W, F_chunk]: each window's max over its scored tokens, 0 if none (acts are nonnegative)."""
         out = torch.zeros(self.n_windows, acts.shape[1], dtype=acts.dtype, device=acts.device)
-        with warnings.catch_warnings():  # index_reduce_ is "beta" since torch 1.13, and the one fused reduction
+        with warnings.catch_warnings():  # index_reduce_ warns that it is "beta"; it is torch's one fused segment max
             warnings.simplefilter("ignore", UserWarning)
             return out.index_reduce_(0, self.window, acts, "amax")
 
