@@ -114,8 +114,8 @@ def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
     group.create_dataset("window_start", data=entries.window_start)
     group.create_dataset("length", data=entries.length)
     n, t = len(entries), entries.ctx_len
-    token_ids, activations = _packed(group, "token_ids", (n, t), np.int32), _packed(group, "activations", (n, t),
-                                                                                     np.float32)
+    token_ids = _packed(group, "token_ids", (n, t), np.int32)
+    activations = _packed(group, "activations", (n, t), np.float32)
     for lo, hi in _blocks(n, t * 8):
         rows = entries.take(np.arange(lo, hi))
         token_ids[lo:hi], activations[lo:hi] = rows.token_ids, rows.activations
