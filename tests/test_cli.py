@@ -23,6 +23,9 @@ def test_toml_job_with_flag_override_and_show(tiny_model_dir, tiny_sae_repo, tin
     assert main(["show", str(out), "--features", "9", "--examples", "2"]) == 0
     text = capsys.readouterr().out
     assert "feature 9:" in text and "#1 score" in text and "«" in text
+    assert "feature 3:" not in text and "1 features shown" in text
+    assert main(["show", str(out), "--features", "4"]) == 2  # not in the file: a clear error, not a traceback
+    assert "feature 4 is not in" in capsys.readouterr().err
 
 
 def test_features_flag_accepts_ranges_and_all(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):

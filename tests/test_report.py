@@ -228,8 +228,8 @@ def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: 
     score = acts.max(axis=1)
     keep = score > 0
     cand = Entries.from_dense(feature=feature[keep], score=score[keep], document=rng.integers(0, 50_000, n)[keep],
-                      window_start=rng.integers(0, 40, n)[keep] * (ctx_len - 1), length=length[keep],
-                      token_ids=tokens[keep], activations=acts[keep])
+                              window_start=rng.integers(0, 40, n)[keep] * (ctx_len - 1), length=length[keep],
+                              token_ids=tokens[keep], activations=acts[keep])
     buffer = TopKBuffer.empty(n_features, top_k, ctx_len)
     buffer.update(cand)
     samples = SampleBuffer.empty(ctx_len, per_interval).update(cand)

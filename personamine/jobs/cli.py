@@ -64,7 +64,8 @@ def _show(args: argparse.Namespace) -> int:
     from personamine.merge.hdf5 import read_results
 
     features = parse_feature_list(args.features) if args.features else None
-    print(format_results(read_results(args.results), features, args.examples, args.width))
+    # Only the asked features are read: an all-features file holds ~1.3 GB of top-k arrays.
+    print(format_results(read_results(args.results, features), features, args.examples, args.width))
     return 0
 
 

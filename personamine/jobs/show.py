@@ -76,6 +76,6 @@ def format_results(results: MineResults, features: list[int] | None = None, n_ex
                    width: int = 0, n_samples: int = 1) -> str:
     ids = features if features else results.feature_ids.tolist()
     header = (f"{results.path}: {results.attrs.get('model')} layer {results.attrs.get('layer')}, "
-              f"{len(results.feature_ids)} features, {results.tokens_scored:,} tokens scored over "
+              f"{len(ids)} features shown, {results.tokens_scored:,} tokens scored over "
               f"{results.attrs.get('n_documents')} documents")
     return "\n\n".join([header] + [format_feature(results, int(f), n_examples, width, n_samples) for f in ids])

@@ -22,7 +22,7 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     beside it. ``discovery``: a discovery file, adding its score, persona/control firing and per-prompt activations.
     ``features``: only these ids, in this order (default: all, in discovery rank order when a discovery file is given).
     """
-    res = results if isinstance(results, MineResults) else read_results(results)
+    res = results if isinstance(results, MineResults) else read_results(results, features)
     disc = None
     if discovery is not None:
         from personamine.jobs.discover import read_discovery
