@@ -61,9 +61,10 @@ class TopKBuffer:
     def shape(self) -> tuple[int, int, int]:
         return self.n_features, self.top_k, self.entries.ctx_len
 
-    def rank(self) -> np.ndarray:
+    def rank(self, rows: slice = slice(None)) -> np.ndarray:
+        """Each entry's rank within its feature (of the entries in ``rows``)."""
         f = self.entries.feature
-        return np.arange(f.size) - np.searchsorted(f, f, side="left")
+        return np.arange(f.size)[rows] - np.searchsorted(f, f[rows], side="left")
 
     def floor(self) -> np.ndarray:
         """Per feature, the score a new window must reach to possibly enter (0 while the buffer has room)."""
@@ -90,7 +91,7 @@ class TopKBuffer:
                         token_ids=np.full((n, k, t), TOKEN_FILL, np.int32), activations=np.zeros((n, k, t), np.float32))
         a, b = np.searchsorted(self.entries.feature, [lo, hi])
         part = self.entries.take(np.arange(a, b))
-        f, r = part.feature - lo, self.rank()[a:b]
+        f, r = part.feature - lo, self.rank(slice(a, b))
         out.score[f, r] = part.score
         for name in ("document", "window_start", "length", "token_ids", "activations"):
             getattr(out, name)[f, r] = getattr(part, name)

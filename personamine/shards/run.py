@@ -252,7 +252,7 @@ class _ScoredTokens:
 
     def __init__(self, scored: torch.Tensor) -> None:
         self.n_windows = scored.shape[0]
-        self.window, self.position = scored.nonzero(as_tuple=True)  # row-major: the order of hidden[scored]
+        self.window, self.position = scored.nonzero(as_tuple=True)  # row-major, as hidden[scored] would be
 
     def window_max(self, acts: torch.Tensor) -> torch.Tensor:
         """[W, F_chunk]: each window's max over its scored tokens, 0 if none (acts are nonnegative)."""
@@ -313,10 +313,10 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
             counters["n_windows"] += len(batch.windows)
             fed = int(batch.real.sum())
             counters["tokens_fed"] += fed
-            counters["tokens_scored"] += int(scored.sum())
             counters["tokens_special"] += int(batch.special.sum())
             tokens = _ScoredTokens(scored)
-            for start, end, acts in engine.encoder.iter_encode(hidden[scored]):
+            counters["tokens_scored"] += tokens.window.numel()
+            for start, end, acts in engine.encoder.iter_encode(hidden[tokens.window, tokens.position]):
                 acc.add(batch.windows, tokens, start, end, acts)
                 del acts  # before the next chunk is computed
             acc.end_batch()
