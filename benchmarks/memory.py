@@ -121,7 +121,7 @@ def _mining_child(args: argparse.Namespace) -> dict:
     import numpy as np
 
     import personamine
-    from personamine.jobs.config import MineConfig
+    from personamine.config import MineConfig
     from personamine.shards.plan import Shard, count_documents
     from personamine.shards.run import MiningEngine, run_shard
 
@@ -147,7 +147,8 @@ def _mining_child(args: argparse.Namespace) -> dict:
     samples = {}
     if getattr(result, "samples", None) is not None:
         samples = {k: int(v.nbytes) for k, v in result.samples.arrays().items()}
-    stats = {k: int(getattr(result.stats, k).nbytes) for k in ("active_tokens", "activation_sum", "max", "histogram")}
+    stats = {k: int(getattr(result.stats, k).nbytes)
+             for k in ("active_tokens", "sum_whole", "sum_frac", "max", "histogram")}
     entries = result.buffer.entries
     n_features, top_k, ctx_len = result.buffer.shape
     return {
@@ -194,7 +195,7 @@ def mining_sae(args: argparse.Namespace, work: Path) -> None:
     """The calibrated random SAE of the mining section, built in this process (the model is needed once)."""
     import numpy as np
 
-    from personamine.jobs.config import MineConfig
+    from personamine.config import MineConfig
     from personamine.model.loading import load_model
     from personamine.shards.plan import Shard, count_documents
     from personamine.shards.run import MiningEngine

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     offline()
     import torch
 
-    from personamine.jobs.config import MineConfig
+    from personamine.config import MineConfig
     from personamine.merge.hdf5 import write_results
     from personamine.model.loading import load_model
     from personamine.model.sae import read_sae_info, resolve_sae_files

@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
 
         return mine
     if name == "MineConfig":
-        from personamine.jobs.config import MineConfig
+        from personamine.config import MineConfig
 
         return MineConfig
     if name == "read_results":

@@ -186,6 +186,21 @@ def hdf5_datasets(path: str | Path) -> dict[str, bytes]:
     return out
 
 
+@contextlib.contextmanager
+def actor_threads(n: int = 1):
+    """Run a local reference with the torch thread count of an ``actor_num_cpus=n`` actor: on some CPUs (MKL with
+    AVX-512) the thread count moves the last bit of a few matmul results, and the README promises identical files
+    only for equal thread counts."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def assert_identical_datasets(a: str | Path, b: str | Path) -> None:
     da, db = hdf5_datasets(a), hdf5_datasets(b)
     assert da.keys() == db.keys() and len(da) > 10

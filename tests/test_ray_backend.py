@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
-from ray_helpers import assert_identical_datasets
+from ray_helpers import actor_threads, assert_identical_datasets
 from test_mine import mine_kwargs
 
 import personamine
 from personamine.cluster.ray_backend import FAIL_SHARD_ENV, KILL_ONCE_ENV, actor_spec
+from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.jobs.config import MineConfig
 
 N_SHARDS = 6
 # Several batches per shard, so an injected fault lands mid-shard.
@@ -30,7 +30,8 @@ def ray_session():
 @pytest.fixture(scope="module")
 def local_output(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
-    return personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp, **RUN))
+    with actor_threads(1):
+        return personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp, **RUN))
 
 
 def _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, **extra):

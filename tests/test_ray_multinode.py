@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
-from ray_helpers import assert_identical_datasets
+from ray_helpers import actor_threads, assert_identical_datasets
 from test_mine import mine_kwargs
 
 import personamine
@@ -51,7 +51,8 @@ def test_losing_a_worker_node_mid_job_gives_the_same_output(cluster, tiny_model_
     monkeypatch.setenv("PERSONAMINE_TEST_BATCH_DELAY", "0.4")
     kwargs = mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path, n_shards=N_SHARDS,
                          batch_tokens=96)
-    local = personamine.mine(**dict(kwargs, output=str(tmp_path / "local.h5")))
+    with actor_threads(1):
+        local = personamine.mine(**dict(kwargs, output=str(tmp_path / "local.h5")))
     removed = []
 
     def lose_a_node(result):

@@ -238,7 +238,7 @@ def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: 
     bins = np.clip(np.searchsorted(HISTOGRAM_EDGES[1:-1], vals, side="right"), 0, stats.histogram.shape[1] - 1)
     np.add.at(stats.histogram, (rows, bins), 1)
     stats.active_tokens[:] = np.bincount(rows, minlength=n_features)
-    stats.activation_sum[:] = np.bincount(rows, weights=vals, minlength=n_features)
+    stats.add_values(rows, vals)
     stats.max[:] = score.reshape(n_features, -1).max(axis=1)
     stats.counters["tokens_scored"] = int(n * ctx_len * 40)
     lens = LogitLens(promoted_ids=rng.integers(1, n_vocab, (n_features, 10)).astype(np.int32),

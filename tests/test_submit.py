@@ -7,7 +7,7 @@ import json
 
 import pytest
 import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
-from ray_helpers import assert_identical_datasets
+from ray_helpers import actor_threads, assert_identical_datasets
 from test_mine import mine_kwargs
 
 import personamine
@@ -38,7 +38,8 @@ def test_submit_wait_succeeds_and_writes_the_same_output(head, tiny_model_dir, t
     out, err = capsys.readouterr()
     assert "submitted Ray job " in out and "wrote " + fields["output"] in out
     assert "SUCCEEDED" in err
-    local = personamine.mine(**dict(fields, output=str(tmp_path / "local.h5")))
+    with actor_threads(1):
+        local = personamine.mine(**dict(fields, output=str(tmp_path / "local.h5")))
     assert_identical_datasets(local, fields["output"])
     assert personamine.read_results(fields["output"]).attrs["n_shards"] == 3
 

@@ -98,7 +98,7 @@ def test_stats_merge_is_associative():
     def stats():
         s = FeatureStats.empty(3)
         s.active_tokens[:] = rng.integers(0, 9, 3)
-        s.activation_sum[:] = rng.integers(0, 99, 3)  # integers: float sums are exact in any order
+        s.add_values(rng.integers(0, 3, 20), rng.random(20).astype(np.float32) * 50)
         s.max[:] = rng.random(3)
         s.histogram[:] = rng.integers(0, 5, s.histogram.shape)
         s.counters["tokens_scored"] = int(rng.integers(0, 100))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from personamine.jobs.config import MineConfig
+from personamine.config import MineConfig
 from personamine.shards.plan import Shard
 from personamine.shards.run import MiningEngine, ShardResult, run_shard
 

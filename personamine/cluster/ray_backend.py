@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.jobs.config import MineConfig
 from personamine.shards.plan import Shard
 from personamine.shards.run import ShardResult
 

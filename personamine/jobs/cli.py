@@ -21,8 +21,8 @@ def command(name: str):
 
 
 def _mine_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import MineConfig
     from personamine.jobs.cliargs import add_config_flags
-    from personamine.jobs.config import MineConfig
 
     parser.add_argument("job", nargs="?", help="TOML job file (optional: flags alone also work)")
     add_config_flags(parser, MineConfig, skip=frozenset({"backend", "ray_address"}))
@@ -31,8 +31,8 @@ def _mine_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def mine_config_from_args(args: argparse.Namespace):
+    from personamine.config import MineConfig
     from personamine.jobs.cliargs import overrides_from_args
-    from personamine.jobs.config import MineConfig
 
     overrides = overrides_from_args(args, MineConfig)
     if args.ray is not None:
@@ -59,7 +59,7 @@ def _show_flags(parser: argparse.ArgumentParser) -> None:
 
 @command("show")(_show_flags)
 def _show(args: argparse.Namespace) -> int:
-    from personamine.jobs.config import parse_feature_list
+    from personamine.config import parse_feature_list
     from personamine.jobs.show import format_results
     from personamine.merge.hdf5 import read_results
 
@@ -196,7 +196,7 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
 
 @command("report")(_report_flags)
 def _report(args: argparse.Namespace) -> int:
-    from personamine.jobs.config import parse_feature_list
+    from personamine.config import parse_feature_list
     from personamine.report import report
 
     features = parse_feature_list(args.features) if args.features else None

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from personamine.config import resolve_config
 from personamine.errors import PersonamineError
-from personamine.jobs.config import resolve_config
 from personamine.model.smollm2 import SMOLLM2_ID
 
 DEMO_CORPUS = "builtin:chat-and-prose"

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from personamine.config import DEFAULT_MODEL, resolve_config
 from personamine.errors import PersonamineError
-from personamine.jobs.config import DEFAULT_MODEL, resolve_config
 
 if TYPE_CHECKING:
     import torch

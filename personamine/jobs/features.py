@@ -5,8 +5,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.jobs.config import MineConfig
 from personamine.model.sae import check_features
 
 DISCOVERY_FORMAT = "personamine.discover"

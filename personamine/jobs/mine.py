@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.jobs.config import MineConfig
 from personamine.jobs.features import resolve_features
 from personamine.jobs.workdir import WorkDir
 from personamine.merge.entries import TOKEN_FILL

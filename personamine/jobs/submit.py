@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.jobs.config import MineConfig
 
 
 @dataclass(frozen=True)

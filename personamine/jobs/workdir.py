@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from personamine.atomic import atomic_write_bytes
+from personamine.config import EXECUTION_FIELDS, MineConfig
 from personamine.errors import PersonamineError
-from personamine.jobs.config import EXECUTION_FIELDS, MineConfig
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer

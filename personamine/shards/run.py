@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from personamine.jobs.config import MineConfig
+from personamine.config import MineConfig
 from personamine.merge.entries import Entries, SparseRows, WindowTable
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
-from personamine.merge.stats import HISTOGRAM_EDGES, N_BINS, FeatureStats
+from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
 from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
@@ -177,7 +177,8 @@ class _Accumulator:
         self.buffer = TopKBuffer.empty(n, cfg.top_k, cfg.ctx_len, cfg.dedupe)
         self.floor = torch.zeros(n, dtype=torch.float32, device=dev)
         self.active = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.total = torch.zeros(n, dtype=torch.float64, device=dev)
+        self.sum_whole = torch.zeros(n, dtype=torch.int64, device=dev)  # exact sums: see merge/stats.py
+        self.sum_frac = torch.zeros(n, dtype=torch.int64, device=dev)
         self.max = torch.zeros(n, dtype=torch.float32, device=dev)
         self.hist = torch.zeros(n * N_BINS, dtype=torch.int64, device=dev)
         self.edges = engine.edges
@@ -198,7 +199,9 @@ class _Accumulator:
         if f.numel():
             f = f + start
             self.active.index_add_(0, f, torch.ones_like(f))
-            self.total.index_add_(0, f, nz.value.double())
+            whole = torch.floor(nz.value)
+            self.sum_whole.index_add_(0, f, whole.long())
+            self.sum_frac.index_add_(0, f, ((nz.value - whole).double() * FRAC_ONE).round_().long())
             bins = torch.bucketize(nz.value, self.edges, right=True)
             self.hist.index_add_(0, f * N_BINS + bins, torch.ones_like(bins))
         found = _gather(windows, nz, start, scores, (scores > 0) & (scores >= self.floor[start:end]))
@@ -217,6 +220,10 @@ class _Accumulator:
             self.sample_pending.add(found)
 
     def end_batch(self) -> None:
+        # A batch adds at most one fraction (< 2**37) per scored token and feature: under 2**26 tokens per batch,
+        # the int64 limb cannot overflow before this carry.
+        self.sum_whole += self.sum_frac >> FRAC_BITS
+        self.sum_frac &= FRAC_ONE - 1
         if self.top_pending.due(len(self.buffer)):
             self._flush_top()
         if self.sample_pending.due(len(self.samples)):
@@ -242,7 +249,8 @@ class _Accumulator:
     def stats(self, counters: dict[str, int]) -> FeatureStats:
         n = self.active.numel()
         return FeatureStats(
-            active_tokens=self.active.cpu().numpy(), activation_sum=self.total.cpu().numpy(),
+            active_tokens=self.active.cpu().numpy(), sum_whole=self.sum_whole.cpu().numpy(),
+            sum_frac=self.sum_frac.cpu().numpy(),
             max=self.max.cpu().numpy(), histogram=self.hist.view(n, N_BINS).cpu().numpy(), counters=counters,
         )
 
