@@ -32,7 +32,7 @@ def resolve_config(cls: type, config: Any, overrides: dict[str, Any], what: str)
 # a resume may change them.
 EXECUTION_FIELDS = frozenset(
     {"output", "work_dir", "backend", "ray_address", "num_actors", "actor_num_gpus", "actor_num_cpus",
-     "progress", "max_shard_retries", "batch_tokens", "feature_chunk"}
+     "progress", "max_shard_retries", "batch_tokens", "feature_chunk", "n_shards", "keep_work_dir"}
 )
 
 
@@ -70,10 +70,12 @@ class MineConfig:
                            "dataset id, or builtin:chat-and-prose")
     corpus_config: str | None = knob(None, "hub dataset configuration (subset) name")
     split: str = knob("train", "hub dataset split")
+    corpus_revision: str | None = knob(None, "hub dataset revision (branch, tag or commit; pinned to its commit)")
     text_column: str = knob("text", "column holding each document's text")
-    streaming: bool | None = knob(None, "stream a hub dataset instead of downloading it (default: stream)")
     max_documents: int | None = knob(None, "mine at most this many leading documents")
     max_tokens: int | None = knob(None, "mine whole leading documents until their tokens reach this budget")
+    unit_bytes: int = knob(8 << 20, "bytes per unit of a jsonl or txt file (parquet units are its row groups)")
+    skip_malformed_rows: bool = knob(False, "skip and count jsonl lines that are not JSON objects (default: error)")
     # windows and selection
     ctx_len: int = knob(64, "tokens fed per window, sink prefix included")
     top_k: int = knob(20, "windows kept per feature")
@@ -84,11 +86,14 @@ class MineConfig:
     dedupe: bool = knob(True, "windows whose fed tokens are identical count once")
     samples_per_interval: int = knob(5, "interval samples kept per feature and activation interval (0: none)")
     # execution
-    n_shards: int = knob(16, "pieces of work the corpus is split into (checkpointed one by one)")
+    n_shards: int | None = knob(None, "group the units into this many pieces of work, each checkpointed (default: "
+                                      "one per unit; the output does not depend on it)")
     batch_tokens: int | None = knob(None, "fed positions per batch (default: 2048 on CPU, 32768 on GPU)")
     feature_chunk: int = knob(8192, "features encoded at a time (bounds the encoder's memory)")
     output: str = knob("personamine-out/mine.h5", "the HDF5 file to write")
     work_dir: str | None = knob(None, "checkpoint directory (default: OUTPUT.work)")
+    keep_work_dir: bool = knob(False, "keep the checkpoints after a successful run (they are always kept after a "
+                                      "failure, to resume)")
     backend: str = knob("local", "where pieces of work run: local or ray")
     ray_address: str | None = knob(None, "Ray cluster to join (default: RAY_ADDRESS, a local cluster, or a new one)")
     num_actors: int | None = knob(None, "Ray mining actors (default: one per GPU, or one on CPU)")
@@ -106,8 +111,12 @@ class MineConfig:
             raise PersonamineError(f"top_k must be at least 1, got {self.top_k}")
         if self.samples_per_interval < 0:
             raise PersonamineError(f"samples_per_interval must not be negative, got {self.samples_per_interval}")
-        if self.n_shards < 1:
+        if self.n_shards is not None and self.n_shards < 1:
             raise PersonamineError(f"n_shards must be at least 1, got {self.n_shards}")
+        for name in ("max_documents", "max_tokens", "unit_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise PersonamineError(f"{name} must be at least 1, got {value}")
         if self.backend not in ("local", "ray"):
             raise PersonamineError(f"backend must be 'local' or 'ray', got {self.backend!r}")
 

@@ -432,3 +432,36 @@ def write_corpus_parquet(path: Path | str) -> Path:
     table = pa.table({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]})
     pq.write_table(table, out)
     return out
+
+
+def write_corpus_files(directory: Path | str, fmt: str, n_files: int = 3, rows_per_group: int = 7) -> Path:
+    """The corpus's valid rows split over ``n_files`` files of one format (parquet row groups of
+    ``rows_per_group`` rows, so groups do not line up with files or shards); returns the directory.
+
+    ``fmt``: parquet, jsonl or txt. Files are named so that path order is corpus order.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in corpus_rows() if isinstance(r["text"], str)]
+    bounds = [i * len(rows) // n_files for i in range(n_files + 1)]
+    for i in range(n_files):
+        part = rows[bounds[i]:bounds[i + 1]]
+        path = out / f"part-{i:02d}.{fmt}"
+        if fmt == "parquet":
+            table = pa.table({"id": [r["id"] for r in part], "text": [r["text"] for r in part]})
+            pq.write_table(table, path, row_group_size=rows_per_group)
+        elif fmt == "jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+        elif fmt == "txt":
+            path.write_text("".join(r["text"] + "\n" for r in part), encoding="utf-8")
+        else:
+            raise ValueError(fmt)
+    return out
+
+
+def corpus_texts() -> list[str]:
+    """The valid rows' texts in corpus order (what ``write_corpus_files`` spreads over its files)."""
+    return [r["text"] for r in corpus_rows() if isinstance(r["text"], str)]

@@ -28,6 +28,19 @@ def load_texts(corpus_jsonl: Path) -> list[object]:
     return [json.loads(line)["text"] for line in corpus_jsonl.read_text().splitlines()]
 
 
+def line_uids(corpus_jsonl: Path, unit_bytes: int) -> list[int]:
+    """The in-run identity of each line of a one-file jsonl corpus, restated from the README: a line belongs to unit
+    ``first byte // unit_bytes``, and its uid is ``unit << 32 | (its rank among that unit's lines)``."""
+    uids, offset, rank, unit = [], 0, 0, -1
+    for line in corpus_jsonl.read_bytes().splitlines(keepends=True):
+        here = offset // unit_bytes
+        rank = rank + 1 if here == unit else 0
+        unit = here
+        uids.append(unit << 32 | rank)
+        offset += len(line)
+    return uids
+
+
 @torch.no_grad()
 def reference_topk(model_dir: Path, ae_path: Path, texts: list[object], *, layer: int, features: list[int],
                    ctx_len: int, top_k: int | None, prefix: list[int], norm_filter: float = 10.0,

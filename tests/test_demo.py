@@ -18,7 +18,7 @@ from personamine.jobs.demo import demo
 def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
     base = dict(model=str(model_dir), layer=SAE_LAYER, corpus=str(corpus), dict_size=256, k=8, train_tokens=6000,
                 train_from_document=25, train_steps=120, train_batch_size=256, top=12, mine_tokens=1200, ctx_len=16,
-                n_shards=2, show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False)
+                show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False)
     base.update(extra)
     return base
 

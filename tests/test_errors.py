@@ -73,7 +73,7 @@ def test_empty_corpus(run_cli, tmp_path):
 def test_missing_text_column(run_cli, tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("\n".join(json.dumps({"body": f"hello {i}"}) for i in range(3)))
-    assert_clean_failure(run_cli, "no text column 'text' (columns: body)", corpus=corpus)
+    assert_clean_failure(run_cli, "has no column 'text' (columns: body)", corpus=corpus)
 
 
 @pytest.mark.parametrize("what", ["model", "sae", "corpus"])

@@ -12,11 +12,14 @@ import personamine
 from personamine.model.sae import resolve_sae_files
 
 FEATURES = list(range(0, 256, 5))
+UNIT_BYTES = 1500
 
 
 def mine_kwargs(model_dir, sae, corpus, tmp_path, **extra):
+    # Small units, so the 18 KB jsonl corpus is 13 units and piece groupings differ.
     base = dict(model=str(model_dir), layer=SAE_LAYER, sae=sae, corpus=str(corpus), features=FEATURES,
-                ctx_len=16, top_k=6, n_shards=1, output=str(tmp_path / "out.h5"), progress=False)
+                ctx_len=16, top_k=6, n_shards=1, unit_bytes=UNIT_BYTES, output=str(tmp_path / "out.h5"),
+                progress=False)
     base.update(extra)
     return base
 
@@ -85,7 +88,7 @@ def test_topk_equals_brute_force_via_hub(tiny_model_dir, tiny_sae_repo, tiny_cor
     assert (res.histogram.sum(1) == res.active_tokens).all()
 
 
-def test_shard_count_does_not_change_selection(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
+def test_batch_size_does_not_change_selection(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
     one = personamine.read_results(personamine.mine(
         **mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path / "a", n_shards=1)))
     seven = personamine.read_results(personamine.mine(
@@ -143,7 +146,7 @@ def test_all_features_mode_equals_sae_encode(tiny_model_dir, tiny_sae_dir, tiny_
     shards = []
     res = personamine.read_results(personamine.mine(
         **mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path, features="all", top_k=3,
-                      feature_chunk=48, max_documents=20, n_shards=2), on_shard_done=shards.append))
+                      feature_chunk=48, max_documents=20, n_shards=2), on_piece_done=shards.append))
     assert res.feature_ids.tolist() == list(range(256))
     assert_matches_reference(res, ref, list(range(256)))
     # In memory each window is stored once, however many features (in however many chunks) keep it.

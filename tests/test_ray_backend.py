@@ -11,7 +11,7 @@ from ray_helpers import actor_threads, assert_identical_datasets
 from test_mine import mine_kwargs
 
 import personamine
-from personamine.cluster.ray_backend import FAIL_SHARD_ENV, KILL_ONCE_ENV, actor_spec
+from personamine.cluster.ray_backend import FAIL_UNIT_ENV, KILL_ONCE_ENV, actor_spec
 from personamine.config import MineConfig
 from personamine.errors import PersonamineError
 
@@ -61,8 +61,8 @@ def test_two_actors_on_fake_gpus_equal_local(ray_session, local_output, tiny_mod
     caplog.set_level(logging.INFO, logger="personamine.cluster.ray_backend")
     done = []
     out = personamine.mine(**_ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path),
-                           on_shard_done=lambda r: done.append(r.shard.index))
-    assert sorted(done) == list(range(N_SHARDS))
+                           on_piece_done=lambda r: done.append(r.piece.name))
+    assert len(done) == N_SHARDS
     assert any("ray: 2 actor(s), num_gpus=1 num_cpus=1" in r.getMessage() for r in caplog.records)
     assert _requeued(caplog) == []
     assert_identical_datasets(local_output, out)
@@ -76,21 +76,21 @@ def test_actor_killed_mid_shard_is_replaced_and_output_unchanged(ray_session, lo
     out = personamine.mine(**_ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path / "run"))
     assert marker.exists(), "the injected kill never happened"
     requeued = _requeued(caplog)
-    assert len(requeued) == 1 and "shard-00002" in requeued[0], requeued
+    assert len(requeued) == 1 and "units 2-3 (" in requeued[0], requeued
     assert_identical_datasets(local_output, out)
 
 
 def test_always_failing_shard_ends_the_run_naming_it(ray_session, tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl,
                                                      tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv(FAIL_SHARD_ENV, "4")
+    monkeypatch.setenv(FAIL_UNIT_ENV, "4")
     kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, max_shard_retries=2,
                          num_actors=1)
     with pytest.raises(PersonamineError) as info:
         personamine.mine(**kwargs)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("shard-00004 (documents ")
-    assert "failed 3 time(s)" in message and "RuntimeError: injected failure in shard-00004" in message
+    assert message.startswith("units 4-5 (")
+    assert "failed 3 time(s)" in message and "RuntimeError: injected failure in units-000004-000005" in message
     assert len(_requeued(caplog)) == 2
     assert not (tmp_path / "out.h5").exists()
 
@@ -98,18 +98,18 @@ def test_always_failing_shard_ends_the_run_naming_it(ray_session, tiny_model_dir
 def test_interrupted_driver_resumes_from_checkpoints(ray_session, local_output, tiny_model_dir, tiny_sae_dir,
                                                      tiny_corpus_jsonl, tmp_path):
     kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, num_actors=1)
-    first: list[int] = []
+    first: list[str] = []
 
     def stop_after_two(result):
-        first.append(result.shard.index)
+        first.append(result.piece.name)
         if len(first) == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        personamine.mine(**kwargs, on_shard_done=stop_after_two)
-    second: list[int] = []
-    out = personamine.mine(**kwargs, on_shard_done=lambda r: second.append(r.shard.index))
-    assert sorted(first + second) == list(range(N_SHARDS))  # nothing finished was recomputed
+        personamine.mine(**kwargs, on_piece_done=stop_after_two)
+    second: list[str] = []
+    out = personamine.mine(**kwargs, on_piece_done=lambda r: second.append(r.piece.name))
+    assert len(set(first + second)) == len(first + second) == N_SHARDS  # nothing finished was recomputed
     assert_identical_datasets(local_output, out)
 
 
@@ -125,3 +125,18 @@ def test_actor_that_cannot_load_the_model_stops_the_run(ray_session, tiny_model_
         personamine.mine(**kwargs)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.parametrize("fmt, budget", [("parquet", {}), ("jsonl", {"max_tokens": 1500}), ("txt", {})])
+def test_two_actors_equal_local_on_every_format(ray_session, tiny_model_dir, tiny_sae_dir, tmp_path, fmt, budget):
+    """Multi-file corpora whose row groups do not line up with files or pieces; a budgeted run finds its end from
+    results that come back in any order."""
+    import fixtures as fx
+
+    corpus = fx.write_corpus_files(tmp_path / "corpus", fmt, n_files=3, rows_per_group=7)
+    kwargs = mine_kwargs(tiny_model_dir, str(tiny_sae_dir), corpus, tmp_path, unit_bytes=700, batch_tokens=96,
+                         **budget)
+    with actor_threads(1):
+        local = personamine.mine(**dict(kwargs, output=str(tmp_path / "local.h5"), n_shards=1))
+    out = personamine.mine(**dict(kwargs, backend="ray", n_shards=None))
+    assert_identical_datasets(local, out)

@@ -58,9 +58,9 @@ def test_losing_a_worker_node_mid_job_gives_the_same_output(cluster, tiny_model_
     def lose_a_node(result):
         if not removed:  # the other actor is mid-shard (or about to get its next one): both paths requeue
             c.remove_node(workers[1])
-            removed.append(result.shard.index)
+            removed.append(result.piece.name)
 
-    out = personamine.mine(**kwargs, backend="ray", num_actors=2, actor_num_cpus=1, on_shard_done=lose_a_node)
+    out = personamine.mine(**kwargs, backend="ray", num_actors=2, actor_num_cpus=1, on_piece_done=lose_a_node)
     assert removed
     requeued = [r.getMessage() for r in caplog.records if "requeued" in r.getMessage()]
     assert requeued, "losing a node with an actor on it should have requeued a shard"

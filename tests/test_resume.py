@@ -20,20 +20,21 @@ def test_interrupted_run_resumes_to_the_same_output(tiny_model_dir, tiny_sae_dir
     done = []
 
     def fail_after_two(result):
-        done.append(result.shard.index)
+        done.append(result.piece.name)
         if len(done) == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        personamine.mine(on_shard_done=fail_after_two, **kw)
+        personamine.mine(on_piece_done=fail_after_two, **kw)
     out = tmp_path / "a" / "out.h5"
     assert not out.exists()
     work = tmp_path / "a" / "out.h5.work"
-    assert sorted(p.name for p in work.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
+    assert sorted(p.stem for p in work.glob("units-*.npz")) == done == ["units-000000-000001", "units-000002-000004"]
 
-    resumed_shards = []
-    personamine.mine(on_shard_done=lambda r: resumed_shards.append(r.shard.index), **kw)
-    assert resumed_shards == [2, 3, 4]  # finished shards are not recomputed
+    resumed = []
+    personamine.mine(on_piece_done=lambda r: resumed.append(r.piece.name), **kw)
+    assert resumed == ["units-000005-000006", "units-000007-000009", "units-000010-000012"]  # none recomputed
+    assert not work.exists()  # a finished run removes its checkpoints
 
     fresh = personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path / "b",
                                            n_shards=5))
@@ -44,7 +45,7 @@ def test_interrupted_run_resumes_to_the_same_output(tiny_model_dir, tiny_sae_dir
 
 def test_changed_config_is_refused(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
     kw = mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path, n_shards=2,
-                     max_documents=10)
+                     max_documents=10, keep_work_dir=True)
     personamine.mine(**kw)
     with pytest.raises(PersonamineError, match=r"holds a different run \(changed: top_k\)"):
         personamine.mine(**{**kw, "top_k": 3})

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 from fixtures import SAE_LAYER
-from reference import load_texts, reference_topk
-from test_mine import FEATURES, TIE, mine_kwargs
+from reference import line_uids, load_texts, reference_topk
+from test_mine import FEATURES, TIE, UNIT_BYTES, mine_kwargs
 
 import personamine
 from personamine.merge.entries import Entries
@@ -77,11 +77,13 @@ def _random_candidates(rng, n: int, n_features: int, ctx_len: int = 6) -> Entrie
     )
 
 
-def _naive(c: Entries, m: int, dedupe: bool) -> set[tuple]:
+def _naive(c: Entries, m: int, dedupe: bool, key_document: list[int] | None = None) -> set[tuple]:
+    """Keep per cell the m smallest keys; a key hashes ``key_document`` (default: the entry's document)."""
     cells: dict[tuple[int, int], list[tuple]] = {}
     for j in range(len(c)):
         cell = (int(c.feature[j]), _interval_ref(float(c.score[j])))
-        cells.setdefault(cell, []).append((_key_int(int(c.document[j]), int(c.window_start[j])),
+        doc_key = int(c.document[j]) if key_document is None else key_document[j]
+        cells.setdefault(cell, []).append((_key_int(doc_key, int(c.window_start[j])),
                                            int(c.document[j]), int(c.window_start[j]), tuple(c.token_ids[j].tolist())))
     kept = set()
     for cell, items in cells.items():
@@ -197,6 +199,7 @@ def test_samples_equal_brute_force(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
         **mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp_path, max_documents=n_docs,
                       samples_per_interval=m, n_shards=2)))
     s = res.samples
+    uid_of = line_uids(tiny_corpus_jsonl, UNIT_BYTES)
     doc, start, length, tokens, acts = (getattr(s.entries, name) for name in (
         "document", "window_start", "length", "token_ids", "activations"))
     inner = INTERVAL_EDGES[1:-1]
@@ -211,7 +214,9 @@ def test_samples_equal_brute_force(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
             length=np.full(len(entries), 16, np.int32),
             token_ids=np.array([list(e.tokens) + [-1] * (16 - len(e.tokens)) for e in entries], np.int32),
             activations=np.zeros((len(entries), 16), np.float32))
-        expected = {(k, d, w) for _, k, d, w in _naive(cand, m, dedupe=True) if k not in near_edge}
+        # Keys hash each window's in-run document identity (unit, row), not its global index.
+        uids = [uid_of[e.document] for e in entries]
+        expected = {(k, d, w) for _, k, d, w in _naive(cand, m, dedupe=True, key_document=uids) if k not in near_edge}
         mine = s.rows_of(row)
         got = {(int(s.interval[r]), int(doc[r]), int(start[r])) for r in mine
                if int(s.interval[r]) not in near_edge}

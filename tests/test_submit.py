@@ -41,7 +41,7 @@ def test_submit_wait_succeeds_and_writes_the_same_output(head, tiny_model_dir, t
     with actor_threads(1):
         local = personamine.mine(**dict(fields, output=str(tmp_path / "local.h5")))
     assert_identical_datasets(local, fields["output"])
-    assert personamine.read_results(fields["output"]).attrs["n_shards"] == 3
+    assert personamine.read_results(fields["output"]).attrs["n_pieces"] == 3
 
 
 def test_failing_job_exits_1_and_shows_the_error(head, tiny_model_dir, tiny_sae_dir, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""In-process backend: one engine on one device, shards in order."""
+"""In-process backend: one engine on one device, pieces in schedule order."""
 
 from __future__ import annotations
 
@@ -7,14 +7,26 @@ from collections.abc import Callable
 import numpy as np
 
 from personamine.config import MineConfig
-from personamine.shards.plan import Shard
-from personamine.shards.run import MiningEngine, ShardResult, run_shard
+from personamine.shards.plan import Schedule
+from personamine.shards.run import MiningEngine, PieceResult, run_piece
 
 
-def run_local(config: MineConfig, features: np.ndarray, shards: list[Shard],
-              on_result: Callable[[ShardResult], None], on_tokens: Callable[[int], None]) -> None:
-    if not shards:
-        return
-    engine = MiningEngine(config, features)
-    for shard in shards:
-        on_result(run_shard(engine, shard, on_batch=on_tokens))
+class LocalBackend:
+    def __init__(self, config: MineConfig, features: np.ndarray) -> None:
+        self.config, self.features = config, features
+        self.engine: MiningEngine | None = None
+
+    def start(self) -> None:
+        """Nothing to start: the engine loads on the first piece (a resumed, finished run needs none)."""
+
+    def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
+            on_batch: Callable[[int, int, int], None]) -> None:
+        while not schedule.finished():
+            piece = schedule.next()
+            if piece is None:  # nothing is in flight here, so an unfinished schedule always has a next piece
+                raise RuntimeError("the schedule is not finished but has no piece to run")
+            self.engine = self.engine or MiningEngine(self.config, self.features)
+            on_result(run_piece(self.engine, piece, on_batch=on_batch))
+
+    def close(self) -> None:
+        self.engine = None

@@ -1,9 +1,11 @@
-"""Ray backend: N long-lived actors run the same ``run_shard`` as the local backend; the driver owns the queue.
+"""Ray backend: N long-lived actors run the same ``run_piece`` as the local backend; the driver owns the schedule.
 
-The driver hands the next shard to whichever actor is free, checkpoints each result through ``on_result`` (so a
-rerun of a killed driver resumes) and is the reducer. Actors read their shard straight from the corpus, so
-documents never pass through the driver. ``max_task_retries=0``: Ray never replays a shard behind our back; a
-shard whose actor died is requeued here, on a replacement actor, a bounded number of times.
+The driver hands the schedule's next piece of work to whichever actor is free, checkpoints each result through
+``on_result`` (so a rerun of a killed driver resumes) and is the reducer. Actors read their units straight from the
+corpus (a piece names its units' files and offsets), so documents never pass through the driver. Actors are started
+before the corpus is planned, so their model loading overlaps the planning. ``max_task_retries=0``: Ray never
+replays a piece behind our back; a piece whose actor died is requeued here, on a replacement actor, a bounded number
+of times.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -23,17 +24,17 @@ import numpy as np
 
 from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.shards.plan import Shard
-from personamine.shards.run import ShardResult
+from personamine.shards.plan import Piece, Schedule
+from personamine.shards.run import PieceResult
 
 log = logging.getLogger(__name__)
 
 # Test-only fault injection, read inside the actor. The driver forwards every PERSONAMINE_TEST_* variable of its
 # own environment to its actors (runtime_env env_vars), so a test only sets os.environ before calling mine().
 TEST_ENV_PREFIX = "PERSONAMINE_TEST_"
-KILL_ONCE_ENV = "PERSONAMINE_TEST_KILL_ONCE"  # "/path/to/marker:SHARD_INDEX": SIGKILL the actor once, mid-shard
-FAIL_SHARD_ENV = "PERSONAMINE_TEST_FAIL_SHARD"  # "SHARD_INDEX": that shard raises every time
-BATCH_DELAY_ENV = "PERSONAMINE_TEST_BATCH_DELAY"  # seconds to sleep after each batch: keeps actors mid-shard
+KILL_ONCE_ENV = "PERSONAMINE_TEST_KILL_ONCE"  # "/path/to/marker:UNIT": SIGKILL the actor once, mid-piece
+FAIL_UNIT_ENV = "PERSONAMINE_TEST_FAIL_UNIT"  # "UNIT": the piece that starts with that unit raises every time
+BATCH_DELAY_ENV = "PERSONAMINE_TEST_BATCH_DELAY"  # seconds to sleep after each batch: keeps actors mid-piece
 
 _WAIT_WARNING_S = 60.0
 
@@ -45,7 +46,7 @@ class ActorSpec:
     num_cpus: float
 
 
-def actor_spec(config: MineConfig, cluster: dict[str, float], n_shards: int) -> ActorSpec:
+def actor_spec(config: MineConfig, cluster: dict[str, float], n_pieces: int) -> ActorSpec:
     """How many actors with which resources: by default one per GPU in the cluster, or one CPU actor without GPUs."""
     gpus = float(cluster.get("GPU", 0.0))
     num_gpus = config.actor_num_gpus if config.actor_num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
@@ -59,12 +60,12 @@ def actor_spec(config: MineConfig, cluster: dict[str, float], n_shards: int) -> 
         count = max(1, int(gpus // num_gpus))
     else:
         count = 1
-    # An actor without a shard would only load the model for nothing.
-    return ActorSpec(min(count, n_shards), float(num_gpus), float(config.actor_num_cpus))
+    # An actor without a piece would only load the model for nothing.
+    return ActorSpec(min(count, n_pieces), float(num_gpus), float(config.actor_num_cpus))
 
 
-class ShardWorker:
-    """One per actor: builds the engine (model, targeted encoder, corpus handle) once, then runs shards."""
+class PieceWorker:
+    """One per actor: builds the engine (model, targeted encoder) once, then runs pieces."""
 
     def __init__(self, config: MineConfig, features: np.ndarray) -> None:
         from personamine.shards.run import MiningEngine
@@ -74,26 +75,27 @@ class ShardWorker:
     def ready(self) -> str:
         return str(self.engine.device)
 
-    def run(self, shard: Shard) -> ShardResult:
-        from personamine.shards.run import run_shard
+    def run(self, piece: Piece) -> PieceResult:
+        from personamine.shards.run import run_piece
 
-        return run_shard(self.engine, shard, on_batch=_test_fault_hook(shard))
+        return run_piece(self.engine, piece, on_batch=_test_fault_hook(piece))
 
 
-def _test_fault_hook(shard: Shard) -> Callable[[int], None] | None:
-    """Test-only: after the shard's first batch, die by SIGKILL (once per marker file) or raise (every time)."""
-    kill, fail = os.environ.get(KILL_ONCE_ENV), os.environ.get(FAIL_SHARD_ENV)
+def _test_fault_hook(piece: Piece) -> Callable[[int, int, int], None] | None:
+    """Test-only: after the piece's first batch, die by SIGKILL (once per marker file) or raise (every time)."""
+    kill, fail = os.environ.get(KILL_ONCE_ENV), os.environ.get(FAIL_UNIT_ENV)
     delay = float(os.environ.get(BATCH_DELAY_ENV, 0))
     if not kill and not fail and not delay:
         return None
+    first = piece.units[0].index
 
-    def after_batch(_tokens: int) -> None:
+    def after_batch(*_counts: int) -> None:
         time.sleep(delay)
-        if fail and int(fail) == shard.index:
-            raise RuntimeError(f"injected failure in {shard.name} ({FAIL_SHARD_ENV})")
+        if fail and int(fail) == first:
+            raise RuntimeError(f"injected failure in {piece.name} ({FAIL_UNIT_ENV})")
         if kill:
             marker, index = kill.rsplit(":", 1)
-            if int(index) != shard.index:
+            if int(index) != first:
                 return
             try:  # O_EXCL: exactly one process ever creates the marker, so the kill happens once
                 os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -108,7 +110,7 @@ def _test_fault_hook(shard: Shard) -> Callable[[int], None] | None:
 def _remote_worker():
     import ray
 
-    return ray.remote(ShardWorker)
+    return ray.remote(PieceWorker)
 
 
 def _test_env() -> dict[str, str]:
@@ -128,48 +130,63 @@ def _cause(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def run_ray(config: MineConfig, features: np.ndarray, shards: list[Shard],
-            on_result: Callable[[ShardResult], None], on_tokens: Callable[[int], None]) -> None:
-    """Run ``shards`` on Ray actors; call ``on_result`` for each finished shard (in completion order).
+class RayBackend:
+    """Mining actors on a Ray cluster: ``start`` connects and starts them (their model loading overlaps the driver's
+    corpus planning), ``run`` hands out a schedule's pieces, ``close`` ends the actors (and a connection made here).
 
-    Unless Ray is already initialised, calls ``ray.init(address=config.ray_address)``; with no address Ray picks
-    ``RAY_ADDRESS``, else a cluster ``ray start`` started on this machine, else a new local Ray. Only a connection
-    made here is shut down here.
+    Unless Ray is already initialised, ``start`` calls ``ray.init(address=config.ray_address)``; with no address Ray
+    picks ``RAY_ADDRESS``, else a cluster ``ray start`` started on this machine, else a new local Ray. Only a
+    connection made here is shut down here.
     """
-    if not shards:
-        return
-    try:
-        import ray
-    except ImportError as exc:
-        raise PersonamineError("the Ray backend needs Ray: pip install 'personamine[ray]'") from exc
-    started = not ray.is_initialized()
-    if started:
+
+    def __init__(self, config: MineConfig, features: np.ndarray) -> None:
+        self.config, self.features = config, features
+        self.connected = False
+        self.driver: _Driver | None = None
+
+    def start(self) -> None:
         try:
-            ray.init(address=config.ray_address or None)
-        except ConnectionError as exc:
-            raise PersonamineError(f"cannot connect to Ray at {config.ray_address!r}: {exc}") from exc
-    try:
-        _Driver(config, features, shards, on_result, on_tokens).run()
-    finally:
-        if started:
+            import ray
+        except ImportError as exc:
+            raise PersonamineError("the Ray backend needs Ray: pip install 'personamine[ray]'") from exc
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.config.ray_address or None)
+            except ConnectionError as exc:
+                raise PersonamineError(f"cannot connect to Ray at {self.config.ray_address!r}: {exc}") from exc
+            self.connected = True
+        self.driver = _Driver(self.config, self.features)
+        self.driver.spawn_all()
+
+    def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
+            on_batch: Callable[[int, int, int], None]) -> None:
+        assert self.driver is not None, "start() first"
+        self.driver.run(schedule, on_result, on_batch)
+
+    def close(self) -> None:
+        import ray
+
+        if self.driver is not None:
+            self.driver.kill_all()
+            self.driver = None
+        if self.connected:
             ray.shutdown()
+            self.connected = False
 
 
 class _Driver:
-    def __init__(self, config: MineConfig, features: np.ndarray, shards: list[Shard],
-                 on_result: Callable[[ShardResult], None], on_tokens: Callable[[int], None]) -> None:
+    def __init__(self, config: MineConfig, features: np.ndarray) -> None:
         import ray
 
         self.config, self.features = config, features
-        self.on_result, self.on_tokens = on_result, on_tokens
-        self.queue: deque[Shard] = deque(shards)
-        self.failures: dict[int, int] = {}
-        self.spec = actor_spec(config, ray.cluster_resources(), len(shards))
+        self.failures: dict[str, int] = {}
+        self.spec = actor_spec(config, ray.cluster_resources(), 1 << 30)
         self.idle: list[Any] = []
-        self.starting: dict[Any, Any] = {}  # ready() ref -> actor; no shard goes to an actor before it is up
-        self.busy: dict[Any, tuple[Any, Shard]] = {}  # run() ref -> (actor, shard)
+        self.starting: dict[Any, Any] = {}  # ready() ref -> actor; no piece goes to an actor before it is up
+        self.busy: dict[Any, tuple[Any, Piece]] = {}  # run() ref -> (actor, piece)
         self.n_tokens = 0
         self.lost_starting = 0
+        self.began = time.perf_counter()
 
     def _spawn(self) -> None:
         options: dict[str, Any] = dict(num_gpus=self.spec.num_gpus, num_cpus=self.spec.num_cpus, max_restarts=0,
@@ -179,20 +196,31 @@ class _Driver:
         actor = _remote_worker().options(**options).remote(self.config, self.features)
         self.starting[actor.ready.remote()] = actor
 
-    def run(self) -> None:
+    def spawn_all(self) -> None:
+        for _ in range(self.spec.count):
+            self._spawn()
+
+    def kill_all(self) -> None:
         import ray
 
-        log.info("ray: %d actor(s), num_gpus=%g num_cpus=%g each, %d shard(s)", self.spec.count,
-                 self.spec.num_gpus, self.spec.num_cpus, len(self.queue))
-        began = time.perf_counter()
-        try:
-            for _ in range(self.spec.count):
-                self._spawn()
-            self._loop()
-        finally:
-            for actor in [*self.idle, *self.starting.values(), *(a for a, _ in self.busy.values())]:
-                ray.kill(actor, no_restart=True)
-        seconds = time.perf_counter() - began
+        for actor in [*self.idle, *self.starting.values(), *(a for a, _ in self.busy.values())]:
+            ray.kill(actor, no_restart=True)
+        self.idle, self.starting, self.busy = [], {}, {}
+
+    def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
+            on_batch: Callable[[int, int, int], None]) -> None:
+        self.schedule, self.on_result, self.on_batch = schedule, on_result, on_batch
+        # An actor without a unit would only hold resources: the corpus may have fewer units than actors.
+        surplus = len(self.starting) + len(self.idle) - len(schedule.manifest)
+        for ref in list(self.starting)[:max(0, surplus)]:
+            import ray
+
+            ray.kill(self.starting.pop(ref), no_restart=True)
+        log.info("ray: %d actor(s), num_gpus=%g num_cpus=%g each, %d unit(s)",
+                 len(self.starting) + len(self.idle) + len(self.busy), self.spec.num_gpus, self.spec.num_cpus,
+                 len(schedule.manifest))
+        self._loop()
+        seconds = time.perf_counter() - self.began
         if self.config.progress:
             print(f"ray: {self.n_tokens:,} tokens in {seconds:.1f} s ({self.n_tokens / max(seconds, 1e-9):,.0f} "
                   f"tokens/s) on {self.spec.count} actor(s)", file=sys.stderr)
@@ -202,10 +230,12 @@ class _Driver:
 
         waiting_since = time.monotonic()
         warned = False
-        while self.queue or self.busy:
-            while self.queue and self.idle:
-                actor, shard = self.idle.pop(), self.queue.popleft()
-                self.busy[actor.run.remote(shard)] = (actor, shard)
+        while not self.schedule.finished():
+            while self.idle and (piece := self.schedule.next()) is not None:
+                actor = self.idle.pop()
+                self.busy[actor.run.remote(piece)] = (actor, piece)
+            if not self.busy and not self.starting:
+                raise RuntimeError("the schedule is not finished but has no piece to run")
             done, _ = ray.wait([*self.busy, *self.starting], num_returns=1, timeout=_WAIT_WARNING_S / 4)
             if not done:
                 if not self.busy and not warned and time.monotonic() - waiting_since > _WAIT_WARNING_S:
@@ -243,33 +273,30 @@ class _Driver:
     def _finished(self, ref: Any) -> None:
         import ray
 
-        actor, shard = self.busy.pop(ref)
+        actor, piece = self.busy.pop(ref)
         try:
-            result: ShardResult = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:  # a Python exception inside run_shard; the actor lives on
+            result: PieceResult = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # a Python exception inside run_piece; the actor lives on
             if isinstance(exc.cause, PersonamineError):
-                raise PersonamineError(f"{_where(shard)} failed: {exc.cause}") from None
+                raise PersonamineError(f"{piece.describe()} failed: {exc.cause}") from None
             self.idle.append(actor)
-            self._requeue(shard, _cause(exc))
+            self._requeue(piece, _cause(exc))
             return
         except ray.exceptions.RayError as exc:  # actor died (killed, OOM, node lost) or its result was lost
             ray.kill(actor, no_restart=True)
             self._spawn()
-            self._requeue(shard, _cause(exc))
+            self._requeue(piece, _cause(exc))
             return
         self.idle.append(actor)
-        self.n_tokens += result.stats.counters["tokens_fed"]
-        self.on_tokens(result.stats.counters["tokens_fed"])
+        counters = result.stats.counters
+        self.n_tokens += counters["tokens_fed"]
+        self.on_batch(counters["tokens_fed"], sum(u.tokens for u in result.coverage.units), counters["tokens_scored"])
         self.on_result(result)
 
-    def _requeue(self, shard: Shard, cause: str) -> None:
-        n = self.failures[shard.index] = self.failures.get(shard.index, 0) + 1
+    def _requeue(self, piece: Piece, cause: str) -> None:
+        n = self.failures[piece.name] = self.failures.get(piece.name, 0) + 1
+        self.schedule.requeue(piece)
         if n > self.config.max_shard_retries:
-            raise PersonamineError(f"{_where(shard)} failed {n} time(s), giving up (max_shard_retries="
+            raise PersonamineError(f"{piece.describe()} failed {n} time(s), giving up (max_shard_retries="
                                    f"{self.config.max_shard_retries}); last cause: {cause}")
-        log.warning("ray: %s failed (attempt %d), requeued: %s", _where(shard), n, cause)
-        self.queue.appendleft(shard)
-
-
-def _where(shard: Shard) -> str:
-    return f"{shard.name} (documents {shard.doc_start}-{shard.doc_end - 1})"
+        log.warning("ray: %s failed (attempt %d), requeued: %s", piece.describe(), n, cause)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +49,6 @@ class DemoConfig:
     top: int = 20  # features mined
     mine_tokens: int = 200_000
     ctx_len: int = 64
-    n_shards: int = 4
     # printing
     show: int = 10  # features printed with their contexts
     examples: int = 3  # contexts per printed feature
@@ -183,18 +181,10 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     from personamine.jobs.discover import discover, read_discovery
     from personamine.jobs.mine import mine
     from personamine.merge.hdf5 import read_results
-    from personamine.model.loading import load_tokenizer
-    from personamine.shards.corpus import Corpus, CorpusSpec
-    from personamine.shards.plan import count_documents
 
     out = Path(cfg.output_dir)
 
     if cfg.sae is None:
-        # Mining reads the corpus's leading documents up to mine_tokens; the SAE should not have seen them.
-        n_mined = count_documents(Corpus(CorpusSpec(cfg.corpus)), load_tokenizer(cfg.model), None, cfg.mine_tokens)
-        if n_mined > cfg.train_from_document:
-            say(f"note: the {n_mined} mined documents overlap the SAE's training documents (from "
-                f"{cfg.train_from_document} on)")
         sae_root, sae_summary = ensure_sae(cfg, say)
     else:
         sae_root, sae_summary = Path(cfg.sae), f"SAE {cfg.sae} (given)"
@@ -211,13 +201,15 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     mine_path = Path(out / "mine.h5")
     work_dir = out / "mine.work"
     mine_path = mine(model=cfg.model, layer=cfg.layer, sae=str(sae_root), corpus=cfg.corpus, features=features,
-                     max_tokens=cfg.mine_tokens, ctx_len=cfg.ctx_len, n_shards=cfg.n_shards, output=str(mine_path),
+                     max_tokens=cfg.mine_tokens, ctx_len=cfg.ctx_len, output=str(mine_path),
                      work_dir=str(work_dir), progress=cfg.progress)
-    # The checkpoints only serve to resume an interrupted run: a finished demo reruns from scratch next time.
-    shutil.rmtree(work_dir, ignore_errors=True)
     results = read_results(mine_path)
     say(f"\nwrote {mine_path}: {results.tokens_scored:,} tokens of {cfg.corpus} scored "
         f"({results.attrs.get('n_documents')} documents)")
+    if cfg.sae is None and int(results.attrs["n_documents"]) > cfg.train_from_document:
+        # Mining reads the corpus's leading documents up to mine_tokens; the SAE should not have seen them.
+        say(f"note: the {results.attrs['n_documents']} mined documents overlap the SAE's training documents (from "
+            f"{cfg.train_from_document} on)")
     say(format_report(found, results, cfg.show, cfg.examples))
     from personamine.report import report
 

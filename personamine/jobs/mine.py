@@ -1,8 +1,10 @@
-"""`personamine.mine(...)`: plan shards, run them on a backend, checkpoint each, merge, write one HDF5 file."""
+"""`personamine.mine(...)`: plan the corpus's units, run pieces of work on a backend, checkpoint each, merge,
+write one HDF5 file."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -12,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from personamine.config import MineConfig
+from personamine.corpus import CorpusSpec, Manifest, open_manifest, resolve_corpus
 from personamine.errors import PersonamineError
 from personamine.jobs.features import resolve_features
-from personamine.jobs.workdir import WorkDir
+from personamine.jobs.workdir import DamagedCheckpoint, WorkDir, check_writable
 from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.hdf5 import write_results
 from personamine.merge.samples import SampleBuffer
@@ -23,14 +26,22 @@ from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import check_layer, load_config, load_tokenizer
 from personamine.model.logit_lens import LogitLens, logit_lens
 from personamine.model.sae import SaeInfo, read_sae_info, resolve_sae_files, validate_sae
-from personamine.shards.corpus import Corpus
-from personamine.shards.plan import count_documents, plan_shards
-from personamine.shards.run import ShardResult, corpus_spec
+from personamine.shards.documents import global_documents
+from personamine.shards.plan import Schedule
+from personamine.shards.run import PieceResult
 from personamine.shards.windows import sink_prefix_ids
+
+_DAMAGE_RETRIES = 3  # rounds of re-mining pieces whose checkpoints turned out damaged when read
+
+
+def corpus_spec(config: MineConfig) -> CorpusSpec:
+    return CorpusSpec(config.corpus, config.corpus_config, config.split, config.text_column, config.corpus_revision,
+                      config.unit_bytes)
 
 
 class Plan:
-    """Everything checked before any heavy work starts, so bad input fails fast and writes nothing."""
+    """Everything checked before any heavy work starts, so bad input fails fast and writes nothing. It reads
+    metadata only: model and SAE configs, the tokenizer, the corpus's file footers; never the corpus's rows."""
 
     def __init__(self, config: MineConfig) -> None:
         self.config = config
@@ -45,9 +56,8 @@ class Plan:
         self.features = resolve_features(config, self.sae.dict_size)
         self.tokenizer = load_tokenizer(config.model, config.gguf_file, config.revision)
         self.prefix = sink_prefix_ids(self.tokenizer, config.sink_prefix)
-        corpus = Corpus(corpus_spec(config))
-        self.n_documents = count_documents(corpus, self.tokenizer, config.max_documents, config.max_tokens)
-        self.shards = plan_shards(self.n_documents, config.n_shards)
+        check_writable(Path(config.output).expanduser().parent, "output directory")
+        self.corpus = resolve_corpus(corpus_spec(config))  # the files; their units are planned once workers start
 
 
 def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
@@ -57,19 +67,16 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
     return {i: (str(p), tokenizer.decode([i])) for i, p in zip(ids, pieces, strict=True)}
 
 
-def reduce_results(results: Iterable[ShardResult]) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
-    """Merge shard results in the order given: pass them in shard order (selections do not depend on the order;
-    float sums would). Results are consumed one at a time, so a generator keeps one shard in memory.
-
-    Interval samples are None when any shard has none (a checkpoint written before they existed).
-    """
-    stream = iter(results)
-    first = next(stream)
-    buffer, stats, samples = first.buffer, first.stats, first.samples
-    for result in stream:
-        buffer = buffer.merge(result.buffer)
-        stats = stats.merge(result.stats)
-        samples = samples.merge(result.samples) if samples is not None and result.samples is not None else None
+def reduce_results(parts: Iterable[tuple[TopKBuffer, FeatureStats, SampleBuffer | None]]
+                   ) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
+    """Merge pieces' results. Every merge is exact, so the order does not matter; a generator keeps one piece in
+    memory at a time. Interval samples are None when any piece has none (a checkpoint from before they existed)."""
+    stream = iter(parts)
+    buffer, stats, samples = next(stream)
+    for other_buffer, other_stats, other_samples in stream:
+        buffer = buffer.merge(other_buffer)
+        stats = stats.merge(other_stats)
+        samples = samples.merge(other_samples) if samples is not None and other_samples is not None else None
     return buffer, stats, samples
 
 
@@ -88,92 +95,164 @@ def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
         return None
 
 
+def _backend(cfg: MineConfig, features: np.ndarray):
+    """Where pieces run: ``on_batch`` sees a local run's batches as they finish; a Ray run reports each piece's
+    totals when it comes back."""
+    if cfg.backend == "ray":
+        from personamine.cluster.ray_backend import RayBackend
+
+        return RayBackend(cfg, features)
+    from personamine.cluster.local import LocalBackend
+
+    return LocalBackend(cfg, features)
+
+
 def mine(config: MineConfig | str | Path | None = None, /, *,
-         on_shard_done: Callable[[ShardResult], None] | None = None, **overrides: Any) -> Path:
+         on_piece_done: Callable[[PieceResult], None] | None = None, **overrides: Any) -> Path:
     """Mine a corpus for the top-k contexts of SAE features; return the path of the HDF5 file.
 
     ``config`` is a :class:`MineConfig`, a path to a TOML job file, or None (then keyword arguments are the
-    config's fields). Keyword arguments override fields of a given config.
+    config's fields). Keyword arguments override fields of a given config. ``on_piece_done`` is called with each
+    piece of work's result as it finishes (after it is checkpointed).
     """
     if isinstance(config, (str, Path)):
         cfg = MineConfig.from_toml(config, **overrides)
     elif config is None:
-        cfg = MineConfig(**overrides)
+        cfg = MineConfig.from_dict(overrides)
     else:
         cfg = config.replace(**overrides) if overrides else config
     plan = Plan(cfg)
     work = WorkDir(cfg)
-    work.open(plan.n_documents, plan.shards)
-    todo = [s for s in plan.shards if not work.done(s)]
-    progress = _Progress(cfg, len(plan.shards), len(plan.shards) - len(todo))
+    backend = _backend(cfg, plan.features)
+    schedule: Schedule | None = None
+    progress: _Progress | None = None
 
-    def on_result(result: ShardResult) -> None:
-        work.save(result)
-        progress.shard_done()
-        if on_shard_done is not None:
-            on_shard_done(result)
+    def on_result(result: PieceResult) -> None:
+        assert schedule is not None and progress is not None
+        if schedule.needed(result.coverage):
+            work.save(result)
+        schedule.record(result.piece, result.coverage)
+        progress.piece_done(result)
+        if on_piece_done is not None:
+            on_piece_done(result)
 
+    backend.start()  # Ray actors load the model while the corpus's footers are read
     try:
-        if cfg.backend == "ray":
-            from personamine.cluster.ray_backend import run_ray
-
-            run_ray(cfg, plan.features, todo, on_result, progress.tokens)
+        manifest = open_manifest(corpus_spec(cfg), plan.corpus)
+        work.open(manifest)
+        progress = _Progress(cfg, manifest)
+        for _ in range(_DAMAGE_RETRIES + 1):
+            schedule = Schedule(manifest, cfg.n_shards, cfg.max_documents, cfg.max_tokens, work.completed(),
+                                work.doc_tokens)
+            progress.start(schedule)
+            if not schedule.finished():
+                backend.run(schedule, on_result, progress.batch)
+            names, offsets = schedule.final()
+            try:
+                buffer, stats, samples = reduce_results(work.load(name) for name in names)
+                break
+            except DamagedCheckpoint:
+                continue  # set aside with a warning: the next round mines its piece again
         else:
-            from personamine.cluster.local import run_local
-
-            run_local(cfg, plan.features, todo, on_result, progress.tokens)
+            raise PersonamineError(f"checkpoints in {str(work.path)!r} keep failing their checksums: is the disk "
+                                   "faulty?")
     finally:
-        progress.close()
-    buffer, stats, samples = reduce_results(work.load(s) for s in plan.shards)
+        backend.close()
+        if progress is not None:
+            progress.close()
+    _check_rows(cfg, stats)
+    for part in (buffer, samples):
+        if part is not None:
+            part.entries.windows.document = global_documents(part.entries.windows.document, offsets)
     lens = _logit_lens(cfg, plan)
     shown = [buffer.entries.windows.token_ids.ravel()] + (
         [samples.entries.windows.token_ids.ravel()] if samples is not None else []) + (
         [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
-    return write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats,
-                         attrs=output_attrs(cfg, plan, stats), vocab=_vocab(plan.tokenizer, np.concatenate(shown)),
-                         samples=samples, logit_lens=lens)
+    path = write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats,
+                         attrs=output_attrs(cfg, plan, manifest, stats, len(names)),
+                         vocab=_vocab(plan.tokenizer, np.concatenate(shown)), samples=samples, logit_lens=lens)
+    if not cfg.keep_work_dir:
+        work.remove()
+    return path
 
 
-def output_attrs(cfg: MineConfig, plan: Plan, stats: FeatureStats) -> dict[str, Any]:
+def _check_rows(cfg: MineConfig, stats: FeatureStats) -> None:
+    counters = stats.counters
+    bad = counters["rows_skipped"] + counters["rows_malformed"]
+    if counters["n_documents"] == 0:
+        raise PersonamineError(f"corpus {cfg.corpus!r} has no documents")
+    if bad == counters["n_documents"]:
+        raise PersonamineError(
+            f"every one of the {counters['n_documents']:,} rows of corpus {cfg.corpus!r} was skipped (text column "
+            f"{cfg.text_column!r} null, empty or not a string in {counters['rows_skipped']:,}, malformed in "
+            f"{counters['rows_malformed']:,}): nothing to mine")
+    if bad:
+        warnings.warn(f"{bad:,} of {counters['n_documents']:,} rows skipped ({counters['rows_skipped']:,} with no "
+                      f"text in {cfg.text_column!r}, {counters['rows_malformed']:,} malformed); counted in the "
+                      "output's rows_skipped / rows_malformed", stacklevel=3)
+
+
+def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: FeatureStats,
+                 n_pieces: int) -> dict[str, Any]:
     from personamine import __version__
 
     return {
         "model": cfg.model, "layer": cfg.layer, "sae": f"{cfg.sae}@trainer_{cfg.sae_trainer}",
         "dict_size": plan.sae.dict_size, "sae_threshold": plan.sae.threshold, "ctx_len": cfg.ctx_len,
-        "top_k": cfg.top_k, "corpus": cfg.corpus, "tokenizer": cfg.model, "n_documents": plan.n_documents,
+        "top_k": cfg.top_k, "corpus": cfg.corpus, "corpus_revision": manifest.revision or "",
+        "corpus_files": json.dumps([f.url for f in manifest.files]), "n_units": len(manifest),
+        "tokenizer": cfg.model, "n_documents": stats.counters["n_documents"],
         "n_tokens_scored": stats.counters["tokens_scored"], "rows_skipped": stats.counters["rows_skipped"],
+        "rows_malformed": stats.counters["rows_malformed"],
         "tokens_norm_filtered": stats.counters["tokens_norm_filtered"],
         "tokens_special": stats.counters["tokens_special"], "n_windows": stats.counters["n_windows"],
-        "sink_prefix": np.asarray(plan.prefix, np.int64), "n_shards": len(plan.shards),
+        "sink_prefix": np.asarray(plan.prefix, np.int64), "n_pieces": n_pieces,
         "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__,
     }
 
 
 class _Progress:
-    def __init__(self, cfg: MineConfig, n_shards: int, already: int) -> None:
-        self.started = time.perf_counter()
-        self.n_tokens = 0
+    """One bar for the mining phase: documents when the corpus's row count is known (parquet, arrow), the token
+    budget with ``max_tokens``, else units; tokens/s, and a closing line with the counts the summary uses."""
+
+    def __init__(self, cfg: MineConfig, manifest: Manifest) -> None:
+        self.cfg, self.manifest = cfg, manifest
         self.bar = None
-        if cfg.progress:
-            from tqdm.auto import tqdm
+        self.began = time.perf_counter()
+        self.fed = self.scored = self.documents = 0
+        self.mode = "units"
 
-            self.bar = tqdm(unit="tok", unit_scale=True, desc="mining", dynamic_ncols=True)
-        self.n_shards, self.done = n_shards, already
-        self._postfix()
+    def start(self, schedule: Schedule) -> None:
+        if not self.cfg.progress or self.bar is not None or schedule.finished():
+            return
+        from tqdm.auto import tqdm
 
-    def _postfix(self) -> None:
+        done_tokens = sum(u.tokens for c in schedule.pieces.values() for u in c.units)
+        if self.cfg.max_tokens is not None:
+            total, unit, self.mode, initial = self.cfg.max_tokens, "tok", "tokens", min(done_tokens,
+                                                                                       self.cfg.max_tokens)
+        else:
+            total, unit, self.mode = len(self.manifest), "unit", "units"
+            initial = len({u.index for c in schedule.pieces.values() for u in c.units if u.complete})
+        self.bar = tqdm(total=total, initial=initial, unit=unit, unit_scale=self.mode == "tokens", desc="mining",
+                        dynamic_ncols=True, file=sys.stderr)
+
+    def batch(self, fed: int, content: int, scored: int) -> None:
+        self.fed += fed
+        self.scored += scored
         if self.bar is not None:
-            self.bar.set_postfix_str(f"shards {self.done}/{self.n_shards}")
+            if self.mode == "tokens":
+                self.bar.update(min(content, self.bar.total - self.bar.n))
+            self.bar.set_postfix_str(f"{self.scored:,} tokens scored", refresh=False)
 
-    def tokens(self, n: int) -> None:
-        self.n_tokens += n
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def shard_done(self) -> None:
-        self.done += 1
-        self._postfix()
+    def piece_done(self, result: PieceResult) -> None:
+        self.documents += result.stats.counters["n_documents"]
+        if self.bar is not None and self.mode == "units":
+            self.bar.update(sum(1 for u in result.coverage.units if u.complete))
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            seconds = time.perf_counter() - self.began
+            print(f"mining: {self.scored:,} tokens scored ({self.fed:,} fed) over {self.documents:,} documents in "
+                  f"{seconds:.1f} s ({self.fed / max(seconds, 1e-9):,.0f} tokens fed/s)", file=sys.stderr)

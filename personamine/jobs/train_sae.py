@@ -46,7 +46,7 @@ class TrainSaeConfig:
     corpus_config: str | None = None
     split: str = "train"
     text_column: str = "text"
-    streaming: bool | None = None
+    corpus_revision: str | None = None
     skip_documents: int = 0
     max_documents: int | None = None
     max_tokens: int = 200_000
@@ -112,23 +112,16 @@ class Activations:
     counters: dict[str, int]
 
 
-def _documents(corpus, cfg: TrainSaeConfig, counters: dict[str, int]) -> Iterator[tuple[int, str]]:
+def _documents(manifest, cfg: TrainSaeConfig, counters: dict[str, int]) -> Iterator[tuple[int, str]]:
+    from personamine.corpus import iter_rows
+
     end = cfg.skip_documents + cfg.max_documents if cfg.max_documents is not None else None
-    start = cfg.skip_documents
-    step = 256
-    while end is None or start < end:
-        stop = start + step if end is None else min(start + step, end)
-        got = 0
-        for offset, text in enumerate(corpus.texts(start, stop)):
-            got += 1
-            counters["n_documents"] += 1
-            if isinstance(text, str):
-                yield start + offset, text
-            else:
-                counters["rows_skipped"] += 1
-        if got < stop - start:
-            return
-        start = stop
+    for index, text in iter_rows(manifest, cfg.skip_documents, end):
+        counters["n_documents"] += 1
+        if isinstance(text, str) and text:
+            yield index, text
+        else:
+            counters["rows_skipped"] += 1
 
 
 def capture_activations(cfg: TrainSaeConfig, loaded=None, on_tokens=None) -> Activations:
@@ -143,8 +136,8 @@ def capture_activations(cfg: TrainSaeConfig, loaded=None, on_tokens=None) -> Act
 def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
     import torch
 
+    from personamine.corpus import CorpusSpec, open_manifest
     from personamine.model.loading import load_model
-    from personamine.shards.corpus import Corpus, CorpusSpec
     from personamine.shards.windows import (
         build_batch,
         capture_windows,
@@ -164,7 +157,8 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pad_id = int(pad if pad is not None else prefix[0])
     batch_tokens = cfg.batch_tokens or (32768 if loaded.device.type == "cuda" else 2048)
-    corpus = Corpus(CorpusSpec(cfg.corpus, cfg.corpus_config, cfg.split, cfg.text_column, cfg.streaming))
+    manifest = open_manifest(CorpusSpec(cfg.corpus, cfg.corpus_config, cfg.split, cfg.text_column,
+                                        cfg.corpus_revision))
     counters = {"n_documents": 0, "rows_skipped": 0, "n_windows": 0, "tokens_fed": 0, "tokens_scored": 0,
                 "tokens_norm_filtered": 0, "tokens_special": 0}
 
@@ -174,7 +168,7 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
 
     def windows() -> Iterator:
         docs: list[tuple[int, str]] = []
-        for item in _documents(corpus, cfg, counters):
+        for item in _documents(manifest, cfg, counters):
             docs.append(item)
             if len(docs) == 64:  # tokenizing in groups is much faster than one by one
                 yield from cut(docs)

@@ -1,20 +1,71 @@
-"""The work dir: one durable checkpoint per finished shard, tied to the run's config fingerprint."""
+"""The work dir: one verified checkpoint per finished piece of work, tied to the run's config and corpus.
+
+A checkpoint is ``<piece>.npz`` (the piece's buffers and stats) plus ``<piece>.json`` (what the piece covered and the
+npz's SHA-256), written in that order, each atomically: a piece counts as done only once its ``.json`` exists and
+its npz matches the checksum. Checkpoints are verified when a run starts and again when read; a damaged one is
+reported by path, moved to ``damaged/`` and its piece is mined again, so the result is the same as an undisturbed
+run's. ``run.json`` holds the config's and the corpus's fingerprints: a resume whose inputs changed is refused, with
+the change named.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import shutil
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from personamine.atomic import atomic_write_bytes
 from personamine.config import EXECUTION_FIELDS, MineConfig
+from personamine.corpus import Manifest, describe_change
 from personamine.errors import PersonamineError
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
-from personamine.shards.plan import Shard
-from personamine.shards.run import ShardResult
+from personamine.shards.plan import Coverage, UnitDone
+from personamine.shards.run import PieceResult
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint failed its checksum while being read: it has been moved aside and must be mined again."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _os_error(what: str, path: Path, exc: OSError) -> PersonamineError:
+    return PersonamineError(f"cannot {what} {str(path)!r}: {exc.strerror or exc}")
+
+
+def ensure_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and parents) or fail with one line naming it and the cause."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise PersonamineError(f"cannot create the {what} {str(path)!r}: a file of that name is in the way") from exc
+    except OSError as exc:
+        raise _os_error(f"create the {what}", path, exc) from exc
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Fail now, before any heavy work, if files cannot be written in ``directory``."""
+    ensure_dir(directory, what)
+    probe = directory / f".personamine-write-test-{time.monotonic_ns()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _os_error(f"write to the {what}", directory, exc) from exc
 
 
 class WorkDir:
@@ -22,48 +73,123 @@ class WorkDir:
         self.path = config.resolved_work_dir()
         self.config = config
 
-    def open(self, n_documents: int, shards: list[Shard]) -> None:
+    def open(self, manifest: Manifest) -> None:
         """Create, or check that an existing work dir belongs to this exact run."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        manifest = self.path / "run.json"
+        check_writable(self.path, "work dir")
+        run_file = self.path / "run.json"
         mine = {"fingerprint": self.config.fingerprint(), "config": self.config.to_dict(),
-                "n_documents": n_documents, "shards": [[s.doc_start, s.doc_end] for s in shards]}
-        if manifest.exists():
-            theirs = json.loads(manifest.read_text())
-            if theirs["fingerprint"] != mine["fingerprint"] or theirs["shards"] != mine["shards"]:
-                # Over both key sets: a field added since that run (e.g. samples_per_interval) counts as changed.
-                changed = sorted(k for k in set(theirs["config"]) | set(mine["config"])
+                "corpus": manifest.fingerprint()}
+        if run_file.exists():
+            try:
+                theirs = json.loads(run_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise PersonamineError(f"work dir {str(self.path)!r} has an unreadable run.json ({exc}); delete the "
+                                       "work dir to start over") from exc
+            if theirs.get("fingerprint") != mine["fingerprint"]:
+                # Over both key sets: a field added since that run counts as changed.
+                changed = sorted(k for k in set(theirs.get("config", {})) | set(mine["config"])
                                  if k not in EXECUTION_FIELDS and mine["config"].get(k) != theirs["config"].get(k))
                 raise PersonamineError(
-                    f"work dir {str(self.path)!r} holds a different run (changed: {', '.join(changed) or 'corpus'}); "
-                    "use another --work-dir or delete it to start over"
-                )
+                    f"work dir {str(self.path)!r} holds a different run (changed: {', '.join(changed) or 'config'});"
+                    " use another --work-dir or delete it to start over")
+            change = describe_change(theirs.get("corpus", {}), mine["corpus"])
+            if change is not None:
+                raise PersonamineError(f"the corpus changed since the run in work dir {str(self.path)!r} started: "
+                                       f"{change}; delete the work dir to start over")
             return
-        atomic_write_bytes(manifest, json.dumps(mine, indent=1).encode())
+        atomic_write_bytes(run_file, json.dumps(mine, indent=1).encode())
 
-    def shard_path(self, shard: Shard) -> Path:
-        return self.path / f"{shard.name}.npz"
+    # ---------------------------------------------------------------- checkpoints
 
-    def done(self, shard: Shard) -> bool:
-        return self.shard_path(shard).exists()
+    def _files(self, name: str) -> tuple[Path, Path]:
+        return self.path / f"{name}.npz", self.path / f"{name}.json"
 
-    def save(self, result: ShardResult) -> None:
-        import io
+    def _set_aside(self, name: str, reason: str) -> None:
+        damaged = self.path / "damaged"
+        ensure_dir(damaged, "work dir")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = []
+        for path in self._files(name):
+            if path.exists():
+                target = damaged / f"{path.stem}.{stamp}{path.suffix}"
+                shutil.move(str(path), target)
+                moved.append(target)
+        warnings.warn(f"checkpoint {str(self._files(name)[0])!r} is damaged ({reason}): moved to "
+                      f"{str(damaged)!r}; its piece of work is mined again", stacklevel=3)
 
+    def _verify(self, name: str, meta: dict) -> str | None:
+        """Why the checkpoint is damaged, or None if its npz matches its checksum."""
+        npz = self._files(name)[0]
+        if not npz.exists():
+            return "its .npz is missing"
+        if npz.stat().st_size != meta.get("bytes"):
+            return f"{npz.stat().st_size:,} bytes instead of {meta.get('bytes', 0):,}"
+        if _sha256(npz) != meta.get("sha256"):
+            return "checksum mismatch"
+        return None
+
+    def completed(self) -> dict[str, Coverage]:
+        """Every verified finished piece by name; damaged ones are moved aside (with a warning)."""
+        done: dict[str, Coverage] = {}
+        for meta_path in sorted(self.path.glob("units-*.json")):
+            name = meta_path.stem
+            try:
+                meta = json.loads(meta_path.read_text())
+                coverage = Coverage([UnitDone(*u) for u in meta["units"]], bool(meta["reached_budget"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self._set_aside(name, f"unreadable {meta_path.name}: {exc}")
+                continue
+            reason = self._verify(name, meta)
+            if reason is not None:
+                self._set_aside(name, reason)
+                continue
+            done[name] = coverage
+        return done
+
+    def save(self, result: PieceResult) -> None:
         arrays = {f"buffer_{k}": v for k, v in result.buffer.arrays().items()}
         arrays.update({f"stats_{k}": v for k, v in result.stats.arrays().items()})
         if result.samples is not None:
             arrays.update({f"samples_{k}": v for k, v in result.samples.arrays().items()})
+        for unit, counts in zip(result.coverage.units, result.doc_tokens, strict=True):
+            arrays[f"doc_tokens_{unit.index}"] = counts
         arrays["seconds"] = np.float64(result.seconds)
         blob = io.BytesIO()
         np.savez(blob, **arrays)
-        atomic_write_bytes(self.shard_path(result.shard), blob.getvalue())
+        data = blob.getvalue()
+        name = result.coverage.name
+        npz, meta = self._files(name)
+        atomic_write_bytes(npz, data)
+        record = {"units": [[u.index, u.rows, u.tokens, u.complete] for u in result.coverage.units],
+                  "reached_budget": result.coverage.reached_budget, "bytes": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest(), "seconds": result.seconds}
+        atomic_write_bytes(meta, json.dumps(record).encode())
 
-    def load(self, shard: Shard) -> ShardResult:
-        with np.load(self.shard_path(shard)) as data:
+    def _open_npz(self, name: str):
+        npz, meta_path = self._files(name)
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            self._set_aside(name, f"unreadable {meta_path.name}: {exc}")
+            raise DamagedCheckpoint(name) from exc
+        reason = self._verify(name, meta)
+        if reason is not None:
+            self._set_aside(name, reason)
+            raise DamagedCheckpoint(name)
+        return np.load(npz)
+
+    def doc_tokens(self, name: str, unit: int) -> np.ndarray:
+        with self._open_npz(name) as data:
+            return np.array(data[f"doc_tokens_{unit}"])
+
+    def load(self, name: str) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
+        with self._open_npz(name) as data:
             buffer = TopKBuffer.from_arrays(
                 {k[7:]: data[k] for k in data.files if k.startswith("buffer_")}, dedupe=self.config.dedupe)
             stats = FeatureStats.from_arrays({k[6:]: data[k] for k in data.files if k.startswith("stats_")})
             sample_arrays = {k[8:]: data[k] for k in data.files if k.startswith("samples_")}
             samples = SampleBuffer.from_arrays(sample_arrays, dedupe=self.config.dedupe) if sample_arrays else None
-            return ShardResult(shard, buffer, stats, float(data["seconds"]), samples)
+            return buffer, stats, samples
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -23,8 +23,8 @@ N_BINS = HISTOGRAM_EDGES.size - 1
 FRAC_BITS = 37
 FRAC_ONE = 1 << FRAC_BITS
 
-COUNTERS = ("n_documents", "rows_skipped", "n_windows", "tokens_fed", "tokens_scored", "tokens_special",
-            "tokens_norm_filtered")
+COUNTERS = ("n_documents", "rows_skipped", "rows_malformed", "n_windows", "tokens_fed", "tokens_scored",
+            "tokens_special", "tokens_norm_filtered")
 
 
 @dataclass

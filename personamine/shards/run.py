@@ -1,4 +1,5 @@
-"""The one function that runs one shard. The local and Ray backends both call it (with an engine each holds)."""
+"""The one function that runs one piece of work (``run_piece``). The local and Ray backends both call it, each
+with an engine it holds."""
 
 from __future__ import annotations
 
@@ -19,35 +20,28 @@ from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS
 from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
 from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
-from personamine.shards.corpus import Corpus, CorpusSpec
-from personamine.shards.plan import Shard
+from personamine.shards.documents import UnitDocuments, UnitTally
+from personamine.shards.plan import Coverage, Piece
 from personamine.shards.windows import (
-    Window,
     WindowBatch,
     build_batch,
     capture_windows,
-    cut_windows,
     pack_batches,
     scored_tokens,
     sink_prefix_ids,
     special_token_ids,
-    tokenize,
 )
-
-_TOKENIZE_DOCS = 64
 
 
 @dataclass
-class ShardResult:
-    shard: Shard
+class PieceResult:
+    piece: Piece
+    coverage: Coverage
     buffer: TopKBuffer
     stats: FeatureStats
+    doc_tokens: list[np.ndarray]  # per unit read, each row's token count (finds a max_tokens cut)
     seconds: float = 0.0
     samples: SampleBuffer | None = None  # None: a checkpoint from before interval samples existed
-
-
-def corpus_spec(config: MineConfig) -> CorpusSpec:
-    return CorpusSpec(config.corpus, config.corpus_config, config.split, config.text_column, config.streaming)
 
 
 def load_sae_for(config: MineConfig, loaded: LoadedModel) -> SaeInfo:
@@ -59,7 +53,7 @@ def load_sae_for(config: MineConfig, loaded: LoadedModel) -> SaeInfo:
 
 
 class MiningEngine:
-    """Everything a worker loads once: the truncated model, the targeted encoder, the corpus handle."""
+    """Everything a worker loads once: the truncated model, the targeted encoder, the tokenizer's windowing."""
 
     def __init__(self, config: MineConfig, features: np.ndarray, loaded: LoadedModel | None = None) -> None:
         self.config = config
@@ -74,35 +68,27 @@ class MiningEngine:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else self.prefix[0])
         self.batch_tokens = config.batch_tokens or (32768 if self.loaded.device.type == "cuda" else 2048)
-        self.corpus = Corpus(corpus_spec(config))
+        self.documents = UnitDocuments(tokenizer=tokenizer, prefix=self.prefix, ctx_len=config.ctx_len,
+                                       column=config.text_column, skip_malformed=config.skip_malformed_rows)
         self.edges = torch.tensor(HISTOGRAM_EDGES[1:-1], dtype=torch.float32, device=self.loaded.device)
 
     @property
     def device(self) -> torch.device:
         return self.loaded.device
 
-    def batches(self, shard: Shard, counters: dict[str, int]) -> Iterator[WindowBatch]:
+    def batches(self, piece: Piece, tallies: list[UnitTally], counters: dict[str, int]) -> Iterator[WindowBatch]:
+        """The piece's batches, unit by unit: a batch never mixes units, so a unit's batches (and so its float
+        rounding) are the same in any piece."""
         cfg = self.config
-        for group in pack_batches(self._windows(shard, counters), self.batch_tokens):
-            yield build_batch(group, prefix_len=len(self.prefix), ctx_len=cfg.ctx_len, pad_id=self.pad_id,
-                              special_ids=self.special_ids, device=self.device)
-
-    def _windows(self, shard: Shard, counters: dict[str, int]) -> Iterator[Window]:
-        docs: list[tuple[int, str]] = []
-        for offset, text in enumerate(self.corpus.texts(shard.doc_start, shard.doc_end)):
-            counters["n_documents"] += 1
-            if not isinstance(text, str):
-                counters["rows_skipped"] += 1
-                continue
-            docs.append((shard.doc_start + offset, text))
-            if len(docs) == _TOKENIZE_DOCS:
-                yield from self._cut(docs)
-                docs = []
-        yield from self._cut(docs)
-
-    def _cut(self, docs: list[tuple[int, str]]) -> Iterator[Window]:
-        for (index, _), ids in zip(docs, tokenize(self.loaded.tokenizer, [t for _, t in docs]), strict=True):
-            yield from cut_windows(index, ids, self.prefix, self.config.ctx_len)
+        for unit in piece.units:
+            tally = UnitTally(unit.index)
+            tallies.append(tally)
+            last = unit is piece.units[-1]
+            windows = self.documents.windows(unit, tally, counters, row_limit=piece.row_limit if last else None,
+                                             budget=piece.budget if last else None)
+            for group in pack_batches(windows, self.batch_tokens):
+                yield build_batch(group, prefix_len=len(self.prefix), ctx_len=cfg.ctx_len, pad_id=self.pad_id,
+                                  special_ids=self.special_ids, device=self.device)
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
@@ -305,15 +291,19 @@ def _gather(windows: WindowTable, nz: _Nonzeros, start: int, scores: torch.Tenso
 
 
 @torch.inference_mode()
-def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None] | None = None) -> ShardResult:
-    """Stream one shard's documents through capture + encoder; return its top-k buffers and stats."""
+def run_piece(engine: MiningEngine, piece: Piece,
+              on_batch: Callable[[int, int, int], None] | None = None) -> PieceResult:
+    """Stream one piece's units through capture + encoder; return its top-k buffers, samples and stats.
+
+    ``on_batch(fed, content, scored)`` gets each batch's fed positions, document tokens and scored tokens."""
     import time
 
     began = time.perf_counter()
     cfg = engine.config
     counters = FeatureStats.empty(0).counters
     acc = _Accumulator(engine)
-    with closing(_prefetch(engine.batches(shard, counters))) as batches:
+    tallies: list[UnitTally] = []
+    with closing(_prefetch(engine.batches(piece, tallies, counters))) as batches:
         for batch in batches:
             hidden = capture_windows(engine.loaded.model, engine.loaded.layer_module, batch)
             scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)
@@ -323,11 +313,15 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
             counters["tokens_fed"] += fed
             counters["tokens_special"] += int(batch.special.sum())
             tokens = _ScoredTokens(scored)
-            counters["tokens_scored"] += tokens.window.numel()
+            n_scored = tokens.window.numel()
+            counters["tokens_scored"] += n_scored
             for start, end, acts in engine.encoder.iter_encode(hidden[tokens.window, tokens.position]):
                 acc.add(batch.windows, tokens, start, end, acts)
                 del acts  # before the next chunk is computed
             acc.end_batch()
             if on_batch is not None:
-                on_batch(fed)
-    return ShardResult(shard, acc.top(), acc.stats(counters), time.perf_counter() - began, acc.interval_samples())
+                on_batch(fed, int(batch.content.sum()), n_scored)
+    coverage = Coverage([t.done() for t in tallies], reached_budget=any(t.reached_budget for t in tallies))
+    return PieceResult(piece, coverage, acc.top(), acc.stats(counters),
+                       [np.asarray(t.doc_tokens, np.int32) for t in tallies], time.perf_counter() - began,
+                       acc.interval_samples())

@@ -1,0 +1,51 @@
+"""The interface every corpus reader implements, and what they share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import fsspec
+
+from personamine.corpus.manifest import CorpusFile, UnitRef
+from personamine.errors import PersonamineError
+
+
+class RowError(PersonamineError):
+    """A row that cannot be parsed (malformed JSON): the message names the file and the line."""
+
+
+class _Malformed:
+    def __repr__(self) -> str:
+        return "MALFORMED"
+
+
+MALFORMED = _Malformed()  # yielded in place of an unparseable row when the run skips such rows
+
+
+class Reader(Protocol):
+    format: str
+    suffixes: tuple[str, ...]
+
+    def plan(self, file: CorpusFile, unit_bytes: int) -> list[tuple[int, int, int | None]]:
+        """The file's units as (start, stop, rows or None), from its metadata (a footer, its size) only."""
+        ...
+
+    def columns(self, file: CorpusFile) -> list[str]:
+        """Column names of the file's rows (from its footer, or its first row)."""
+        ...
+
+    def rows(self, unit: UnitRef, column: str, skip_malformed: bool) -> Iterator[object]:
+        """The ``column`` value of each row of the unit, in order (None where a row lacks it; ``MALFORMED``
+        where a row cannot be parsed and ``skip_malformed`` is set)."""
+        ...
+
+
+def open_binary(url: str):
+    return fsspec.open(url, "rb").open()
+
+
+def cannot_read(url: str, exc: BaseException) -> PersonamineError:
+    text = str(exc).strip().splitlines()
+    cause = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return PersonamineError(f"cannot read corpus file {url!r}: {cause}")

@@ -1,0 +1,96 @@
+"""One unit's rows -> documents -> token windows, honouring a row limit and the run's budget.
+
+A document is identified inside the run by ``uid = unit << 32 | row`` (its unit and its row in it), which is known
+in the worker without knowing how many rows the units before it hold; ``mine`` turns it into the global document
+index (rows before the unit + row) when it writes the file. Rows whose text is not a non-empty string, or that
+cannot be parsed, keep their row (and so their document index) but yield nothing, and are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from personamine.corpus import MALFORMED, UnitRef, unit_rows
+from personamine.shards.plan import Budget, UnitDone
+from personamine.shards.windows import Window, cut_windows, tokenize
+
+ROW_BITS = 32
+_END = object()
+_TOKENIZE_ROWS = 64  # rows tokenized in one call (fast tokenizers batch them on their own threads)
+
+
+def document_uid(unit: int | np.ndarray, row: int | np.ndarray) -> np.ndarray:
+    return (np.asarray(unit, np.int64) << ROW_BITS) | np.asarray(row, np.int64)
+
+
+def global_documents(uid: np.ndarray, unit_offsets: np.ndarray) -> np.ndarray:
+    """Global document indices of ``uid``s, given each unit's first global index."""
+    uid = np.asarray(uid, np.int64)
+    return unit_offsets[uid >> ROW_BITS] + (uid & ((1 << ROW_BITS) - 1))
+
+
+@dataclass
+class UnitTally:
+    """What reading one unit found: rows and tokens, each row's token count, and whether it ended the budget."""
+
+    index: int
+    rows: int = 0
+    tokens: int = 0
+    complete: bool = True
+    reached_budget: bool = False
+    doc_tokens: list[int] = field(default_factory=list)
+
+    def done(self) -> UnitDone:
+        return UnitDone(self.index, self.rows, self.tokens, self.complete)
+
+
+class UnitDocuments:
+    """Reads a unit and cuts its documents into windows (see ``windows.cut_windows``)."""
+
+    def __init__(self, *, tokenizer, prefix: list[int], ctx_len: int, column: str, skip_malformed: bool) -> None:
+        self.tokenizer, self.prefix, self.ctx_len = tokenizer, prefix, ctx_len
+        self.column, self.skip_malformed = column, skip_malformed
+
+    def windows(self, unit: UnitRef, tally: UnitTally, counters: dict[str, int], row_limit: int | None = None,
+                budget: Budget | None = None) -> Iterator[Window]:
+        rows = iter(unit_rows(unit, self.column, self.skip_malformed))
+        while True:
+            group = []
+            for value in rows:
+                group.append(value)
+                if len(group) == _TOKENIZE_ROWS or (row_limit is not None and tally.rows + len(group) >= row_limit):
+                    break
+            if not group:
+                return
+            texts = [v for v in group if isinstance(v, str) and v]
+            encoded = iter(tokenize(self.tokenizer, texts))
+            for j, value in enumerate(group):
+                row = tally.rows
+                tally.rows += 1
+                counters["n_documents"] += 1
+                if value is MALFORMED:
+                    counters["rows_malformed"] += 1
+                    ids: list[int] = []
+                elif not (isinstance(value, str) and value):
+                    counters["rows_skipped"] += 1
+                    ids = []
+                else:
+                    ids = next(encoded)
+                    yield from cut_windows(int(document_uid(unit.index, row)), ids, self.prefix, self.ctx_len)
+                tally.tokens += len(ids)
+                tally.doc_tokens.append(len(ids))
+                if self._spent(tally, budget) or (row_limit is not None and tally.rows >= row_limit):
+                    tally.reached_budget = row_limit is None
+                    # Read to its end only if no row follows: then the unit is whole after all.
+                    tally.complete = j == len(group) - 1 and next(rows, _END) is _END
+                    return
+
+    @staticmethod
+    def _spent(tally: UnitTally, budget: Budget | None) -> bool:
+        if budget is None:
+            return False
+        return ((budget.documents is not None and tally.rows >= budget.documents)
+                or (budget.tokens is not None and tally.tokens >= budget.tokens))
