@@ -1,10 +1,14 @@
 """Atomic file writes: the bytes go to a temp file beside the target, which is renamed into place only once
-complete, so a reader (or a resumed run) never sees a half-written file. Torch-free, so light commands can use it."""
+complete, so a reader (or a resumed run) never sees a half-written file; and checks that a directory can be written,
+made before any heavy work. Torch-free, so light commands can use it."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+from personamine.errors import PersonamineError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -17,3 +21,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _os_error(what: str, path: Path, exc: OSError) -> PersonamineError:
+    return PersonamineError(f"cannot {what} {str(path)!r}: {exc.strerror or exc}")
+
+
+def ensure_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and parents) or fail with one line naming it and the cause."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise PersonamineError(f"cannot create the {what} {str(path)!r}: {str(blocker)!r} is a file, not a "
+                               "directory") from exc
+    except OSError as exc:
+        raise _os_error(f"create the {what}", path, exc) from exc
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Fail now, before any heavy work, if ``directory`` could not be created or written: probes its nearest
+    existing ancestor with a temp file, so nothing is left behind whatever the run does next."""
+    directory = Path(directory).expanduser().absolute()
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    if not existing.is_dir():
+        raise PersonamineError(f"cannot create the {what} {str(directory)!r}: {str(existing)!r} is a file, not a "
+                               "directory")
+    probe = existing / f".personamine-write-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _os_error(f"write to the {what}", directory, exc) from exc

@@ -139,9 +139,13 @@ def test_shipped_rayjob_mounts_the_configmap_it_ships() -> None:
     configmap = configmaps[volumes[config_volume]["configMap"]["name"]]
     tomllib.loads(configmap["data"]["job.toml"])
     claims = {d["metadata"]["name"] for d in docs if d.get("kind") == "PersistentVolumeClaim"}
-    output_volume = next(name for name, v in volumes.items() if "persistentVolumeClaim" in v)
+    output_volume = next(name for name, path in mounts.items() if path == "/data")
     assert volumes[output_volume]["persistentVolumeClaim"]["claimName"] in claims
-    assert "--output /data/" in _spec(docs)["entrypoint"] and mounts[output_volume] == "/data"
+    assert "--output /data/" in _spec(docs)["entrypoint"]
+    # The corpus and the hub cache: claims the manifest ships, at the same paths on the head and the workers.
+    worker = {m["mountPath"]: m["name"] for m in _worker_container(docs)["volumeMounts"]}
+    for path in ("/corpus", "/cache"):
+        assert mounts[worker[path]] == path and volumes[worker[path]]["persistentVolumeClaim"]["claimName"] in claims
 
 
 def _set(getter: Callable[[Docs], dict[str, Any]], key: str, value: Any) -> Callable[[Docs], None]:
@@ -178,6 +182,30 @@ def _use_cluster_selector(docs: Docs) -> None:
 
 def _worker_groups_as_mapping(docs: Docs) -> None:
     _cluster(docs)["workerGroupSpecs"] = _worker_group(docs)
+
+
+def _drop_head_mount(path: str) -> Callable[[Docs], None]:
+    def mutate(docs: Docs) -> None:
+        head = _head_container(docs)
+        head["volumeMounts"] = [m for m in head["volumeMounts"] if m["mountPath"] != path]
+
+    return mutate
+
+
+def _drop_env(getter: Callable[[Docs], dict[str, Any]], name: str) -> Callable[[Docs], None]:
+    def mutate(docs: Docs) -> None:
+        container = getter(docs)
+        container["env"] = [e for e in container["env"] if e["name"] != name]
+
+    return mutate
+
+
+def _set_env(getter: Callable[[Docs], dict[str, Any]], name: str, value: str) -> Callable[[Docs], None]:
+    def mutate(docs: Docs) -> None:
+        container = getter(docs)
+        container["env"] = [({**e, "value": value} if e["name"] == name else e) for e in container["env"]]
+
+    return mutate
 
 
 def _configmap(docs: Docs) -> dict[str, Any]:
@@ -227,6 +255,12 @@ BROKEN_RAYJOBS: list[tuple[str, Callable[[Docs], None], str]] = [
     ("no own cluster", _use_cluster_selector, r"spec\.rayClusterSpec is missing"),
     ("job.toml not TOML", _set(_configmap, "job.toml", "model = [1,\n"),
      r"ConfigMap 'personamine-job-config'\): data\.job\.toml is not valid TOML"),
+    ("corpus mounted on workers only", _drop_head_mount("/corpus"),
+     r"workerGroupSpecs\[0\]\.template\.spec\.containers\[0\]: mounts '/corpus' but the head does not"),
+    ("no hub cache", _drop_env(_worker_container, "HF_HOME"),
+     r"workerGroupSpecs\[0\].*HF_HOME must be set to a path on a mounted volume"),
+    ("hub cache off the volumes", _set_env(_head_container, "HF_HOME", "/root/.cache/huggingface"),
+     r"headGroupSpec.*HF_HOME must be set to a path on a mounted volume.*'/root/\.cache/huggingface'"),
 ]
 
 
@@ -340,6 +374,11 @@ def test_shipped_launcher_config_shape() -> None:
     for key in ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
                 "head_start_ray_commands", "worker_start_ray_commands"):
         assert key in config, key
+    # One container config for head and workers: the same /corpus and a hub cache on the host's disk on every node.
+    options = " ".join(config["docker"]["run_options"])
+    assert "-e HF_HOME=/home/ray/cache/" in options and "-v /mnt/personamine-cache:/home/ray/cache" in options
+    assert "-v /mnt/personamine-corpus:/corpus:ro" in options
+    assert "head_run_options" not in config["docker"] and "worker_run_options" not in config["docker"]
 
 
 def _set_top(key: str, value: Any) -> Callable[[dict[str, Any]], None]:

@@ -85,3 +85,92 @@ def test_unreadable_file(run_cli, tmp_path):
     bad = tmp_path / "ae.pt"
     bad.write_bytes(b"not a checkpoint")
     assert_clean_failure(run_cli, "cannot read SAE file", sae=bad)
+
+
+# ---------------------------------------------------------------- degenerate corpora (mine, through the CLI)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("", "has no documents"),
+    ("\n\n\n", "has no documents"),
+    ('{"text": null}\n{"text": 5}\n{"text": ""}\n', "every one of the 3 rows of corpus"),
+    ('{"text": "fine"}\n{"text": "broken\n{"text": "fine"}\n', "c.jsonl' line 2 is not a JSON object"),
+])
+def test_degenerate_corpora(run_cli, tmp_path, content, fragment):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(content)
+    assert_clean_failure(run_cli, fragment, corpus=corpus)
+
+
+def test_malformed_rows_may_be_skipped_and_counted(tiny_model_dir, tiny_sae_dir, tmp_path):
+    import personamine
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "I think the cat is sleeping."}\n{"text": oops}\n{"text": null}\n'
+                      '{"text": "The cat and the bat became friends."}\n')
+    with pytest.warns(UserWarning, match="2 of 4 rows skipped"):
+        res = personamine.read_results(personamine.mine(
+            model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), corpus=str(corpus),
+            features=[1, 2, 3], ctx_len=16, output=str(tmp_path / "out.h5"), skip_malformed_rows=True,
+            progress=False))
+    assert res.attrs["rows_malformed"] == 1 and res.attrs["rows_skipped"] == 1 and res.attrs["n_documents"] == 4
+
+
+def test_non_utf8_corpus_names_the_byte(run_cli, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"I think so.\nYou \xe9 feel tired.\n")
+    assert_clean_failure(run_cli, "is not UTF-8: invalid continuation byte at byte 16 (line 2)", corpus=corpus)
+
+
+# ---------------------------------------------------------------- output locations: checked before any heavy work
+
+
+def test_output_under_a_regular_file(run_cli, tmp_path):
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("")
+    code, err = run_cli(output=blocker / "sub" / "out.h5")
+    assert code == 2 and len(err) == 1 and f"'{blocker}' is a file, not a directory" in err[0]
+
+
+def _immutable(path):
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs CAP_LINUX_IMMUTABLE on ext2/3/4)")
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("where", ["output", "work-dir"])
+def test_a_directory_that_cannot_be_written(run_cli, tmp_path, where):
+    # As root, permission bits do not stop a write; an immutable directory does, with EPERM.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    release = _immutable(locked)
+    try:
+        target = locked / ("out.h5" if where == "output" else "work")
+        code, err = run_cli(**{where: target})
+    finally:
+        release()
+    named = f"the output directory '{locked}'" if where == "output" else f"the work dir '{target}'"
+    assert code == 2 and len(err) == 1 and named in err[0] and err[0].endswith("Operation not permitted"), err
+    assert list(locked.iterdir()) == []
+
+
+def test_a_read_only_filesystem(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("unshare -m (a private mount namespace) is not available here")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    cli = (f"{sys.executable} -m personamine.jobs.cli mine --no-progress --model {tiny_model_dir} --layer "
+           f"{SAE_LAYER} --sae {tiny_sae_dir} --corpus {tiny_corpus_jsonl} --features 1,2 --output {ro}/out.h5")
+    script = f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && {cli}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True)
+    err = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and err[-1].startswith("personamine: error: cannot write to the output directory")
+    assert "Read-only file system" in err[-1], err
+    assert list(ro.iterdir()) == []

@@ -44,3 +44,54 @@ def test_reading_a_feature_the_file_lacks_is_a_clear_error(tmp_path):
         personamine.read_results(path, features=[3, 4])
     with pytest.raises(PersonamineError, match="no features"):
         personamine.read_results(path, features=[])
+
+
+def _corrupt_chunk(path, dataset: str, n: int = 64) -> None:
+    """Flip ``n`` bytes inside the first stored chunk of ``dataset``, as a torn or rotten write would."""
+    import h5py
+
+    with h5py.File(path) as f:
+        info = f[dataset].id.get_chunk_info(0)
+        offset, size = info.byte_offset, info.size
+    data = bytearray(path.read_bytes())
+    for i in range(offset + size // 3, offset + size // 3 + min(n, size // 2)):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("dataset", ["samples/document", "top/score", "top/activations", "stats/histogram",
+                                     "tokens/text_utf8", "feature_ids"])
+def test_a_damaged_dataset_is_a_clear_error_everywhere(tmp_path, capsys, dataset):
+    from personamine.jobs.cli import main
+
+    path = synthetic_results(tmp_path / "r.h5", 12, windows_per_feature=12)
+    personamine.read_results(path)  # intact: reads
+    _corrupt_chunk(path, dataset)
+    with pytest.raises(PersonamineError, match=f"is damaged: dataset '{dataset}' failed its checksum"):
+        personamine.read_results(path)
+    for argv in (["show", str(path)], ["report", str(path), "-o", str(tmp_path / "r.html")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"dataset '{dataset}' failed its checksum" in err[0], err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_random_bytes_in_the_middle_of_a_file_are_caught(tmp_path):
+    path = synthetic_results(tmp_path / "r.h5", 200, windows_per_feature=20)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64 * 1024] = np.random.default_rng(0).integers(0, 256, 64 * 1024, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(PersonamineError, match="is damaged"):
+        personamine.read_results(path)
+
+
+def test_every_array_dataset_is_checksummed(tmp_path):
+    import h5py
+
+    path = synthetic_results(tmp_path / "r.h5", 5, windows_per_feature=10)
+    unfiltered = []
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: unfiltered.append(name) if isinstance(obj, h5py.Dataset) and obj.shape != ()
+                     and not obj.fletcher32 else None)
+    assert unfiltered == []

@@ -140,3 +140,17 @@ def test_two_actors_equal_local_on_every_format(ray_session, tiny_model_dir, tin
         local = personamine.mine(**dict(kwargs, output=str(tmp_path / "local.h5"), n_shards=1))
     out = personamine.mine(**dict(kwargs, backend="ray", n_shards=None))
     assert_identical_datasets(local, out)
+
+
+def test_a_damaged_checkpoint_is_mined_again_on_ray(ray_session, local_output, tiny_model_dir, tiny_sae_dir,
+                                                    tiny_corpus_jsonl, tmp_path):
+    from test_workdir import flip, interrupted_run
+
+    kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, num_actors=1)
+    first = interrupted_run(kwargs, 3)
+    flip(tmp_path / "out.h5.work" / f"{first[0]}.npz")
+    again: list[str] = []
+    with pytest.warns(UserWarning, match="damaged \\(checksum mismatch\\)"):
+        out = personamine.mine(**kwargs, on_piece_done=lambda r: again.append(r.piece.name))
+    assert again[0] == first[0] and not set(first[1:]) & set(again)
+    assert_identical_datasets(local_output, out)

@@ -219,6 +219,40 @@ def _check_driver_resources_exist(cluster: dict[str, Any], wanted: dict[str, Any
         )
 
 
+def _mounts(container: dict[str, Any]) -> dict[str, str]:
+    return {m.get("mountPath"): m.get("name") for m in container.get("volumeMounts") or []}
+
+
+def _check_hub_cache(container: dict[str, Any], where: str) -> None:
+    env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+    home = env.get("HF_HOME")
+    # Without a cache on a volume, every pod downloads the model (~8 GB for Llama-3.1-8B) and the SAE itself.
+    if not home or not any(str(home).startswith(str(path).rstrip("/") + "/") or home == path
+                           for path in _mounts(container)):
+        raise ValueError(f"{where}: HF_HOME must be set to a path on a mounted volume (the shared hub cache), "
+                         f"got {home!r}")
+
+
+def _check_shared_paths(cluster: dict[str, Any], where: str) -> None:
+    """The driver (on the head) plans a local corpus from its footers and the actors read its units from the same
+    paths, so every volume a worker mounts (but /dev/shm) must be mounted at the same path on the head."""
+    head = _pod_containers((cluster.get("headGroupSpec") or {}).get("template"))
+    if not head:
+        return
+    head_paths = _mounts(head[0])
+    _check_hub_cache(head[0], f"{where}: spec.rayClusterSpec.headGroupSpec.template.spec.containers[0]")
+    for i, group in enumerate(cluster.get("workerGroupSpecs") or []):
+        workers = _pod_containers(group.get("template"))
+        if not workers:
+            continue
+        field = f"{where}: spec.rayClusterSpec.workerGroupSpecs[{i}].template.spec.containers[0]"
+        _check_hub_cache(workers[0], field)
+        for path in sorted(p for p in _mounts(workers[0]) if p != "/dev/shm"):
+            if path not in head_paths:
+                raise ValueError(f"{field}: mounts {path!r} but the head does not: the driver reads a local "
+                                 "corpus's footers from the same paths its actors read units from")
+
+
 def _check_rayjob_invariants(doc: dict[str, Any], where: str) -> None:
     spec = doc.get("spec")
     if not isinstance(spec, dict):
@@ -262,6 +296,7 @@ def _check_rayjob_invariants(doc: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where}: spec.rayClusterSpec.headGroupSpec has no containers")
     for field, image in images:
         _check_image_pin(image, f"{where}: {field}")
+    _check_shared_paths(spec["rayClusterSpec"], where)
 
 
 def _check_configmap(doc: dict[str, Any], where: str) -> None:

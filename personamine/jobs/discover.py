@@ -299,6 +299,9 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     # Everything cheap is checked before the model loads, so bad input fails fast and writes nothing.
     if not cfg.sae:
         raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
+    from personamine.atomic import check_writable
+
+    check_writable(Path(cfg.output).expanduser().parent, "output directory")
     persona_texts = load_prompts(cfg.prompts or builtin_prompts_path("persona"))
     control_texts = load_prompts(cfg.controls or builtin_prompts_path("control")) if cfg.control else []
     model_config = load_config(cfg.model, cfg.gguf_file, cfg.revision)

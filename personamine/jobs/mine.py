@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from personamine.atomic import check_writable
 from personamine.config import MineConfig
 from personamine.corpus import CorpusSpec, Manifest, open_manifest, resolve_corpus
 from personamine.errors import PersonamineError
 from personamine.jobs.features import resolve_features
-from personamine.jobs.workdir import DamagedCheckpoint, WorkDir, check_writable
+from personamine.jobs.workdir import DamagedCheckpoint, WorkDir
 from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.hdf5 import write_results
 from personamine.merge.samples import SampleBuffer
@@ -57,6 +58,7 @@ class Plan:
         self.tokenizer = load_tokenizer(config.model, config.gguf_file, config.revision)
         self.prefix = sink_prefix_ids(self.tokenizer, config.sink_prefix)
         check_writable(Path(config.output).expanduser().parent, "output directory")
+        check_writable(config.resolved_work_dir(), "work dir")
         self.corpus = resolve_corpus(corpus_spec(config))  # the files; their units are planned once workers start
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from personamine.atomic import atomic_write_bytes
+from personamine.atomic import atomic_write_bytes, check_writable, ensure_dir
 from personamine.config import EXECUTION_FIELDS, MineConfig
 from personamine.corpus import Manifest, describe_change
 from personamine.errors import PersonamineError
@@ -43,31 +43,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _os_error(what: str, path: Path, exc: OSError) -> PersonamineError:
-    return PersonamineError(f"cannot {what} {str(path)!r}: {exc.strerror or exc}")
-
-
-def ensure_dir(path: Path, what: str) -> None:
-    """Create ``path`` (and parents) or fail with one line naming it and the cause."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        raise PersonamineError(f"cannot create the {what} {str(path)!r}: a file of that name is in the way") from exc
-    except OSError as exc:
-        raise _os_error(f"create the {what}", path, exc) from exc
-
-
-def check_writable(directory: Path, what: str) -> None:
-    """Fail now, before any heavy work, if files cannot be written in ``directory``."""
-    ensure_dir(directory, what)
-    probe = directory / f".personamine-write-test-{time.monotonic_ns()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise _os_error(f"write to the {what}", directory, exc) from exc
-
-
 class WorkDir:
     def __init__(self, config: MineConfig) -> None:
         self.path = config.resolved_work_dir()
@@ -76,6 +51,7 @@ class WorkDir:
     def open(self, manifest: Manifest) -> None:
         """Create, or check that an existing work dir belongs to this exact run."""
         check_writable(self.path, "work dir")
+        ensure_dir(self.path, "work dir")
         run_file = self.path / "run.json"
         mine = {"fingerprint": self.config.fingerprint(), "config": self.config.to_dict(),
                 "corpus": manifest.fingerprint()}

@@ -1,7 +1,9 @@
-"""The one output file (schema ``personamine.mine`` version 2), written atomically, and its reader.
+"""The one output file (schema ``personamine.mine`` version 3), written atomically, and its reader.
 
 Version 2 added the ``samples/`` group (interval samples, see ``personamine.merge.samples``) and the
-``logit_lens/`` group; everything else is as in version 1, and version 1 files still read (no samples, no lens).
+``logit_lens/`` group. Version 3 checksums every array dataset (HDF5's Fletcher-32 filter, which any HDF5 reader
+verifies on read) and stores the vocabulary's strings as UTF-8 bytes with offsets, so they are checksummed too
+(variable-length strings live in a heap no filter covers). Versions 1 and 2 still read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from personamine.atomic import ensure_dir
 from personamine.errors import PersonamineError
 from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
@@ -22,23 +25,48 @@ from personamine.merge.topk import TopKBuffer
 from personamine.model.logit_lens import LogitLens
 
 FORMAT = "personamine.mine"
-FORMAT_VERSION = 2
-_STR = h5py.string_dtype("utf-8")
-NUL_SHOWN = "\u2400"
+FORMAT_VERSION = 3
 
 
 def atomic_h5(path: Path):
     """Open a temp file beside ``path``; the caller renames it into place only after a clean close."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent, "output directory")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    return tmp, h5py.File(tmp, "w", track_order=True)
+    try:
+        return tmp, h5py.File(tmp, "w", track_order=True)
+    except OSError as exc:
+        raise PersonamineError(f"cannot write {str(path)!r}: {exc}") from exc
 
 
 _BLOCK_BYTES = 64 << 20  # dense rows built at a time while writing: the compact buffers never expand whole
 
 
+def dataset(group: h5py.Group, name: str, data: np.ndarray | None = None, *, shape: tuple[int, ...] | None = None,
+            dtype: object = None, packed: bool = False) -> h5py.Dataset:
+    """An array dataset with a Fletcher-32 checksum per chunk (and gzip when ``packed``); scalars cannot carry a
+    filter, so every array of the file goes through here."""
+    if data is not None:
+        data = np.asarray(data)
+        shape, dtype = data.shape, data.dtype
+    options = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if packed else {}
+    return group.create_dataset(name, shape=shape, dtype=dtype, data=data, chunks=True, fletcher32=True, **options)
+
+
 def _packed(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: type) -> h5py.Dataset:
-    return group.create_dataset(name, shape=shape, dtype=dtype, compression="gzip", compression_opts=4, shuffle=True)
+    return dataset(group, name, shape=shape, dtype=dtype, packed=True)
+
+
+def _strings(group: h5py.Group, name: str, values: list[str]) -> None:
+    encoded = [v.encode("utf-8") for v in values]
+    dataset(group, f"{name}_utf8", np.frombuffer(b"".join(encoded), np.uint8), packed=True)
+    dataset(group, f"{name}_offsets", np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64))
+
+
+def _read_strings(group: h5py.Group, name: str, read) -> list[str]:
+    if f"{name}_utf8" not in group:  # versions 1 and 2: variable-length strings
+        return [str(s) for s in read(group[name].asstr())]
+    blob, offsets = read(group[f"{name}_utf8"]).tobytes(), read(group[f"{name}_offsets"])
+    return [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def _blocks(n: int, row_bytes: int) -> list[tuple[int, int]]:
@@ -57,15 +85,17 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
                 f.attrs[key] = value
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
-            f.create_dataset("feature_ids", data=np.asarray(feature_ids, np.int64))
+            dataset(f, "feature_ids", np.asarray(feature_ids, np.int64))
             _write_top(f.create_group("top"), buffer)
             st = f.create_group("stats")
+            # The one scalar (no filter can cover it) is also the file's n_tokens_scored attribute: read_results
+            # cross-checks them.
             st.create_dataset("tokens_scored", data=np.int64(stats.counters["tokens_scored"]))
-            st.create_dataset("active_tokens", data=stats.active_tokens.astype(np.int64))
-            st.create_dataset("activation_sum", data=stats.activation_sum.astype(np.float64))
-            st.create_dataset("max", data=stats.max.astype(np.float32))
-            st.create_dataset("histogram", data=stats.histogram.astype(np.int64), compression="gzip")
-            st.create_dataset("histogram_edges", data=HISTOGRAM_EDGES)
+            dataset(st, "active_tokens", stats.active_tokens.astype(np.int64))
+            dataset(st, "activation_sum", stats.activation_sum.astype(np.float64))
+            dataset(st, "max", stats.max.astype(np.float32))
+            dataset(st, "histogram", stats.histogram.astype(np.int64), packed=True)
+            dataset(st, "histogram_edges", HISTOGRAM_EDGES)
             for key, value in stats.counters.items():
                 st.attrs[key] = int(value)
             if samples is not None:
@@ -75,16 +105,17 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
                 for key, value in logit_lens.attrs.items():
                     lens.attrs[key] = value
                 for name, value in logit_lens.arrays().items():
-                    lens.create_dataset(name, data=value)
+                    dataset(lens, name, value)
             if vocab:
                 ids = np.array(sorted(vocab), dtype=np.int32)
                 tok = f.create_group("tokens")
-                tok.create_dataset("ids", data=ids)
-                # HDF5 strings end at NUL, so a NUL decodes to U+2400 (pieces never hold one: byte-level BPE maps
-                # byte 0 to a printable piece, byte fallback to "<0x00>").
-                tok.create_dataset("pieces", data=[vocab[i][0].replace("\0", NUL_SHOWN) for i in ids], dtype=_STR)
-                tok.create_dataset("text", data=[vocab[i][1].replace("\0", NUL_SHOWN) for i in ids], dtype=_STR)
+                dataset(tok, "ids", ids)
+                _strings(tok, "pieces", [vocab[i][0] for i in ids])
+                _strings(tok, "text", [vocab[i][1] for i in ids])
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, quota, a path that vanished: the user's to fix, and nothing is left
+        tmp.unlink(missing_ok=True)
+        raise PersonamineError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -93,7 +124,7 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
 
 def _write_top(group: h5py.Group, buffer: TopKBuffer) -> None:
     n, k, t = buffer.shape
-    flat = {name: group.create_dataset(name, shape=(n, k), dtype=dtype) for name, dtype in (
+    flat = {name: dataset(group, name, shape=(n, k), dtype=dtype) for name, dtype in (
         ("score", np.float32), ("document", np.int64), ("window_start", np.int64), ("length", np.int32))}
     packed = {name: _packed(group, name, (n, k, t), dtype)
               for name, dtype in (("token_ids", np.int32), ("activations", np.float32))}
@@ -105,15 +136,15 @@ def _write_top(group: h5py.Group, buffer: TopKBuffer) -> None:
 
 def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
     group.attrs["per_interval"] = samples.per_interval
-    group.create_dataset("interval_edges", data=INTERVAL_EDGES)
-    group.create_dataset("feature_row", data=samples.feature.astype(np.int64))
-    group.create_dataset("interval", data=samples.interval.astype(np.int8))
-    group.create_dataset("key", data=samples.key.astype(np.int64))
-    group.create_dataset("score", data=samples.score.astype(np.float32))
+    dataset(group, "interval_edges", INTERVAL_EDGES)
+    dataset(group, "feature_row", samples.feature.astype(np.int64))
+    dataset(group, "interval", samples.interval.astype(np.int8))
+    dataset(group, "key", samples.key.astype(np.int64))
+    dataset(group, "score", samples.score.astype(np.float32))
     entries = samples.entries
-    group.create_dataset("document", data=entries.document)
-    group.create_dataset("window_start", data=entries.window_start)
-    group.create_dataset("length", data=entries.length)
+    dataset(group, "document", entries.document)
+    dataset(group, "window_start", entries.window_start)
+    dataset(group, "length", entries.length)
     n, t = len(entries), entries.ctx_len
     token_ids = _packed(group, "token_ids", (n, t), np.int32)
     activations = _packed(group, "activations", (n, t), np.float32)
@@ -122,18 +153,36 @@ def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
         token_ids[lo:hi], activations[lo:hi] = rows.token_ids, rows.activations
 
 
-def _read_samples(group: h5py.Group, dedupe: bool, rows: np.ndarray | None) -> tuple[SampleBuffer, np.ndarray]:
+class _Checked:
+    """Reads datasets of one open file, turning a failed read (a Fletcher-32 mismatch, a damaged chunk) into one line
+    that names the file and the dataset."""
+
+    def __init__(self, path: Path, f: h5py.File) -> None:
+        self.path, self.f = path, f
+
+    def __call__(self, ds, sel=()) -> np.ndarray:
+        try:
+            return ds[sel]
+        except OSError as exc:
+            name = getattr(ds, "name", None) or getattr(getattr(ds, "_dset", None), "name", "?")
+            raise PersonamineError(f"{str(self.path)!r} is damaged: dataset {name.lstrip('/')!r} failed its "
+                                   f"checksum or could not be read ({str(exc).splitlines()[0]})") from exc
+
+
+def _read_samples(group: h5py.Group, dedupe: bool, rows: np.ndarray | None,
+                  read: _Checked) -> tuple[SampleBuffer, np.ndarray]:
     names = ("feature_row", "interval", "key", "score", "document", "window_start", "length", "token_ids",
              "activations")
     if rows is None:
-        arrays = {name: group[name][()] for name in names}
+        arrays = {name: read(group[name]) for name in names}
     else:  # samples are sorted by feature row: one contiguous slice per wanted feature
-        bounds = np.searchsorted(group["feature_row"][()], np.stack([rows, rows + 1]))
-        arrays = {name: np.concatenate([group[name][lo:hi] for lo, hi in bounds.T]) for name in names}
+        bounds = np.searchsorted(read(group["feature_row"]), np.stack([rows, rows + 1]))
+        arrays = {name: np.concatenate([read(group[name], slice(lo, hi)) for lo, hi in bounds.T])
+                  for name in names}
         arrays["feature_row"] = np.searchsorted(rows, arrays["feature_row"])
     arrays["feature"] = arrays.pop("feature_row")
     arrays["per_interval"] = group.attrs["per_interval"]
-    return SampleBuffer.from_arrays(arrays, dedupe=dedupe), group["interval_edges"][()]
+    return SampleBuffer.from_arrays(arrays, dedupe=dedupe), read(group["interval_edges"])
 
 
 def _feature_rows(path: Path, file_ids: np.ndarray, features: Iterable[int] | None) -> np.ndarray | None:
@@ -224,49 +273,62 @@ class MineResults:
 
 def read_results(path: str | Path, features: Iterable[int] | None = None) -> MineResults:
     """Read a mining file. ``features`` (SAE feature ids) reads only those features' rows, in the file's order:
-    an all-features file holds about 1.3 GB of dense top-k arrays for 131,072 features."""
+    an all-features file holds about 1.3 GB of dense top-k arrays for 131,072 features. A dataset that fails its
+    checksum is a ``PersonamineError`` naming it."""
     path = Path(path)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise PersonamineError(f"cannot open results file {str(path)!r}: {exc}") from exc
     with f:
-        if f.attrs.get("format") != FORMAT:
-            raise PersonamineError(f"{str(path)!r} is not a personamine mining file")
-        version = int(f.attrs["format_version"])
-        if version > FORMAT_VERSION:
-            raise PersonamineError(f"{str(path)!r} has format version {version}; upgrade personamine to read it")
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        vocab_text, vocab_pieces = {}, {}
-        if "tokens" in f:
-            ids = f["tokens/ids"][()]
-            vocab_text = dict(zip(ids.tolist(), f["tokens/text"].asstr()[()], strict=True))
-            vocab_pieces = dict(zip(ids.tolist(), f["tokens/pieces"].asstr()[()], strict=True))
-        feature_ids = f["feature_ids"][()]
-        rows = _feature_rows(path, feature_ids, features)
+        try:
+            return _read(path, f, features)
+        except (KeyError, OSError) as exc:  # a damaged object header or link table
+            raise PersonamineError(f"{str(path)!r} is damaged or incomplete: {exc}") from exc
 
-        def per_feature(ds: h5py.Dataset) -> np.ndarray:
-            return ds[()] if rows is None else ds[rows]
 
-        top, st = f["top"], f["stats"]
-        samples, interval_edges, lens = None, None, None
-        if "samples" in f:
-            samples, interval_edges = _read_samples(f["samples"], dedupe=bool(json.loads(
-                attrs.get("config", "{}")).get("dedupe", True)), rows=rows)
-        if "logit_lens" in f:
-            g = f["logit_lens"]
-            lens = LogitLens(**{name: per_feature(g[name]) for name in (
-                "promoted_ids", "promoted_values", "suppressed_ids", "suppressed_values")},
-                             attrs={k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
-        return MineResults(
-            path=path, attrs=attrs, config=json.loads(attrs.get("config", "{}")),
-            feature_ids=feature_ids if rows is None else feature_ids[rows],
-            score=per_feature(top["score"]), token_ids=per_feature(top["token_ids"]),
-            activations=per_feature(top["activations"]), document=per_feature(top["document"]),
-            window_start=per_feature(top["window_start"]), length=per_feature(top["length"]),
-            tokens_scored=int(st["tokens_scored"][()]), active_tokens=per_feature(st["active_tokens"]),
-            activation_sum=per_feature(st["activation_sum"]), max=per_feature(st["max"]),
-            histogram=per_feature(st["histogram"]), histogram_edges=st["histogram_edges"][()],
-            counters={k: int(v) for k, v in st.attrs.items()}, vocab_text=vocab_text, vocab_pieces=vocab_pieces,
-            samples=samples, interval_edges=interval_edges, logit_lens=lens,
-        )
+def _read(path: Path, f: h5py.File, features: Iterable[int] | None) -> MineResults:
+    read = _Checked(path, f)
+    if f.attrs.get("format") != FORMAT:
+        raise PersonamineError(f"{str(path)!r} is not a personamine mining file")
+    version = int(f.attrs["format_version"])
+    if version > FORMAT_VERSION:
+        raise PersonamineError(f"{str(path)!r} has format version {version}; upgrade personamine to read it")
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    vocab_text, vocab_pieces = {}, {}
+    if "tokens" in f:
+        ids = read(f["tokens/ids"]).tolist()
+        vocab_text = dict(zip(ids, _read_strings(f["tokens"], "text", read), strict=True))
+        vocab_pieces = dict(zip(ids, _read_strings(f["tokens"], "pieces", read), strict=True))
+    feature_ids = read(f["feature_ids"])
+    rows = _feature_rows(path, feature_ids, features)
+
+    def per_feature(ds: h5py.Dataset) -> np.ndarray:
+        return read(ds) if rows is None else read(ds, rows)
+
+    top, st = f["top"], f["stats"]
+    tokens_scored = int(read(st["tokens_scored"]))
+    if "n_tokens_scored" in attrs and int(attrs["n_tokens_scored"]) != tokens_scored:
+        raise PersonamineError(f"{str(path)!r} is damaged: stats/tokens_scored ({tokens_scored}) disagrees with the "
+                               f"file's n_tokens_scored ({attrs['n_tokens_scored']})")
+    samples, interval_edges, lens = None, None, None
+    if "samples" in f:
+        samples, interval_edges = _read_samples(f["samples"], dedupe=bool(json.loads(
+            attrs.get("config", "{}")).get("dedupe", True)), rows=rows, read=read)
+    if "logit_lens" in f:
+        g = f["logit_lens"]
+        lens = LogitLens(**{name: per_feature(g[name]) for name in (
+            "promoted_ids", "promoted_values", "suppressed_ids", "suppressed_values")},
+                         attrs={k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
+    return MineResults(
+        path=path, attrs=attrs, config=json.loads(attrs.get("config", "{}")),
+        feature_ids=feature_ids if rows is None else feature_ids[rows],
+        score=per_feature(top["score"]), token_ids=per_feature(top["token_ids"]),
+        activations=per_feature(top["activations"]), document=per_feature(top["document"]),
+        window_start=per_feature(top["window_start"]), length=per_feature(top["length"]),
+        tokens_scored=tokens_scored, active_tokens=per_feature(st["active_tokens"]),
+        activation_sum=per_feature(st["activation_sum"]), max=per_feature(st["max"]),
+        histogram=per_feature(st["histogram"]), histogram_edges=read(st["histogram_edges"]),
+        counters={k: int(v) for k, v in st.attrs.items()}, vocab_text=vocab_text, vocab_pieces=vocab_pieces,
+        samples=samples, interval_edges=interval_edges, logit_lens=lens,
+    )

@@ -6,7 +6,7 @@ import sys
 import types
 from pathlib import Path
 
-from personamine.atomic import atomic_write_bytes
+from personamine.atomic import atomic_write_bytes, check_writable
 from personamine.merge.hdf5 import MineResults, read_results
 from personamine.report.data import report_data
 from personamine.report.page import render_page
@@ -29,6 +29,7 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
 
         disc = read_discovery(discovery)
     out = Path(output) if output is not None else res.path.with_suffix(".html")
+    check_writable(out.parent, "report directory")
     page = render_page(report_data(res, features, disc), title=f"personamine report: {res.path.name}")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))

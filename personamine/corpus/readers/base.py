@@ -41,8 +41,13 @@ class Reader(Protocol):
         ...
 
 
+REMOTE_BLOCK = 1 << 20  # bytes fetched per range request of a remote file: a footer or a row group, not the file
+
+
 def open_binary(url: str):
-    return fsspec.open(url, "rb").open()
+    if "://" in url:
+        return fsspec.open(url, "rb", block_size=REMOTE_BLOCK).open()
+    return open(url, "rb")
 
 
 def cannot_read(url: str, exc: BaseException) -> PersonamineError:
