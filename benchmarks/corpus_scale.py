@@ -109,7 +109,7 @@ def measure_ours(kind: str, corpus: str) -> dict:
         last = manifest.ref(len(manifest) - 1)
         windows = docs.windows(last, UnitTally(last.index), {"n_documents": 0, "rows_skipped": 0,
                                                              "rows_malformed": 0})
-        build_batch(next(pack_batches(windows, 2048)), prefix_len=len(prefix), ctx_len=cfg.ctx_len, pad_id=0,
+        build_batch(next(pack_batches(windows, 2048)), ctx_len=cfg.ctx_len, pad_id=0,
                     special_ids=special_token_ids(tokenizer, prefix), device=torch.device("cpu"))
         seconds = time.perf_counter() - began
     return {"seconds": seconds, "units": len(manifest), "peak_rss": peak_rss_bytes()}

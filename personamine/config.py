@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from personamine.errors import PersonamineError
+from personamine.roles import CONTENT_ROLES
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
@@ -72,12 +73,27 @@ class MineConfig:
     split: str = knob("train", "hub dataset split")
     corpus_revision: str | None = knob(None, "hub dataset revision (branch, tag or commit; pinned to its commit)")
     text_column: str = knob("text", "column holding each document's text")
+    messages_column: str | None = knob(None, "column holding each row's conversation, a list of {role, content} "
+                                             "(or ShareGPT {from, value}) turns: mine it rendered with the chat "
+                                             "template (default: a text corpus)")
+    system_prompt: str | None = knob(None, "a system turn added to conversations without one (default: none, so "
+                                           "templates with a default system prompt insert theirs)")
+    date_string: str | None = knob("26 Jul 2024", "date passed to the chat template (Llama-3.1's prints today's "
+                                                  "date otherwise)")
+    generation_prompt: bool = knob(False, "render conversations with the assistant's generation prompt after the "
+                                          "last turn, as discover renders its prompts")
     max_documents: int | None = knob(None, "mine at most this many leading documents")
     max_tokens: int | None = knob(None, "mine whole leading documents until their tokens reach this budget")
     unit_bytes: int = knob(8 << 20, "bytes per unit of a jsonl or txt file (parquet units are its row groups)")
     skip_malformed_rows: bool = knob(False, "skip and count jsonl lines that are not JSON objects (default: error)")
     # windows and selection
-    ctx_len: int = knob(64, "tokens fed per window, sink prefix included")
+    ctx_len: int = knob(64, "tokens fed per window, sink prefix included (up to the model's context)")
+    stride: int | None = knob(None, "tokens each window after a document's first scores, the rest of it being "
+                                    "real preceding context (default: ctx_len minus the sink prefix, no overlap)")
+    example_len: int = knob(64, "tokens stored per example: a span around the window's peak (the whole window "
+                                "when it is shorter)")
+    score_roles: list[str] | None = knob(None, "roles whose tokens are scored: text, system, user, assistant "
+                                               "(default: all of them; template tokens never are)")
     top_k: int = knob(20, "windows kept per feature")
     sink_prefix: list[str] | None = knob(None, "tokens every window starts with (default: the tokenizer's BOS, "
                                                "or its unk then bos tokens)")
@@ -107,6 +123,15 @@ class MineConfig:
             self.features = parse_feature_list(self.features)
         if self.ctx_len < 4:
             raise PersonamineError(f"ctx_len must be at least 4, got {self.ctx_len}")
+        if self.example_len < 1:
+            raise PersonamineError(f"example_len must be at least 1, got {self.example_len}")
+        if self.stride is not None and self.stride < 1:
+            raise PersonamineError(f"stride must be at least 1, got {self.stride}")
+        if self.score_roles is not None:
+            unknown = [r for r in self.score_roles if r not in CONTENT_ROLES]
+            if unknown or not self.score_roles:
+                raise PersonamineError(f"score_roles may name {', '.join(CONTENT_ROLES)}; got "
+                                       f"{', '.join(map(repr, self.score_roles)) or 'none'}")
         if self.top_k < 1:
             raise PersonamineError(f"top_k must be at least 1, got {self.top_k}")
         if self.samples_per_interval < 0:

@@ -27,7 +27,7 @@ TINY_INTERMEDIATE_SIZE = 128
 TINY_NUM_LAYERS = 4
 TINY_NUM_HEADS = 4
 TINY_NUM_KV_HEADS = 2
-TINY_MAX_POSITIONS = 256
+TINY_MAX_POSITIONS = 2048  # room for the 1,024-token windows of the long-context tests
 TINY_LM_NAME = "personamine-tests/tiny-llama"
 
 SAE_LAYER = 2  # residual stream after decoder layer 2 == hidden_states[SAE_LAYER + 1]
@@ -139,6 +139,34 @@ def train_tokenizer(add_bos: bool = True) -> PreTrainedTokenizerFast:
         model_max_length=TINY_MAX_POSITIONS,
     )
     fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                   "<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>")
+LLAMA31_TEMPLATE = Path(__file__).resolve().parent / "data" / "llama-3.1-8b-instruct.chat_template.jinja"
+
+
+def llama3_tokenizer() -> PreTrainedTokenizerFast:
+    """A small byte-level BPE with Llama-3's special tokens, BOS added like Llama-3.1's, and Llama-3.1-8B-Instruct's
+    real chat template (tests/data, from its tokenizer_config.json)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB_SIZE - 32, special_tokens=list(LLAMA3_SPECIALS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(SENTENCES, trainer)
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", bos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   pad_token="<|finetune_right_pad_id|>",
+                                   additional_special_tokens=list(LLAMA3_SPECIALS[2:]),
+                                   model_max_length=TINY_MAX_POSITIONS)
+    fast.chat_template = LLAMA31_TEMPLATE.read_text()
     return fast
 
 
@@ -465,3 +493,35 @@ def write_corpus_files(directory: Path | str, fmt: str, n_files: int = 3, rows_p
 def corpus_texts() -> list[str]:
     """The valid rows' texts in corpus order (what ``write_corpus_files`` spreads over its files)."""
     return [r["text"] for r in corpus_rows() if isinstance(r["text"], str)]
+
+
+def long_texts(n_docs: int = 3, n_sentences: int = 180, seed: int = 5) -> list[str]:
+    """Documents of ~2,000 tokens: several 1,024-token windows each."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(SENTENCES, k=n_sentences)) for _ in range(n_docs)]
+
+
+def conversations(n: int = 14, seed: int = 3) -> list[list[dict[str, str]]]:
+    """Alternating user/assistant conversations from SENTENCES; a few long ones (several 64-token windows, and
+    past 1,024 tokens), one with a system turn."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        turns = []
+        n_turns = rng.randint(2, 5) if i % 5 else 40
+        for t in range(n_turns):
+            role = "user" if t % 2 == 0 else "assistant"
+            turns.append({"role": role, "content": " ".join(rng.sample(SENTENCES, k=rng.randint(1, 4)))})
+        if i == 3:
+            turns.insert(0, {"role": "system", "content": "You are a helpful assistant."})
+        out.append(turns)
+    return out
+
+
+def write_chat_corpus_jsonl(path: Path | str, column: str = "messages") -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for turns in conversations():
+            fh.write(json.dumps({"id": len(turns), column: turns}) + "\n")
+    return out

@@ -1,18 +1,23 @@
 """A brute-force reference miner, written independently of personamine's engine.
 
 Each window is run alone through the FULL model with ``output_hidden_states`` and encoded with the full
-``BatchTopKSAE.encode``; selection is plain Python sorting. The windowing and masking rules are the ones the
-README documents, restated here from the spec rather than imported.
+``BatchTopKSAE.encode``; selection is plain Python sorting. The windowing, role, masking and display-span rules are
+the ones the README documents, restated here from the spec rather than imported. Conversations come in already
+rendered (ids + roles): role finding is tested on its own (test_conversations.py).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+TEXT, PREFIX = 0, 5  # role codes (README, "Roles")
+CONTENT_ROLES = (0, 1, 2, 3)
 
 
 @dataclass
@@ -20,8 +25,32 @@ class RefEntry:
     score: float
     document: int
     window_start: int
-    tokens: tuple[int, ...]
-    activations: np.ndarray
+    tokens: tuple[int, ...]  # the display span (the whole fed window when it is no longer than example_len)
+    activations: np.ndarray  # over the span
+    span_start: int = 0
+    roles: tuple[int, ...] = ()
+    fed: tuple[int, ...] = ()  # the whole fed window (what dedupe compares)
+
+
+@dataclass
+class RefDoc:
+    index: int
+    ids: list[int]
+    roles: list[int] | None = None  # None: plain text
+    rendered: bool = False  # a chat rendering: its first window is fed as rendered, with no prefix
+
+
+@dataclass
+class RefStats:
+    active: dict[int, int] = field(default_factory=dict)
+    values: dict[int, list[float]] = field(default_factory=dict)  # every nonzero activation, for exact sums
+    max: dict[int, float] = field(default_factory=dict)
+    role_active: dict[tuple[int, int], int] = field(default_factory=dict)
+    role_scored: dict[int, int] = field(default_factory=dict)
+    tokens_scored: int = 0
+
+    def exact_sum(self, f: int) -> float:
+        return math.fsum(self.values.get(f, []))
 
 
 def load_texts(corpus_jsonl: Path) -> list[object]:
@@ -41,10 +70,31 @@ def line_uids(corpus_jsonl: Path, unit_bytes: int) -> list[int]:
     return uids
 
 
+def windows_of(doc: RefDoc, prefix: list[int], ctx_len: int, stride: int | None):
+    """(window_start, fed tokens, fed roles, first scored position) of each window, from the README's rule."""
+    roles = doc.roles if doc.roles is not None else [TEXT] * len(doc.ids)
+    capacity = ctx_len - len(prefix)
+    step = stride or capacity
+    if not doc.ids:
+        return
+    first = ctx_len if doc.rendered else capacity
+    if doc.rendered:
+        yield 0, doc.ids[:first], roles[:first], 0
+    else:
+        yield 0, prefix + doc.ids[:first], [PREFIX] * len(prefix) + roles[:first], len(prefix)
+    s = first
+    while s < len(doc.ids):
+        lo = max(0, s - (capacity - step))
+        yield lo, prefix + doc.ids[lo:s + step], [PREFIX] * len(prefix) + roles[lo:s + step], len(prefix) + s - lo
+        s += step
+
+
 @torch.no_grad()
-def reference_topk(model_dir: Path, ae_path: Path, texts: list[object], *, layer: int, features: list[int],
-                   ctx_len: int, top_k: int | None, prefix: list[int], norm_filter: float = 10.0,
-                   dedupe: bool = True) -> dict[int, list[RefEntry]]:
+def reference_mine(model_dir: Path, ae_path: Path, docs: list[RefDoc], *, layer: int, features: list[int],
+                   ctx_len: int, prefix: list[int], stride: int | None = None, norm_filter: float = 10.0,
+                   dedupe: bool = True, top_k: int | None = None, example_len: int = 64,
+                   score_roles: tuple[int, ...] = CONTENT_ROLES) -> tuple[dict[int, list[RefEntry]], RefStats]:
+    """Every window alone through the full model; the top windows per feature and the statistics of every token."""
     from dictionary_learning.trainers import BatchTopKSAE
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,38 +103,65 @@ def reference_topk(model_dir: Path, ae_path: Path, texts: list[object], *, layer
     sae = BatchTopKSAE.from_pretrained(str(ae_path), device="cpu")
     special = set(tok.all_special_ids) | set(prefix) | {tok.pad_token_id}
     entries: dict[int, list[RefEntry]] = {f: [] for f in features}
-    step = ctx_len - len(prefix)
-    for doc, text in enumerate(texts):
-        if not isinstance(text, str):
-            continue
-        ids = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        for start in range(0, len(ids), step):
-            window = prefix + ids[start:start + step]
-            out = model(torch.tensor([window]), output_hidden_states=True)
+    stats = RefStats()
+    width = min(example_len, ctx_len)
+    before = width - 1 - width // 4
+    for doc in docs:
+        for start, fed, roles, score_from in windows_of(doc, prefix, ctx_len, stride):
+            out = model(torch.tensor([fed]), output_hidden_states=True)
             h = out.hidden_states[layer + 1][0]
-            eligible = [i >= len(prefix) and window[i] not in special for i in range(len(window))]
+            eligible = [i >= score_from and fed[i] not in special and roles[i] in score_roles
+                        for i in range(len(fed))]
             norms = h.norm(dim=-1)
             scored = list(eligible)
             if norm_filter > 0:
-                vals = sorted(norms[i].item() for i in range(len(window)) if eligible[i])
+                vals = sorted(norms[i].item() for i in range(len(fed)) if eligible[i])
                 if vals:
                     median = vals[(len(vals) - 1) // 2]  # lower median
                     scored = [e and norms[i].item() <= norm_filter * median for i, e in enumerate(eligible)]
+            stats.tokens_scored += sum(scored)
+            for i, s in enumerate(scored):
+                if s:
+                    stats.role_scored[roles[i]] = stats.role_scored.get(roles[i], 0) + 1
             codes = sae.encode(h)
             mask = torch.tensor(scored, dtype=torch.float32)[:, None]
             acts = (codes[:, features] * mask).numpy()
             for j, f in enumerate(features):
-                score = float(acts[:, j].max())
+                column = acts[:, j]
+                for i in np.nonzero(column > 0)[0]:
+                    stats.active[f] = stats.active.get(f, 0) + 1
+                    stats.values.setdefault(f, []).append(float(column[i]))
+                    key = (f, roles[i])
+                    stats.role_active[key] = stats.role_active.get(key, 0) + 1
+                score = float(column.max())
+                stats.max[f] = max(stats.max.get(f, 0.0), score)
                 if score > 0:
-                    entries[f].append(RefEntry(score, doc, start, tuple(window), acts[:, j].copy()))
+                    peak = int(np.argmax(column))  # the first position of the largest value
+                    lo = 0 if len(fed) <= width else min(max(peak - before, 0), len(fed) - width)
+                    entries[f].append(RefEntry(score, doc.index, start, tuple(fed[lo:lo + width]),
+                                               column[lo:lo + width].copy(), lo, tuple(roles[lo:lo + width]),
+                                               tuple(fed)))
     result = {}
     for f, items in entries.items():
         items.sort(key=lambda e: (-e.score, e.document, e.window_start))
         kept, seen = [], set()
         for e in items:
-            if dedupe and e.tokens in seen:
+            if dedupe and e.fed in seen:
                 continue
-            seen.add(e.tokens)
+            seen.add(e.fed)
             kept.append(e)
         result[f] = kept if top_k is None else kept[:top_k]
-    return result
+    return result, stats
+
+
+def reference_topk(model_dir: Path, ae_path: Path, texts: list[object], *, layer: int, features: list[int],
+                   ctx_len: int, top_k: int | None, prefix: list[int], norm_filter: float = 10.0,
+                   dedupe: bool = True) -> dict[int, list[RefEntry]]:
+    """The reference on a text corpus (documents tokenized whole, no special tokens added), no overlap."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    docs = [RefDoc(i, tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+            for i, t in enumerate(texts) if isinstance(t, str)]
+    return reference_mine(model_dir, ae_path, docs, layer=layer, features=features, ctx_len=ctx_len, prefix=prefix,
+                          norm_filter=norm_filter, dedupe=dedupe, top_k=top_k, example_len=max(ctx_len, 64))[0]

@@ -139,7 +139,8 @@ def shard_runs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path_factory
     one = personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp / "a",
                                          n_shards=1))
     seven = personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp / "b",
-                                           n_shards=7, batch_tokens=96, work_dir=str(tmp / "work7")))
+                                           n_shards=7, batch_tokens=96, work_dir=str(tmp / "work7"),
+                                           keep_work_dir=True))
     # Same run again from the seven checkpoints alone: samples survive the work dir round trip.
     resumed = personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp / "c",
                                              n_shards=7, batch_tokens=96, work_dir=str(tmp / "work7")))
@@ -157,7 +158,7 @@ def _assert_same_samples(a: SampleBuffer, b: SampleBuffer) -> None:
 
 def test_samples_equal_for_1_and_7_shards_and_after_resume(shard_runs):
     one, seven, resumed = shard_runs
-    assert one.attrs["format_version"] == 2
+    assert one.attrs["format_version"] == 3
     assert len(one.samples) > 100 and one.samples.per_interval == 5
     _assert_same_samples(one.samples, seven.samples)
     _assert_same_samples(seven.samples, resumed.samples)

@@ -166,8 +166,8 @@ def test_sparse_rows_round_trip():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_dedupe_is_exact_even_when_fingerprints_collide(seed, monkeypatch):
-    """Windows are deduplicated by a 64-bit fingerprint, checked token by token: a collision (forced here by a
-    fingerprint that maps everything to one value) must fall back to comparing tokens, not drop a distinct window."""
+    """Windows are deduplicated by two 64-bit fingerprints, checked token by token: a collision (forced here by
+    fingerprints that map everything to one value) must fall back to comparing tokens, not drop a distinct window."""
     import personamine.merge.entries as entries
 
     rng = np.random.default_rng(seed)
@@ -176,7 +176,8 @@ def test_dedupe_is_exact_even_when_fingerprints_collide(seed, monkeypatch):
     distinct = {tuple(r) for r in cands.token_ids.tolist()}
     assert len(set(cands.windows.fingerprint.tolist())) == len(distinct) > 1
     real = TopKBuffer.empty(F, K, T).update(cands)
-    monkeypatch.setattr(entries, "fingerprints", lambda token_ids, length: np.zeros(len(token_ids), np.uint64))
+    monkeypatch.setattr(entries, "fingerprints", lambda token_ids, length, which=0: np.zeros(len(token_ids),
+                                                                                             np.uint64))
     collided = TopKBuffer.empty(F, K, T).update(random_candidates(np.random.default_rng(seed), 80, 0))
-    assert (collided.entries.windows.fingerprint == 0).all()
+    assert (collided.entries.windows.fingerprint == 0).all() and (collided.entries.windows.fingerprint2 == 0).all()
     assert as_lists(real) == want == as_lists(collided)

@@ -1,4 +1,5 @@
-"""Windowing: every content token is scored exactly once, never at position 0; special tokens never."""
+"""Windowing: every document token is scored exactly once, never at position 0, with the promised context before it;
+special and template tokens never."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from transformers import AutoTokenizer
 
 from personamine.merge.entries import TOKEN_FILL
 from personamine.model.loading import load_model
+from personamine.roles import ROLE
 from personamine.shards.windows import (
+    Document,
     build_batch,
     capture_windows,
     cut_windows,
@@ -20,46 +23,81 @@ from personamine.shards.windows import (
 )
 
 
+def cut(uid, ids, prefix, ctx_len, stride=None, roles=None, rendered=False):
+    return list(cut_windows(Document(uid, ids, roles, rendered), prefix, ctx_len, stride))
+
+
+def build(rows, ctx_len, **kw):
+    return build_batch(rows, ctx_len=ctx_len, pad_id=0, special_ids=np.array([0, 1]), device=torch.device("cpu"),
+                       **kw)
+
+
 @pytest.mark.parametrize("n_tokens", [0, 1, 13, 14, 15, 100])
 def test_windows_cover_each_token_once(n_tokens):
     prefix = [1, 2]
     ids = list(range(100, 100 + n_tokens))
-    windows = list(cut_windows(3, ids, prefix, ctx_len=16))
+    windows = cut(3, ids, prefix, ctx_len=16)
     seen = [t for w in windows for t in w.tokens[2:].tolist()]
     assert seen == ids
-    assert all(w.tokens[:2].tolist() == prefix and w.tokens.size <= 16 for w in windows)
+    assert all(w.tokens[:2].tolist() == prefix and w.tokens.size <= 16 and w.score_from == 2 for w in windows)
     assert [w.start for w in windows] == list(range(0, n_tokens, 14))
 
 
-def test_batches_mask_prefix_padding_and_special_ids():
-    windows = list(cut_windows(0, [5, 6, 7, 0, 8], [1], ctx_len=4)) + list(cut_windows(1, [9], [1], ctx_len=4))
-    batch = build_batch([[w] for w in windows], prefix_len=1, ctx_len=4, pad_id=0, special_ids=np.array([0, 1]),
-                        device=torch.device("cpu"))
+@pytest.mark.parametrize("n_tokens, stride, rendered", [(100, 5, False), (100, 14, False), (37, 1, False),
+                                                        (100, 7, True), (16, 3, True)])
+def test_overlapping_windows_score_each_token_once_after_real_context(n_tokens, stride, rendered):
+    """Restated from the README: window 0 scores everything it holds; window j scores the next `stride` tokens,
+    fed after the ctx_len - p - stride tokens before them."""
+    prefix, ctx_len = [1, 2], 16
+    ids = list(range(100, 100 + n_tokens))
+    windows = cut(0, ids, prefix, ctx_len, stride, rendered=rendered)
+    scored = [t for w in windows for t in w.tokens[w.score_from:].tolist()]
+    assert scored == ids  # each token exactly once, in order
+    for w in windows:
+        assert w.tokens.size <= ctx_len
+        body = w.tokens[len(prefix):] if (w.start > 0 or not rendered) else w.tokens
+        assert body.tolist() == ids[w.start:w.start + body.size]  # real, consecutive document tokens
+        first_scored = w.start + (w.score_from - (w.tokens.size - body.size))
+        assert w.score_from - (w.tokens.size - body.size) == min(first_scored, ctx_len - len(prefix) - stride) or (
+            w is windows[0])  # as much preceding context as the rule gives (all of it near the start)
+        assert (w.roles[:w.tokens.size - body.size] == ROLE["prefix"]).all()
+    if rendered:
+        assert windows[0].tokens.tolist() == ids[:ctx_len] and windows[0].score_from == 0
+
+
+def test_batches_mask_prefix_padding_special_ids_and_roles():
+    windows = cut(0, [5, 6, 7, 0, 8], [1], ctx_len=4) + cut(1, [9], [1], ctx_len=4)
+    batch = build([[w] for w in windows], 4)
     assert batch.segment is None  # one window per row: plain right padding
     assert batch.input_ids.tolist() == [[1, 5, 6, 7], [1, 0, 8, 0], [1, 9, 0, 0]]
-    assert batch.content.tolist() == [[False, True, True, True], [False, True, True, False],
-                                      [False, True, False, False]]
+    assert batch.region.tolist() == [[False, True, True, True], [False, True, True, False],
+                                     [False, True, False, False]]
     # A real token with the pad/special id (id 0 at doc 0 offset 3) is content but never scored.
     assert batch.special.tolist() == [[False] * 4, [False, True, False, False], [False] * 4]
     assert batch.windows.token_ids[2].tolist() == [1, 9, TOKEN_FILL, TOKEN_FILL]
+    # Roles: a conversation's template tokens are in the region but only the asked roles are scored.
+    u, a, t = ROLE["user"], ROLE["assistant"], ROLE["template"]
+    chat = cut(2, [5, 6, 7, 8, 9, 10], [1], 8, roles=np.array([t, u, u, t, a, a], np.int8), rendered=True)
+    only_assistant = build([[w] for w in chat], 8, score_roles=np.array([a]))
+    assert only_assistant.role_ok.tolist() == [[False, False, False, False, True, True]]
+    assert build([[w] for w in chat], 8).role_ok.tolist() == [[False, True, True, False, True, True]]
 
 
 def test_short_windows_share_a_row_with_their_own_positions():
-    windows = list(cut_windows(0, [5, 6, 7, 8, 9], [1], ctx_len=4)) + list(cut_windows(1, [3], [1], ctx_len=4))
+    windows = cut(0, [5, 6, 7, 8, 9], [1], ctx_len=4) + cut(1, [3], [1], ctx_len=4)
     # windows: [1 5 6 7], [1 8 9], [1 3]
-    batch = build_batch([[windows[0]], [windows[1]], [windows[2]]][:1] + [[windows[1], windows[2]]], prefix_len=1,
-                        ctx_len=4, pad_id=0, special_ids=np.array([0, 1]), device=torch.device("cpu"))
+    batch = build([[windows[0]], [windows[1]], [windows[2]]][:1] + [[windows[1], windows[2]]], 4)
     assert batch.input_ids.tolist() == [[1, 5, 6, 7, 0], [1, 8, 9, 1, 3]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
     assert batch.segment.tolist() == [[0, 0, 0, 0, -1], [1, 1, 1, 2, 2]]
     flat = batch.input_ids.reshape(-1)
     assert (flat[batch.unpack] * batch.real).tolist() == [[1, 5, 6, 7], [1, 8, 9, 0], [1, 3, 0, 0]]
-    assert batch.real.sum().item() == 9 and batch.content.sum().item() == 6
+    assert batch.real.sum().item() == 9 and batch.region.sum().item() == 6
 
 
 def test_pack_batches_respects_the_token_budget_and_keeps_every_window():
     rng = np.random.default_rng(0)
-    windows = [w for d in range(30) for w in cut_windows(d, list(rng.integers(5, 50, rng.integers(1, 60))), [1], 16)]
+    windows = [w for d in range(30) for w in cut(d, list(rng.integers(5, 50, rng.integers(1, 60))), [1], 16)]
     batches = list(pack_batches(windows, batch_tokens=64))
     packed = [w for b in batches for row in b for w in row]
     assert sorted((w.document, w.start) for w in packed) == sorted((w.document, w.start) for w in windows)
@@ -77,16 +115,14 @@ def test_packed_windows_see_exactly_what_they_see_alone(tiny_model_dir):
     """A packed row's windows equal each window run alone (same positions, attention only to itself)."""
     loaded = load_model(str(tiny_model_dir), SAE_LAYER)
     rng = np.random.default_rng(1)
-    windows = [w for d in range(12) for w in cut_windows(d, list(rng.integers(5, 200, rng.integers(1, 40))), [1], 16)]
+    windows = [w for d in range(12) for w in cut(d, list(rng.integers(5, 200, rng.integers(1, 40))), [1], 16)]
     batches = list(pack_batches(windows, batch_tokens=64))
     assert any(len(row) > 1 for b in batches for row in b)
     for rows in batches:
-        batch = build_batch(rows, prefix_len=1, ctx_len=16, pad_id=0, special_ids=np.array([0, 1]),
-                            device=torch.device("cpu"))
+        batch = build(rows, 16)
         hidden = capture_windows(loaded.model, loaded.layer_module, batch)
         for i, w in enumerate(w for row in rows for w in row):
-            alone = build_batch([[w]], prefix_len=1, ctx_len=16, pad_id=0, special_ids=np.array([0, 1]),
-                                device=torch.device("cpu"))
+            alone = build([[w]], 16)
             ref = capture_windows(loaded.model, loaded.layer_module, alone)[0]
             n = w.tokens.size
             torch.testing.assert_close(hidden[i, :n], ref[:n], rtol=1e-5, atol=1e-5)

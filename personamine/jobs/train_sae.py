@@ -139,6 +139,7 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
     from personamine.corpus import CorpusSpec, open_manifest
     from personamine.model.loading import load_model
     from personamine.shards.windows import (
+        Document,
         build_batch,
         capture_windows,
         cut_windows,
@@ -164,7 +165,7 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
 
     def cut(docs: list[tuple[int, str]]) -> Iterator:
         for (index, _), ids in zip(docs, tokenize(tokenizer, [t for _, t in docs]), strict=True):
-            yield from cut_windows(index, ids, prefix, cfg.ctx_len)
+            yield from cut_windows(Document(index, ids), prefix, cfg.ctx_len)
 
     def windows() -> Iterator:
         docs: list[tuple[int, str]] = []
@@ -178,7 +179,7 @@ def _capture(cfg: TrainSaeConfig, loaded, on_tokens) -> Activations:
     rows: list[torch.Tensor] = []
     docs: list[np.ndarray] = []
     for group in pack_batches(windows(), batch_tokens):
-        batch = build_batch(group, prefix_len=len(prefix), ctx_len=cfg.ctx_len, pad_id=pad_id,
+        batch = build_batch(group, ctx_len=cfg.ctx_len, pad_id=pad_id,
                             special_ids=special_ids, device=loaded.device)
         hidden = capture_windows(loaded.model, loaded.layer_module, batch)
         scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)

@@ -23,6 +23,7 @@ from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.model.logit_lens import LogitLens
+from personamine.roles import ROLES
 
 FORMAT = "personamine.mine"
 FORMAT_VERSION = 3
@@ -96,6 +97,11 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
             dataset(st, "max", stats.max.astype(np.float32))
             dataset(st, "histogram", stats.histogram.astype(np.int64), packed=True)
             dataset(st, "histogram_edges", HISTOGRAM_EDGES)
+            if stats.role_active is not None:
+                st.attrs["role_names"] = json.dumps(ROLES)
+                dataset(st, "active_tokens_by_role", stats.role_active.astype(np.int64))
+                dataset(st, "tokens_scored_by_role", stats.role_scored.astype(np.int64))
+                dataset(st, "tokens_seen_by_role", stats.role_seen.astype(np.int64))
             for key, value in stats.counters.items():
                 st.attrs[key] = int(value)
             if samples is not None:
@@ -125,9 +131,10 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
 def _write_top(group: h5py.Group, buffer: TopKBuffer) -> None:
     n, k, t = buffer.shape
     flat = {name: dataset(group, name, shape=(n, k), dtype=dtype) for name, dtype in (
-        ("score", np.float32), ("document", np.int64), ("window_start", np.int64), ("length", np.int32))}
+        ("score", np.float32), ("document", np.int64), ("window_start", np.int64), ("length", np.int32),
+        ("span_start", np.int32))}
     packed = {name: _packed(group, name, (n, k, t), dtype)
-              for name, dtype in (("token_ids", np.int32), ("activations", np.float32))}
+              for name, dtype in (("token_ids", np.int32), ("activations", np.float32), ("roles", np.int8))}
     for lo, hi in _blocks(n, k * t * 8):
         block = buffer.dense(lo, hi)
         for name, ds in (flat | packed).items():
@@ -145,12 +152,14 @@ def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
     dataset(group, "document", entries.document)
     dataset(group, "window_start", entries.window_start)
     dataset(group, "length", entries.length)
+    dataset(group, "span_start", entries.span_start.astype(np.int32))
     n, t = len(entries), entries.ctx_len
     token_ids = _packed(group, "token_ids", (n, t), np.int32)
     activations = _packed(group, "activations", (n, t), np.float32)
-    for lo, hi in _blocks(n, t * 8):
+    roles = _packed(group, "roles", (n, t), np.int8)
+    for lo, hi in _blocks(n, t * 9):
         rows = entries.take(np.arange(lo, hi))
-        token_ids[lo:hi], activations[lo:hi] = rows.token_ids, rows.activations
+        token_ids[lo:hi], activations[lo:hi], roles[lo:hi] = rows.token_ids, rows.activations, rows.roles
 
 
 class _Checked:
@@ -171,8 +180,8 @@ class _Checked:
 
 def _read_samples(group: h5py.Group, dedupe: bool, rows: np.ndarray | None,
                   read: _Checked) -> tuple[SampleBuffer, np.ndarray]:
-    names = ("feature_row", "interval", "key", "score", "document", "window_start", "length", "token_ids",
-             "activations")
+    names = tuple(n for n in ("feature_row", "interval", "key", "score", "document", "window_start", "length",
+                              "token_ids", "activations", "roles", "span_start") if n in group)
     if rows is None:
         arrays = {name: read(group[name]) for name in names}
     else:  # samples are sorted by feature row: one contiguous slice per wanted feature
@@ -224,10 +233,22 @@ class MineResults:
     samples: SampleBuffer | None = None  # None in version 1 files
     interval_edges: np.ndarray | None = None
     logit_lens: LogitLens | None = None
+    roles: np.ndarray | None = None  # int8 [F, K, T] (version 3; None before)
+    span_start: np.ndarray | None = None  # int32 [F, K]: each example's first position in its fed window
+    active_tokens_by_role: np.ndarray | None = None  # int64 [F, R]
+    tokens_scored_by_role: np.ndarray | None = None  # int64 [R]
+    tokens_seen_by_role: np.ndarray | None = None  # int64 [R]
 
     @property
     def density(self) -> np.ndarray:
         return self.active_tokens / max(self.tokens_scored, 1)
+
+    def density_by_role(self) -> dict[str, np.ndarray]:
+        """Per role that was scored: the share of its scored tokens where each feature is active, [F]."""
+        if self.active_tokens_by_role is None or self.tokens_scored_by_role is None:
+            return {}
+        return {ROLES[r]: self.active_tokens_by_role[:, r] / n
+                for r, n in enumerate(self.tokens_scored_by_role.tolist()) if n}
 
     def feature_index(self, feature_id: int) -> int:
         hits = np.nonzero(self.feature_ids == feature_id)[0]
@@ -243,9 +264,13 @@ class MineResults:
             if np.isnan(self.score[i, k]):
                 break
             n = int(self.length[i, k])
-            out.append({"score": float(self.score[i, k]), "document": int(self.document[i, k]),
-                        "window_start": int(self.window_start[i, k]), "token_ids": self.token_ids[i, k, :n],
-                        "activations": self.activations[i, k, :n]})
+            example = {"score": float(self.score[i, k]), "document": int(self.document[i, k]),
+                       "window_start": int(self.window_start[i, k]), "token_ids": self.token_ids[i, k, :n],
+                       "activations": self.activations[i, k, :n],
+                       "span_start": 0 if self.span_start is None else int(self.span_start[i, k])}
+            if self.roles is not None:
+                example["roles"] = self.roles[i, k, :n]
+            out.append(example)
         return out
 
     def interval_samples(self, feature_id: int) -> dict[int, list[dict]]:
@@ -255,11 +280,14 @@ class MineResults:
         out: dict[int, list[dict]] = {}
         rows = self.samples.rows_of(self.feature_index(feature_id))
         s, interval = self.samples.entries.take(rows), self.samples.interval[rows]
+        roles, span_start = s.roles, s.span_start
         for r, (n, doc, start, tokens, acts) in enumerate(zip(s.length, s.document, s.window_start, s.token_ids,
                                                               s.activations, strict=True)):
-            out.setdefault(int(interval[r]), []).append({
-                "score": float(s.score[r]), "document": int(doc), "window_start": int(start),
-                "token_ids": tokens[:n], "activations": acts[:n]})
+            example = {"score": float(s.score[r]), "document": int(doc), "window_start": int(start),
+                       "token_ids": tokens[:n], "activations": acts[:n], "span_start": int(span_start[r])}
+            if self.roles is not None:
+                example["roles"] = roles[r, :n]
+            out.setdefault(int(interval[r]), []).append(example)
         return out
 
     def interval_bounds(self, interval: int) -> tuple[float, float]:
@@ -329,6 +357,11 @@ def _read(path: Path, f: h5py.File, features: Iterable[int] | None) -> MineResul
         tokens_scored=tokens_scored, active_tokens=per_feature(st["active_tokens"]),
         activation_sum=per_feature(st["activation_sum"]), max=per_feature(st["max"]),
         histogram=per_feature(st["histogram"]), histogram_edges=read(st["histogram_edges"]),
-        counters={k: int(v) for k, v in st.attrs.items()}, vocab_text=vocab_text, vocab_pieces=vocab_pieces,
-        samples=samples, interval_edges=interval_edges, logit_lens=lens,
+        counters={k: int(v) for k, v in st.attrs.items() if k != "role_names"}, vocab_text=vocab_text,
+        vocab_pieces=vocab_pieces, samples=samples, interval_edges=interval_edges, logit_lens=lens,
+        roles=per_feature(top["roles"]) if "roles" in top else None,
+        span_start=per_feature(top["span_start"]) if "span_start" in top else None,
+        active_tokens_by_role=per_feature(st["active_tokens_by_role"]) if "active_tokens_by_role" in st else None,
+        tokens_scored_by_role=read(st["tokens_scored_by_role"]) if "tokens_scored_by_role" in st else None,
+        tokens_seen_by_role=read(st["tokens_seen_by_role"]) if "tokens_seen_by_role" in st else None,
     )

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from personamine.roles import ROLES
+
 # Fixed log-spaced edges (10 per decade, 1e-3 .. 1e5) so histograms from any shard or run add up. Values outside
 # fall into the first or last bin.
 HISTOGRAM_EDGES = np.logspace(-3, 5, 81)
 N_BINS = HISTOGRAM_EDGES.size - 1
 
+N_ROLES = len(ROLES)
 FRAC_BITS = 37
 FRAC_ONE = 1 << FRAC_BITS
 
@@ -35,6 +38,9 @@ class FeatureStats:
     max: np.ndarray  # float32 [F]
     histogram: np.ndarray  # int64 [F, B]
     counters: dict[str, int]
+    role_active: np.ndarray | None = None  # int64 [F, R]: scored tokens of each role where the feature is > 0
+    role_seen: np.ndarray | None = None  # int64 [R]: tokens of each role the run could score (not special)
+    role_scored: np.ndarray | None = None  # int64 [R]: scored tokens of each role
 
     @classmethod
     def empty(cls, n_features: int) -> FeatureStats:
@@ -42,6 +48,8 @@ class FeatureStats:
             active_tokens=np.zeros(n_features, np.int64), sum_whole=np.zeros(n_features, np.int64),
             sum_frac=np.zeros(n_features, np.int64), max=np.zeros(n_features, np.float32),
             histogram=np.zeros((n_features, N_BINS), np.int64), counters=dict.fromkeys(COUNTERS, 0),
+            role_active=np.zeros((n_features, N_ROLES), np.int64), role_seen=np.zeros(N_ROLES, np.int64),
+            role_scored=np.zeros(N_ROLES, np.int64),
         )
 
     @property
@@ -64,14 +72,15 @@ class FeatureStats:
             max=np.maximum(self.max, other.max),
             histogram=self.histogram + other.histogram,
             counters={k: self.counters.get(k, 0) + other.counters.get(k, 0) for k in COUNTERS},
+            **{name: _add(getattr(self, name), getattr(other, name)) for name in _ROLE_FIELDS},
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """For a checkpoint: the histogram as its nonzero cells (an all-features one is 84 MB dense, mostly 0)."""
         cells = np.flatnonzero(self.histogram)
         out = {"active_tokens": self.active_tokens, "sum_whole": self.sum_whole, "sum_frac": self.sum_frac,
-               "max": self.max,
-               "histogram_cells": cells, "histogram_counts": self.histogram.ravel()[cells]}
+               "max": self.max, "histogram_cells": cells, "histogram_counts": self.histogram.ravel()[cells]}
+        out.update({name: getattr(self, name) for name in _ROLE_FIELDS if getattr(self, name) is not None})
         out.update({f"counter_{k}": np.int64(v) for k, v in self.counters.items()})
         return out
 
@@ -93,7 +102,16 @@ class FeatureStats:
         return cls(
             active_tokens=active, sum_whole=whole, sum_frac=frac, max=np.array(arrays["max"]),
             histogram=histogram, counters={k: int(arrays.get(f"counter_{k}", 0)) for k in COUNTERS},
+            **{name: np.array(arrays[name]) if name in arrays else None for name in _ROLE_FIELDS},
         )
+
+
+_ROLE_FIELDS = ("role_active", "role_seen", "role_scored")
+
+
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """Per-role counts merge by addition; None (a checkpoint from before roles) makes the merge unknown too."""
+    return None if a is None or b is None else a + b
 
 
 def carry(whole: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,9 @@ def _select(entries: Entries, top_k: int, dedupe: bool) -> np.ndarray:
     return order[rank < top_k]
 
 
+DENSE_FIELDS = ("document", "window_start", "length", "token_ids", "activations", "roles", "span_start")
+
+
 @dataclass
 class DenseTopK:
     """The top-k of a range of features as dense blocks (the file's layout)."""
@@ -41,6 +44,8 @@ class DenseTopK:
     length: np.ndarray  # int32 [F, K]
     token_ids: np.ndarray  # int32 [F, K, T], TOKEN_FILL where empty
     activations: np.ndarray  # float32 [F, K, T]
+    roles: np.ndarray  # int8 [F, K, T], NO_ROLE where empty
+    span_start: np.ndarray  # int32 [F, K]: the span's first position in the fed window
 
 
 @dataclass
@@ -88,12 +93,13 @@ class TopKBuffer:
         n, (_, k, t) = hi - lo, self.shape
         out = DenseTopK(score=np.full((n, k), np.nan, np.float32), document=np.full((n, k), -1, np.int64),
                         window_start=np.full((n, k), -1, np.int64), length=np.zeros((n, k), np.int32),
-                        token_ids=np.full((n, k, t), TOKEN_FILL, np.int32), activations=np.zeros((n, k, t), np.float32))
+                        token_ids=np.full((n, k, t), TOKEN_FILL, np.int32), activations=np.zeros((n, k, t), np.float32),
+                        roles=np.full((n, k, t), -1, np.int8), span_start=np.zeros((n, k), np.int32))
         a, b = np.searchsorted(self.entries.feature, [lo, hi])
         part = self.entries.take(np.arange(a, b))
         f, r = part.feature - lo, self.rank(slice(a, b))
         out.score[f, r] = part.score
-        for name in ("document", "window_start", "length", "token_ids", "activations"):
+        for name in DENSE_FIELDS:
             getattr(out, name)[f, r] = getattr(part, name)
         return out
 

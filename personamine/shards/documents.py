@@ -1,9 +1,12 @@
-"""One unit's rows -> documents -> token windows, honouring a row limit and the run's budget.
+"""One unit's rows -> documents (texts, or chat-rendered conversations) -> token windows, honouring a row limit and
+the run's budget.
 
 A document is identified inside the run by ``uid = unit << 32 | row`` (its unit and its row in it), which is known
 in the worker without knowing how many rows the units before it hold; ``mine`` turns it into the global document
 index (rows before the unit + row) when it writes the file. Rows whose text is not a non-empty string, or that
-cannot be parsed, keep their row (and so their document index) but yield nothing, and are counted.
+cannot be parsed (malformed JSON, a conversation that is not a list of turns, a turn with an unknown role, a role
+sequence the chat template refuses), keep their row (and so their document index) but yield nothing, and are counted.
+
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from personamine.corpus import MALFORMED, UnitRef, unit_rows
+from personamine.corpus.conversations import BadConversation, ChatRenderer, parse_turns
 from personamine.shards.plan import Budget, UnitDone
-from personamine.shards.windows import Window, cut_windows, tokenize
+from personamine.shards.windows import Document, Window, cut_windows, tokenize
 
 ROW_BITS = 32
 _END = object()
@@ -48,11 +52,36 @@ class UnitTally:
 
 
 class UnitDocuments:
-    """Reads a unit and cuts its documents into windows (see ``windows.cut_windows``)."""
+    """Reads a unit, turns its rows into documents (texts, or conversations rendered by ``renderer``) and cuts them
+    into windows (see ``windows.cut_windows``)."""
 
-    def __init__(self, *, tokenizer, prefix: list[int], ctx_len: int, column: str, skip_malformed: bool) -> None:
-        self.tokenizer, self.prefix, self.ctx_len = tokenizer, prefix, ctx_len
-        self.column, self.skip_malformed = column, skip_malformed
+    def __init__(self, *, tokenizer, prefix: list[int], ctx_len: int, column: str, skip_malformed: bool,
+                 stride: int | None = None, renderer: ChatRenderer | None = None) -> None:
+        self.tokenizer, self.prefix, self.ctx_len, self.stride = tokenizer, prefix, ctx_len, stride
+        self.column, self.skip_malformed, self.renderer = column, skip_malformed, renderer
+
+    def _encode(self, unit: UnitRef, values: list[object], counters: dict[str, int]) -> list[Document | None]:
+        """One document per row value (None where the row yields nothing, counted)."""
+        docs: list[Document | None] = [None] * len(values)
+        if self.renderer is None:
+            wanted = [i for i, v in enumerate(values) if isinstance(v, str) and v]
+            for i, ids in zip(wanted, tokenize(self.tokenizer, [values[i] for i in wanted]), strict=True):
+                docs[i] = Document(0, ids)
+        else:
+            for i, v in enumerate(values):
+                if v is None or v is MALFORMED:
+                    continue
+                try:
+                    rendered = self.renderer.render(parse_turns(v))
+                except BadConversation as exc:
+                    if not self.skip_malformed:
+                        raise BadConversation(f"corpus file {unit.url!r}, unit {unit.index} row {i}: the "
+                                              f"conversation {exc} (skip_malformed_rows skips and counts such rows)"
+                                              ) from None
+                    values[i] = MALFORMED
+                    continue
+                docs[i] = Document(0, rendered.ids, rendered.roles, rendered=True)
+        return docs
 
     def windows(self, unit: UnitRef, tally: UnitTally, counters: dict[str, int], row_limit: int | None = None,
                 budget: Budget | None = None) -> Iterator[Window]:
@@ -65,23 +94,21 @@ class UnitDocuments:
                     break
             if not group:
                 return
-            texts = [v for v in group if isinstance(v, str) and v]
-            encoded = iter(tokenize(self.tokenizer, texts))
-            for j, value in enumerate(group):
-                row = tally.rows
+            base = tally.rows
+            docs = self._encode(unit, group, counters)
+            for j, (value, doc) in enumerate(zip(group, docs, strict=True)):
                 tally.rows += 1
                 counters["n_documents"] += 1
                 if value is MALFORMED:
                     counters["rows_malformed"] += 1
-                    ids: list[int] = []
-                elif not (isinstance(value, str) and value):
+                elif doc is None:
                     counters["rows_skipped"] += 1
-                    ids = []
                 else:
-                    ids = next(encoded)
-                    yield from cut_windows(int(document_uid(unit.index, row)), ids, self.prefix, self.ctx_len)
-                tally.tokens += len(ids)
-                tally.doc_tokens.append(len(ids))
+                    doc.uid = int(document_uid(unit.index, base + j))
+                    yield from cut_windows(doc, self.prefix, self.ctx_len, self.stride)
+                n = 0 if doc is None else len(doc.ids)
+                tally.tokens += n
+                tally.doc_tokens.append(n)
                 if self._spent(tally, budget) or (row_limit is not None and tally.rows >= row_limit):
                     tally.reached_budget = row_limit is None
                     # Read to its end only if no row follows: then the unit is whole after all.

@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 from personamine.config import MineConfig
+from personamine.corpus.conversations import ChatRenderer
 from personamine.merge.entries import Entries, SparseRows, WindowTable
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
 from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
+from personamine.roles import CONTENT_ROLES, ROLE, ROLES
 from personamine.shards.documents import UnitDocuments, UnitTally
 from personamine.shards.plan import Coverage, Piece
 from personamine.shards.windows import (
@@ -68,8 +70,9 @@ class MiningEngine:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else self.prefix[0])
         self.batch_tokens = config.batch_tokens or (32768 if self.loaded.device.type == "cuda" else 2048)
-        self.documents = UnitDocuments(tokenizer=tokenizer, prefix=self.prefix, ctx_len=config.ctx_len,
-                                       column=config.text_column, skip_malformed=config.skip_malformed_rows)
+        self.documents = unit_documents(config, tokenizer, self.prefix)
+        self.score_roles = score_role_codes(config)
+        self.span = min(config.example_len, config.ctx_len)
         self.edges = torch.tensor(HISTOGRAM_EDGES[1:-1], dtype=torch.float32, device=self.loaded.device)
 
     @property
@@ -87,8 +90,23 @@ class MiningEngine:
             windows = self.documents.windows(unit, tally, counters, row_limit=piece.row_limit if last else None,
                                              budget=piece.budget if last else None)
             for group in pack_batches(windows, self.batch_tokens):
-                yield build_batch(group, prefix_len=len(self.prefix), ctx_len=cfg.ctx_len, pad_id=self.pad_id,
-                                  special_ids=self.special_ids, device=self.device)
+                yield build_batch(group, ctx_len=cfg.ctx_len, pad_id=self.pad_id, special_ids=self.special_ids,
+                                  device=self.device, score_roles=self.score_roles)
+
+
+def score_role_codes(config: MineConfig) -> np.ndarray:
+    return np.array([ROLE[r] for r in (config.score_roles or CONTENT_ROLES)], np.int64)
+
+
+def unit_documents(config: MineConfig, tokenizer, prefix: list[int]) -> UnitDocuments:
+    """How the run turns a unit's rows into windows: texts, or conversations rendered with the chat template."""
+    renderer = None
+    if config.messages_column:
+        renderer = ChatRenderer(tokenizer, system_prompt=config.system_prompt, date_string=config.date_string,
+                                generation_prompt=config.generation_prompt)
+    return UnitDocuments(tokenizer=tokenizer, prefix=prefix, ctx_len=config.ctx_len,
+                         column=config.messages_column or config.text_column,
+                         skip_malformed=config.skip_malformed_rows, stride=config.stride, renderer=renderer)
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
@@ -160,15 +178,17 @@ class _Accumulator:
         cfg = engine.config
         n = engine.encoder.n_features
         dev = engine.device
-        self.buffer = TopKBuffer.empty(n, cfg.top_k, cfg.ctx_len, cfg.dedupe)
+        self.span, self.before_peak = engine.span, engine.span - 1 - engine.span // 4
+        self.buffer = TopKBuffer.empty(n, cfg.top_k, self.span, cfg.dedupe)
         self.floor = torch.zeros(n, dtype=torch.float32, device=dev)
         self.active = torch.zeros(n, dtype=torch.int64, device=dev)
         self.sum_whole = torch.zeros(n, dtype=torch.int64, device=dev)  # exact sums: see merge/stats.py
         self.sum_frac = torch.zeros(n, dtype=torch.int64, device=dev)
         self.max = torch.zeros(n, dtype=torch.float32, device=dev)
         self.hist = torch.zeros(n * N_BINS, dtype=torch.int64, device=dev)
+        self.role_active = torch.zeros(n * len(ROLES), dtype=torch.int64, device=dev)
         self.edges = engine.edges
-        self.samples = SampleBuffer.empty(cfg.ctx_len, cfg.samples_per_interval, cfg.dedupe)
+        self.samples = SampleBuffer.empty(self.span, cfg.samples_per_interval, cfg.dedupe)
         # Per (feature, interval) cell, the largest key a window may have to still enter it: windows that cannot
         # are rejected on the device, so after the first few batches almost nothing is gathered for sampling.
         self.sample_limit = torch.full((n * N_INTERVALS,), KEY_NONE, dtype=torch.int64, device=dev)
@@ -190,7 +210,8 @@ class _Accumulator:
             self.sum_frac.index_add_(0, f, ((nz.value - whole).double() * FRAC_ONE).round_().long())
             bins = torch.bucketize(nz.value, self.edges, right=True)
             self.hist.index_add_(0, f * N_BINS + bins, torch.ones_like(bins))
-        found = _gather(windows, nz, start, scores, (scores > 0) & (scores >= self.floor[start:end]))
+            self.role_active.index_add_(0, f * len(ROLES) + tokens.role[p], torch.ones_like(f))
+        found = self._gather(windows, nz, start, scores, (scores > 0) & (scores >= self.floor[start:end]))
         if found is not None:
             self.top_pending.add(found)
         if self.samples.per_interval > 0:
@@ -201,7 +222,7 @@ class _Accumulator:
         key = torch.from_numpy(window_key(windows.document, windows.window_start)).to(dev)  # [B]
         interval = torch.bucketize(scores, self.interval_edges, right=True)  # by the window's max, [B, F_chunk]
         cell = torch.arange(start, end, device=dev)[None, :] * N_INTERVALS + interval
-        found = _gather(windows, nz, start, scores, (scores > 0) & (key[:, None] <= self.sample_limit[cell]))
+        found = self._gather(windows, nz, start, scores, (scores > 0) & (key[:, None] <= self.sample_limit[cell]))
         if found is not None:
             self.sample_pending.add(found)
 
@@ -232,21 +253,67 @@ class _Accumulator:
         self._flush_samples()
         return self.samples
 
-    def stats(self, counters: dict[str, int]) -> FeatureStats:
+    def stats(self, counters: dict[str, int], role_seen: np.ndarray, role_scored: np.ndarray) -> FeatureStats:
         n = self.active.numel()
         return FeatureStats(
             active_tokens=self.active.cpu().numpy(), sum_whole=self.sum_whole.cpu().numpy(),
             sum_frac=self.sum_frac.cpu().numpy(),
             max=self.max.cpu().numpy(), histogram=self.hist.view(n, N_BINS).cpu().numpy(), counters=counters,
+            role_active=self.role_active.view(n, len(ROLES)).cpu().numpy(), role_seen=role_seen,
+            role_scored=role_scored,
         )
+
+    def _gather(self, windows: WindowTable, nz: _Nonzeros, start: int, scores: torch.Tensor,
+                hit: torch.Tensor) -> Entries | None:
+        """Copy the selected (window, feature) pairs to the host: their scores and per-token activations, picked from
+        the chunk's nonzeros (a few per token), never from a dense [pairs, T] block; each cut to its display span
+        when windows are longer than ``example_len``."""
+        b_idx, f_idx = hit.nonzero(as_tuple=True)
+        if b_idx.numel() == 0:
+            return None
+        entry_of = torch.full(hit.shape, -1, dtype=torch.int64, device=hit.device)
+        entry_of[b_idx, f_idx] = torch.arange(b_idx.numel(), device=hit.device)
+        entry = entry_of[nz.window, nz.feature]
+        mine = (entry >= 0).nonzero(as_tuple=True)[0]
+        entry, position, values = entry[mine], nz.position[mine], nz.value[mine]
+        order = torch.argsort(entry * windows.token_ids.shape[1] + position)  # by entry, then position
+        entry, position, values = entry[order].cpu().numpy(), position[order].cpu().numpy(), values[order].float()
+        values = values.cpu().numpy()
+        window = b_idx.cpu().numpy().astype(np.int64)
+        n = window.size
+        table = windows
+        if self.span < windows.token_ids.shape[1]:
+            window, table, entry, position, values = _spans(windows, window, entry, position, values, self.span,
+                                                            self.before_peak)
+        return Entries(feature=f_idx.cpu().numpy().astype(np.int64) + start,
+                       score=scores[b_idx, f_idx].cpu().numpy().astype(np.float32), window=window,
+                       acts=SparseRows.from_coo(n, entry, position, values), windows=table)
+
+
+def _spans(windows: WindowTable, window: np.ndarray, entry: np.ndarray, position: np.ndarray, values: np.ndarray,
+           span: int, before: int) -> tuple[np.ndarray, WindowTable, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut each entry's window to the ``span`` tokens around its peak (the first position of its largest value),
+    with ``before`` tokens before the peak where the window allows, and keep the activations inside the span."""
+    first = np.lexsort((position, -values, entry))  # each entry's peak comes first in its group
+    heads = np.ones(first.size, bool)
+    heads[1:] = entry[first][1:] != entry[first][:-1]
+    peak = np.zeros(window.size, np.int64)
+    peak[entry[first][heads]] = position[first][heads]
+    start = np.clip(peak - before, 0, np.maximum(windows.length[window].astype(np.int64) - span, 0))
+    keys, inverse = np.unique(window * (1 << 32) + start, return_inverse=True)
+    table = windows.spans(keys >> 32, keys & ((1 << 32) - 1), span)
+    offset = position - start[entry]
+    keep = (offset >= 0) & (offset < span)
+    return inverse.ravel().astype(np.int64), table, entry[keep], offset[keep], values[keep]
 
 
 class _ScoredTokens:
     """Where a batch's scored tokens are: the encoder sees only them, [P, D], not the padded [W, T] view."""
 
-    def __init__(self, scored: torch.Tensor) -> None:
+    def __init__(self, scored: torch.Tensor, roles: torch.Tensor) -> None:
         self.n_windows = scored.shape[0]
         self.window, self.position = scored.nonzero(as_tuple=True)  # row-major, as hidden[scored] would be
+        self.role = roles[self.window, self.position]
 
     def window_max(self, acts: torch.Tensor) -> torch.Tensor:
         """[W, F_chunk]: each window's max over its scored tokens, 0 if none (acts are nonnegative)."""
@@ -266,30 +333,6 @@ class _Nonzeros:
     value: torch.Tensor
 
 
-def _gather(windows: WindowTable, nz: _Nonzeros, start: int, scores: torch.Tensor,
-            hit: torch.Tensor) -> Entries | None:
-    """Copy the selected (window, feature) pairs to the host: their scores and per-token activations, picked from
-    the chunk's nonzeros (a few per token), never from a dense [pairs, T] block."""
-    b_idx, f_idx = hit.nonzero(as_tuple=True)
-    if b_idx.numel() == 0:
-        return None
-    entry_of = torch.full(hit.shape, -1, dtype=torch.int64, device=hit.device)
-    entry_of[b_idx, f_idx] = torch.arange(b_idx.numel(), device=hit.device)
-    entry = entry_of[nz.window, nz.feature]
-    mine = (entry >= 0).nonzero(as_tuple=True)[0]
-    entry, position, values = entry[mine], nz.position[mine], nz.value[mine]
-    order = torch.argsort(entry * windows.token_ids.shape[1] + position)  # by entry, then position
-    entry, position, values = entry[order], position[order], values[order]
-    return Entries(
-        feature=f_idx.cpu().numpy().astype(np.int64) + start,
-        score=scores[b_idx, f_idx].cpu().numpy().astype(np.float32),
-        window=b_idx.cpu().numpy().astype(np.int64),
-        acts=SparseRows.from_coo(b_idx.numel(), entry.cpu().numpy(), position.cpu().numpy(),
-                                 values.float().cpu().numpy()),
-        windows=windows,
-    )
-
-
 @torch.inference_mode()
 def run_piece(engine: MiningEngine, piece: Piece,
               on_batch: Callable[[int, int, int], None] | None = None) -> PieceResult:
@@ -303,6 +346,9 @@ def run_piece(engine: MiningEngine, piece: Piece,
     counters = FeatureStats.empty(0).counters
     acc = _Accumulator(engine)
     tallies: list[UnitTally] = []
+    n_roles = len(ROLES)
+    role_seen = torch.zeros(n_roles, dtype=torch.int64, device=engine.device)  # per role: tokens the run could score
+    role_scored = torch.zeros(n_roles, dtype=torch.int64, device=engine.device)
     with closing(_prefetch(engine.batches(piece, tallies, counters))) as batches:
         for batch in batches:
             hidden = capture_windows(engine.loaded.model, engine.loaded.layer_module, batch)
@@ -312,16 +358,19 @@ def run_piece(engine: MiningEngine, piece: Piece,
             fed = int(batch.real.sum())
             counters["tokens_fed"] += fed
             counters["tokens_special"] += int(batch.special.sum())
-            tokens = _ScoredTokens(scored)
+            tokens = _ScoredTokens(scored, batch.roles)
             n_scored = tokens.window.numel()
             counters["tokens_scored"] += n_scored
+            role_seen += torch.bincount(batch.roles[batch.region & ~batch.special], minlength=n_roles)
+            role_scored += torch.bincount(tokens.role, minlength=n_roles)
             for start, end, acts in engine.encoder.iter_encode(hidden[tokens.window, tokens.position]):
                 acc.add(batch.windows, tokens, start, end, acts)
                 del acts  # before the next chunk is computed
             acc.end_batch()
             if on_batch is not None:
-                on_batch(fed, int(batch.content.sum()), n_scored)
+                on_batch(fed, int(batch.region.sum()), n_scored)
     coverage = Coverage([t.done() for t in tallies], reached_budget=any(t.reached_budget for t in tallies))
-    return PieceResult(piece, coverage, acc.top(), acc.stats(counters),
+    stats = acc.stats(counters, role_seen.cpu().numpy(), role_scored.cpu().numpy())
+    return PieceResult(piece, coverage, acc.top(), stats,
                        [np.asarray(t.doc_tokens, np.int32) for t in tallies], time.perf_counter() - began,
                        acc.interval_samples())

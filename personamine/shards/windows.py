@@ -1,12 +1,19 @@
-"""Documents → fixed-length token windows, each fed to the model as a fresh text.
+"""Documents -> token windows with real preceding context -> packed batches, and which of their tokens are scored.
 
-A document is tokenized whole (no truncation, no special tokens; special-token strings inside the text are
-tokenized as plain text). Its tokens are cut into consecutive chunks of ``ctx_len - len(prefix)`` content tokens;
-each window is ``prefix + chunk``, where the prefix is the tokenizer's own BOS when it adds one, else two special
-tokens, a document separator then BOS (NOTES §4: the first fed position is an attention sink, and one non-BOS
-prefix token often makes the next token a second one). The last chunk of a document may be shorter; short windows
-share a row of the batch, each attending only to itself from position 0, so the model sees exactly what it would
-see for that window alone. So every content token is scored exactly once, never at position 0.
+A document's tokens (a text tokenized whole, with no special tokens added and special-token strings inside it
+tokenized as plain text; or a conversation rendered with the chat template, see ``corpus.conversations``) are fed in
+windows of at most ``ctx_len`` positions, each starting with a sink prefix (NOTES §4: the first fed position is an
+attention sink, and one non-BOS prefix token often makes the next token a second one):
+
+- window 0 is ``prefix + tokens[0 : ctx_len - p]`` (a conversation brings its own BOS or template start, so it is
+  fed as rendered, with no prefix) and scores all of its document tokens;
+- window j >= 1 scores the next ``stride`` tokens ``tokens[s : s + stride]`` and is fed with the
+  ``ctx_len - p - stride`` tokens before them as context: ``prefix + tokens[s - (ctx_len - p - stride) : s + stride]``.
+
+So every document token is scored exactly once, with at least ``ctx_len - p - stride`` real tokens before it (or the
+document's start). ``stride`` defaults to ``ctx_len - p``: no overlap, each window a fresh text after the prefix.
+Short windows share a row of the batch, each attending only to itself from position 0, so the model sees exactly
+what it would see for that window alone.
 """
 
 from __future__ import annotations
@@ -20,13 +27,24 @@ import torch
 from personamine.errors import PersonamineError
 from personamine.merge.entries import TOKEN_FILL, WindowTable
 from personamine.model.capture import capture_residual
+from personamine.roles import CONTENT_ROLES, NO_ROLE, ROLE
+
+
+@dataclass
+class Document:
+    uid: int  # the document's identity in the run (see shards.documents)
+    ids: list[int]
+    roles: np.ndarray | None = None  # int8 per token (None: all plain text)
+    rendered: bool = False  # a chat rendering, which starts with its own BOS: window 0 gets no sink prefix
 
 
 @dataclass
 class Window:
     document: int
-    start: int  # offset of the first content token within the document's tokens
-    tokens: np.ndarray  # int32, prefix + content
+    start: int  # offset of the first fed document token within the document's tokens
+    tokens: np.ndarray  # int32, prefix + document tokens
+    roles: np.ndarray  # int8, the prefix's positions are ROLE["prefix"]
+    score_from: int  # fed position where the scored tokens begin (after the prefix and any context)
 
 
 @dataclass
@@ -39,9 +57,11 @@ class WindowBatch:
     unpack: torch.Tensor | None  # [W, T] int64: flat index into R * L of each window's positions
     # Each window's own view, W windows of up to T positions:
     real: torch.Tensor  # [W, T] bool: the window's tokens (not padding)
-    content: torch.Tensor  # [W, T] bool: real tokens after the prefix
-    special: torch.Tensor  # [W, T] bool: content tokens whose id is a special token
-    windows: WindowTable  # [W] identities and tokens (width ctx_len), built here so the prefetch thread pays for it
+    region: torch.Tensor  # [W, T] bool: real tokens the window scores (after its prefix and context)
+    special: torch.Tensor  # [W, T] bool: region tokens whose id is a special token
+    role_ok: torch.Tensor  # [W, T] bool: region tokens of a role the run scores
+    roles: torch.Tensor  # [W, T] int64: each position's role (NO_ROLE past the window)
+    windows: WindowTable  # [W] identities, tokens and roles (width ctx_len), built here so the prefetch thread pays
 
 
 def sink_prefix_ids(tokenizer, sink_prefix: list[str] | None = None) -> list[int]:
@@ -79,31 +99,54 @@ def tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def cut_windows(document: int, ids: list[int], prefix: list[int], ctx_len: int) -> Iterator[Window]:
-    step = ctx_len - len(prefix)
-    if step < 1:
+def cut_windows(doc: Document, prefix: list[int], ctx_len: int, stride: int | None = None) -> Iterator[Window]:
+    """The document's windows (see the module docstring); ``stride=None`` means no overlap."""
+    capacity = ctx_len - len(prefix)
+    if capacity < 1:
         raise PersonamineError(f"ctx_len {ctx_len} leaves no room after the {len(prefix)}-token sink prefix")
+    step = capacity if stride is None else stride
+    if not 1 <= step <= capacity:
+        raise PersonamineError(f"stride must be between 1 and ctx_len - {len(prefix)} (the sink prefix) = "
+                               f"{capacity}, got {stride}")
+    body = np.asarray(doc.ids, dtype=np.int32)
+    roles = np.full(body.size, ROLE["text"], np.int8) if doc.roles is None else np.asarray(doc.roles, np.int8)
     head = np.asarray(prefix, dtype=np.int32)
-    body = np.asarray(ids, dtype=np.int32)
-    for start in range(0, body.size, step):
-        yield Window(document, start, np.concatenate([head, body[start:start + step]]))
+    head_roles = np.full(head.size, ROLE["prefix"], np.int8)
+    if body.size == 0:
+        return
+    first = ctx_len if doc.rendered else capacity
+    if doc.rendered:
+        yield Window(doc.uid, 0, body[:first].copy(), roles[:first].copy(), 0)
+    else:
+        yield Window(doc.uid, 0, np.concatenate([head, body[:first]]), np.concatenate([head_roles, roles[:first]]),
+                     head.size)
+    context = capacity - step
+    for s in range(first, body.size, step):
+        lo = max(0, s - context)
+        yield Window(doc.uid, lo, np.concatenate([head, body[lo:s + step]]),
+                     np.concatenate([head_roles, roles[lo:s + step]]), head.size + s - lo)
 
 
-def build_batch(rows: list[list[Window]], *, prefix_len: int, ctx_len: int, pad_id: int,
-                special_ids: np.ndarray, device: torch.device) -> WindowBatch:
-    """Lay out ``rows`` (from :func:`pack_batches`) for the model, and each window's own [W, T] view."""
+def build_batch(rows: list[list[Window]], *, ctx_len: int, pad_id: int, special_ids: np.ndarray,
+                device: torch.device, score_roles: np.ndarray | None = None) -> WindowBatch:
+    """Lay out ``rows`` (from :func:`pack_batches`) for the model, and each window's own [W, T] view.
 
+    ``score_roles``: role codes the run scores (default: every content role)."""
     windows = [w for row in rows for w in row]
     lengths = np.array([w.tokens.size for w in windows], dtype=np.int32)
     width = int(lengths.max())
     token_ids = np.full((len(windows), ctx_len), TOKEN_FILL, dtype=np.int32)
+    roles = np.full((len(windows), ctx_len), NO_ROLE, dtype=np.int8)
     for i, w in enumerate(windows):
         token_ids[i, : w.tokens.size] = w.tokens
-    fed = token_ids[:, :width]
+        roles[i, : w.tokens.size] = w.roles
+    fed, fed_roles = token_ids[:, :width], roles[:, :width]
     real = fed != TOKEN_FILL
     positions = np.arange(width)[None, :]
-    content = real & (positions >= prefix_len)
-    special = content & np.isin(fed, special_ids)
+    region = real & (positions >= np.array([w.score_from for w in windows])[:, None])
+    special = region & np.isin(fed, special_ids)
+    wanted = np.array([ROLE[r] for r in CONTENT_ROLES]) if score_roles is None else score_roles
+    role_ok = region & np.isin(fed_roles, wanted)
     segment = unpack = None
     if len(rows) == len(windows):  # one window per row: plain right padding
         input_ids = np.where(real, fed, pad_id).astype(np.int64)
@@ -126,14 +169,17 @@ def build_batch(rows: list[list[Window]], *, prefix_len: int, ctx_len: int, pad_
                 unpack[i, n:] = r * row_len + offset  # beyond the window: any valid index; never scored
                 offset += n
                 i += 1
+
+    def dev(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(device)
+
     return WindowBatch(
-        input_ids=torch.from_numpy(input_ids).to(device), position_ids=torch.from_numpy(position_ids).to(device),
-        segment=None if segment is None else torch.from_numpy(segment).to(device),
-        unpack=None if unpack is None else torch.from_numpy(unpack).to(device),
-        real=torch.from_numpy(real).to(device),
-        content=torch.from_numpy(content).to(device), special=torch.from_numpy(special).to(device),
+        input_ids=dev(input_ids), position_ids=dev(position_ids),
+        segment=None if segment is None else dev(segment), unpack=None if unpack is None else dev(unpack),
+        real=dev(real), region=dev(region), special=dev(special), role_ok=dev(role_ok),
+        roles=dev(fed_roles.astype(np.int64)),
         windows=WindowTable.build(np.array([w.document for w in windows], dtype=np.int64),
-                                  np.array([w.start for w in windows], dtype=np.int64), lengths, token_ids),
+                                  np.array([w.start for w in windows], dtype=np.int64), lengths, token_ids, roles),
     )
 
 
@@ -156,11 +202,12 @@ def capture_windows(model: torch.nn.Module, layer_module: torch.nn.Module, batch
 def scored_tokens(hidden: torch.Tensor, batch: WindowBatch, norm_filter: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(scored, outlier) masks [W, T]: the tokens mining (and SAE training) score.
 
-    Content tokens that are not special are eligible; an eligible token whose residual norm exceeds
-    ``norm_filter`` times the median norm of the eligible tokens OF ITS OWN WINDOW is an outlier (NOTES §4), never a
-    batch statistic, so results do not depend on batching. ``norm_filter <= 0`` disables the filter.
+    Tokens of the window's scored region, of a scored role, that are not special are eligible; an eligible token
+    whose residual norm exceeds ``norm_filter`` times the median norm of the eligible tokens OF ITS OWN WINDOW is an
+    outlier (NOTES §4), never a batch statistic, so results do not depend on batching. ``norm_filter <= 0``
+    disables the filter.
     """
-    eligible = batch.content & ~batch.special
+    eligible = batch.role_ok & ~batch.special
     if norm_filter <= 0:
         return eligible, torch.zeros_like(eligible)
     norms = hidden.float().norm(dim=-1)
