@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from personamine.config import MineConfig
+from personamine.atomic import check_writable
+from personamine.config import MineConfig, resolve_config
 from personamine.errors import PersonamineError
 from personamine.jobs.features import resolve_features
 from personamine.jobs.workdir import WorkDir
@@ -34,6 +35,7 @@ class Plan:
 
     def __init__(self, config: MineConfig) -> None:
         self.config = config
+        check_writable(config.output, "output")
         model_config = load_config(config.model, config.gguf_file, config.revision)
         check_layer(config.layer, model_config.num_hidden_layers, config.model)
         if not config.sae:
@@ -97,10 +99,8 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     """
     if isinstance(config, (str, Path)):
         cfg = MineConfig.from_toml(config, **overrides)
-    elif config is None:
-        cfg = MineConfig(**overrides)
     else:
-        cfg = config.replace(**overrides) if overrides else config
+        cfg = resolve_config(MineConfig, config, overrides, "mine")
     plan = Plan(cfg)
     work = WorkDir(cfg)
     work.open(plan.n_documents, plan.shards)

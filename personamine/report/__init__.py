@@ -6,7 +6,7 @@ import sys
 import types
 from pathlib import Path
 
-from personamine.atomic import atomic_write_bytes
+from personamine.atomic import atomic_write_bytes, check_writable
 from personamine.merge.hdf5 import MineResults, read_results
 from personamine.report.data import report_data
 from personamine.report.page import render_page
@@ -22,6 +22,8 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     beside it. ``discovery``: a discovery file, adding its score, persona/control firing and per-prompt activations.
     ``features``: only these ids, in this order (default: all, in discovery rank order when a discovery file is given).
     """
+    if output is not None:
+        check_writable(output, "report")
     res = results if isinstance(results, MineResults) else read_results(results, features)
     disc = None
     if discovery is not None:
