@@ -28,8 +28,8 @@ table.index tbody tr:hover { background: #fff4ec; }
 table.index a { color: inherit; }
 table.index tr.neg td.score, .stats .neg { color: var(--down); }
 .index-empty { padding: 8px 10px; color: var(--muted); font-style: italic; }
-.index-more { margin: 6px 0; padding: 4px 10px; border: 1px solid var(--line); border-radius: 6px; background: var(--panel);
-              cursor: pointer; }
+.index-more { margin: 6px 0; padding: 4px 10px; border: 1px solid var(--line); border-radius: 6px;
+              background: var(--panel); cursor: pointer; }
 dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 10px 0 0; font-size: 12px;
             color: var(--muted); }
 dl.legend dt { font-weight: 600; color: var(--fg); }
