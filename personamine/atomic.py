@@ -34,6 +34,8 @@ def check_writable(path: str | Path, what: str, *, directory: bool = False) -> P
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise PersonamineError(f"cannot write {what} {str(path)!r}: {str(parent)!r} is a file, not a directory")
     try:
         handle, probe = tempfile.mkstemp(prefix=".personamine-probe-", dir=parent)
     except OSError as exc:
