@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures import SAE_LAYER
+from fixtures import NOISE, SAE_LAYER, personamine_cli, user_env
 
 import personamine
 from personamine.jobs.cli import main
@@ -71,25 +70,6 @@ def test_help_lists_every_command_and_documents_every_flag():
 
 
 # ---------------------------------------------------------------- what a user sees: real processes, as typed
-
-
-REPO = Path(__file__).resolve().parent.parent
-NOISE = ("LOAD REPORT", "UNEXPECTED", "Loading weights", "Token indices sequence length", "Traceback", "Warning:")
-
-
-def user_env() -> dict[str, str]:
-    """The tests' offline environment, with progress bars left on as a user has them."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    for name in ("PERSONAMINE_VERBOSE", "HF_HUB_DISABLE_PROGRESS_BARS"):
-        env.pop(name, None)
-    return env
-
-
-def personamine_cli(*args: str) -> subprocess.CompletedProcess:
-    """``personamine ARGS`` in a fresh process (this tree first on the path), as a user runs it."""
-    env = user_env()
-    return subprocess.run([sys.executable, "-m", "personamine.jobs.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
