@@ -51,6 +51,7 @@ def test_help_lists_every_command_and_documents_every_flag():
     parser = build_parser()
     top = parser.format_help()
     for name, cmd in COMMANDS.items():
+        assert len(cmd.summary) > 20, f"command {name!r} has no summary for personamine --help"
         assert name in top and cmd.summary.split(":")[0][:40] in " ".join(top.split())
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, child in sub.choices.items():

@@ -27,7 +27,9 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, summary: str):
+def command(name: str, summary: str = ""):
+    """Register a command: ``build`` adds its flags, the decorated function runs it. ``summary`` is its line in
+    ``personamine --help`` (a test requires one)."""
     def register(build: Callable[[argparse.ArgumentParser], None]):
         def wrap(run: Callable[[argparse.Namespace], int]):
             COMMANDS[name] = Command(summary, build, run)

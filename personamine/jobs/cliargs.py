@@ -53,10 +53,12 @@ def flag_help(f: dataclasses.Field) -> str:
     return f"{text} (default: {describe_default(default)})" if text else f"default: {describe_default(default)}"
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str,
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str | None = None,
                      skip: frozenset[str] = frozenset()) -> None:
+    """One flag per field of ``cls`` (``--field-name``), in a group titled ``title`` (default: "options (the fields
+    of CLS)"), each with the field's help text and default."""
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(title)
+    group = parser.add_argument_group(title or f"options (the fields of {cls.__name__})")
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
