@@ -221,3 +221,12 @@ def test_unknown_field_in_a_job_file(tmp_path, capsys):
     job.write_text("topk = 5\n")
     clean_failure(capsys, ["mine", str(job)], "unknown config field(s): topk (did you mean top_k or top?)",
                   tmp_path / "personamine-out")
+
+
+def test_negative_counts_are_usage_errors(capsys):
+    for argv in (["show", "x.h5", "--examples", "-2"], ["show", "x.h5", "--width", "-1"],
+                 ["discover", "--table", "-3"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "invalid count (a whole number >= 0) value" in capsys.readouterr().err

@@ -38,6 +38,17 @@ def command(name: str, summary: str = ""):
     return register
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 0 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+count.__name__ = "count (a whole number >= 0)"  # what argparse's "invalid ... value" message calls it
+
+
 def _mine_flags(parser: argparse.ArgumentParser) -> None:
     from personamine.config import MineConfig
     from personamine.jobs.cliargs import add_config_flags
@@ -77,8 +88,8 @@ def _show_flags(parser: argparse.ArgumentParser) -> None:
                           "(personamine.jobs.show.format_results).")
     parser.add_argument("results", help="a mining HDF5 file")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
-    parser.add_argument("--examples", type=int, default=5, help="contexts per feature (default: 5)")
-    parser.add_argument("--width", type=int, default=0,
+    parser.add_argument("--examples", type=count, default=5, metavar="N", help="contexts per feature (default: 5)")
+    parser.add_argument("--width", type=count, default=0, metavar="N",
                         help="cut each context to this many characters around its peak token (default: 0, no cut)")
 
 
@@ -207,7 +218,8 @@ def _discover_flags(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Rank SAE features by mean activation on self-referential prompts minus matched controls, "
                           "rendered with the chat template (personamine.discover).")
     add_config_flags(parser, DiscoverConfig, "discover options (the fields of DiscoverConfig)")
-    parser.add_argument("--table", type=int, default=20, metavar="N", help="print the top N features (default: 20)")
+    parser.add_argument("--table", type=count, default=20, metavar="N",
+                        help="print the top N features (default: 20)")
 
 
 @command("discover", "rank SAE features by how much more they fire on self-referential prompts than on controls")(
