@@ -129,11 +129,7 @@ _INTERRUPTED = {"mine": "finished shards are checkpointed; rerun the same comman
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.verbose:
-        from personamine.verbosity import set_verbose
-
-        set_verbose(True)
-    with _one_line_warnings():
+    with _verbosity(args.verbose), _one_line_warnings():
         try:
             return COMMANDS[args.command].run(args)
         except PersonamineError as exc:
@@ -151,6 +147,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+@contextlib.contextmanager
+def _verbosity(on: bool) -> Iterator[None]:
+    """--verbose for this command (an environment variable, so Ray workers started from here see it too)."""
+    from personamine.verbosity import ENV, set_verbose
+
+    before = os.environ.get(ENV)
+    if on:
+        set_verbose(True)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 @contextlib.contextmanager
