@@ -67,7 +67,8 @@ def test_help_lists_every_command_and_documents_every_flag():
                 assert "default" in action.help, (name, action.option_strings)
         child.format_help()  # renders (a stray "%" in a help text would raise here)
     text = sub.choices["mine"].format_help()
-    assert "--top-k TOP_K" in text and "windows kept per feature (default: 20)" in " ".join(text.split())
+    assert "--top-k N" in text and "--corpus CORPUS" in text
+    assert "windows kept per feature (default: 20)" in " ".join(text.split())
 
 
 # ---------------------------------------------------------------- what a user sees: real processes, as typed

@@ -71,8 +71,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str | No
         elif is_list:
             group.add_argument(flag, dest=f.name, default=None, metavar="A,B,...", help=text)
         else:
+            metavar = {int: "N", float: "X"}.get(base, f.name.upper())
             group.add_argument(flag, dest=f.name, type=base if base in (int, float) else str, default=None,
-                               metavar=f.name.upper(), help=text)
+                               metavar=metavar, help=text)
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:

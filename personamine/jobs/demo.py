@@ -49,7 +49,7 @@ class DemoConfig:
     train_steps: int = knob(500, "its training steps")
     train_batch_size: int = knob(1024, "activations per training step")
     # discovery and mining
-    top: int = knob(20, "discovered features mined (the best-scoring ones)")
+    top: int = knob(20, "how many of the best-ranked discovered features to mine")
     positive_only: bool = knob(True, "mine only features that score above zero (--no-positive-only: the top N "
                                      "whatever their score)")
     mine_tokens: int = knob(200_000, "tokens of the corpus mined (whole leading documents)")
