@@ -48,6 +48,7 @@ def at_least(config: Any, minimum: float, *names: str) -> None:
         if value is not None and value < minimum:
             raise PersonamineError(f"{name} must be at least {minimum}, got {value}")
 
+
 # Fields that change how a run executes but not what it computes (batch shapes only move float rounding):
 # a resume may change them.
 EXECUTION_FIELDS = frozenset(
