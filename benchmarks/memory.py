@@ -97,9 +97,9 @@ def child(args: argparse.Namespace) -> dict:
         state = torch.load(args.path, map_location="cpu", weights_only=True)
         out["bytes"] = sum(t.numel() * t.element_size() for t in state.values())
     elif args.child == "sae-from-pretrained":
-        from dictionary_learning.trainers import BatchTopKSAE
+        from personamine.jobs.train_sae import dictionary_learning_trainers
 
-        sae = BatchTopKSAE.from_pretrained(args.path)
+        sae = dictionary_learning_trainers().BatchTopKSAE.from_pretrained(args.path)
         out["bytes"] = sum(p.numel() * p.element_size() for p in sae.state_dict().values())
     elif args.child in ("sae-encoder-targeted", "sae-encoder-all"):
         dict_size = int(torch.load(args.path, mmap=True, weights_only=True)["encoder.bias"].shape[0])

@@ -39,17 +39,25 @@ def ensure_dir(path: Path, what: str) -> None:
         raise _os_error(f"create the {what}", path, exc) from exc
 
 
-def check_writable(directory: Path, what: str) -> None:
-    """Fail now, before any heavy work, if ``directory`` could not be created or written: probes its nearest
-    existing ancestor with a temp file, so nothing is left behind whatever the run does next."""
-    directory = Path(directory).expanduser().absolute()
-    existing = next(p for p in (directory, *directory.parents) if p.exists())
+def check_writable(path: str | Path, what: str, *, directory: bool = False) -> Path:
+    """Fail before any work if ``path`` (a file, or with ``directory`` a directory) could not be written: a file path
+    that is a directory (or the reverse), a path under a regular file, or a place where nothing can be created.
+    Probes the nearest existing directory with a temp file, so nothing is left behind whatever the run does next."""
+    path = Path(path).expanduser()
+    if path.exists() and path.is_dir() != directory:
+        kind = "a directory" if path.is_dir() else "a file"
+        raise PersonamineError(f"{what} {str(path)!r} is {kind}: give {'a directory' if directory else 'a file'} "
+                               "path")
+    where = path.absolute() if directory else path.absolute().parent
+    label = what if directory else f"{what} directory"
+    existing = next(p for p in (where, *where.parents) if p.exists())
     if not existing.is_dir():
-        raise PersonamineError(f"cannot create the {what} {str(directory)!r}: {str(existing)!r} is a file, not a "
+        raise PersonamineError(f"cannot create the {label} {str(where)!r}: {str(existing)!r} is a file, not a "
                                "directory")
     probe = existing / f".personamine-write-test-{os.getpid()}-{time.monotonic_ns()}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise _os_error(f"write to the {what}", directory, exc) from exc
+        raise _os_error(f"write to the {label}", where, exc) from exc
+    return path

@@ -5,6 +5,7 @@ It is saved into the output and fingerprints the work dir for resume."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import tomllib
@@ -21,13 +22,33 @@ DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
 def resolve_config(cls: type, config: Any, overrides: dict[str, Any], what: str) -> Any:
     """The config a Python entry point runs: ``config`` with ``overrides`` applied, or, with no config,
-    ``cls(**overrides)``, where unknown keyword arguments are named in one error (``what``: the command)."""
+    ``cls(**overrides)``; unknown keyword arguments are named in one error (``what``: the command)."""
+    check_fields(cls, overrides, f"{what} option")
     if config is None:
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise PersonamineError(f"unknown {what} option(s): {', '.join(unknown)}")
         return cls(**overrides)
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def check_fields(cls: type, names: Any, what: str) -> None:
+    """One error naming every name that is not a field of ``cls``, each with the closest field names."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(names) - set(known))
+    if not unknown:
+        return
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        parts.append(f"{name} (did you mean {' or '.join(close)}?)" if close else name)
+    raise PersonamineError(f"unknown {what}(s): {', '.join(parts)}")
+
+
+def at_least(config: Any, minimum: float, *names: str) -> None:
+    """Fields that must be >= ``minimum`` when set (None means "not set")."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise PersonamineError(f"{name} must be at least {minimum}, got {value}")
+
 
 # Fields that change how a run executes but not what it computes (batch shapes only move float rounding):
 # a resume may change them.
@@ -66,6 +87,8 @@ class MineConfig:
     features: list[int] | str = knob(help="feature ids (1,5,9 or 3-6) or 'all'", factory=list)
     features_from: str | None = knob(None, "a discovery file: mine its top-ranked features")
     top: int = knob(20, "with features_from: how many of its top-ranked features to mine")
+    positive_only: bool = knob(True, "with features_from: take only features that score above zero "
+                                     "(--no-positive-only: the top N whatever their score)")
     # corpus
     corpus: str = knob("", "corpus: a file, directory or glob (parquet, jsonl, json, txt, arrow, csv), a hub "
                            "dataset id, or builtin:chat-and-prose")
@@ -121,27 +144,15 @@ class MineConfig:
     def __post_init__(self) -> None:
         if isinstance(self.features, str) and self.features != "all":
             self.features = parse_feature_list(self.features)
-        if self.ctx_len < 4:
-            raise PersonamineError(f"ctx_len must be at least 4, got {self.ctx_len}")
-        if self.example_len < 1:
-            raise PersonamineError(f"example_len must be at least 1, got {self.example_len}")
-        if self.stride is not None and self.stride < 1:
-            raise PersonamineError(f"stride must be at least 1, got {self.stride}")
+        at_least(self, 4, "ctx_len")
+        at_least(self, 1, "top", "top_k", "n_shards", "batch_tokens", "feature_chunk", "max_documents", "max_tokens",
+                 "unit_bytes", "example_len", "stride")
+        at_least(self, 0, "samples_per_interval", "norm_filter", "max_shard_retries", "sae_trainer")
         if self.score_roles is not None:
             unknown = [r for r in self.score_roles if r not in CONTENT_ROLES]
             if unknown or not self.score_roles:
                 raise PersonamineError(f"score_roles may name {', '.join(CONTENT_ROLES)}; got "
                                        f"{', '.join(map(repr, self.score_roles)) or 'none'}")
-        if self.top_k < 1:
-            raise PersonamineError(f"top_k must be at least 1, got {self.top_k}")
-        if self.samples_per_interval < 0:
-            raise PersonamineError(f"samples_per_interval must not be negative, got {self.samples_per_interval}")
-        if self.n_shards is not None and self.n_shards < 1:
-            raise PersonamineError(f"n_shards must be at least 1, got {self.n_shards}")
-        for name in ("max_documents", "max_tokens", "unit_bytes"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise PersonamineError(f"{name} must be at least 1, got {value}")
         if self.backend not in ("local", "ray"):
             raise PersonamineError(f"backend must be 'local' or 'ray', got {self.backend!r}")
 
@@ -164,10 +175,7 @@ class MineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MineConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PersonamineError(f"unknown config field(s): {', '.join(unknown)}")
+        check_fields(cls, data, "config field")
         return cls(**data)
 
     @classmethod

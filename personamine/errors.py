@@ -3,3 +3,10 @@
 
 class PersonamineError(Exception):
     """Bad input or an unrecoverable run failure, with a message that says what to change."""
+
+
+class FeatureNotInFile(PersonamineError, KeyError):
+    """A feature id that a results file does not hold. Also a ``KeyError``, which lookups raised before."""
+
+    def __str__(self) -> str:  # KeyError's own __str__ would quote the message
+        return str(self.args[0]) if self.args else ""

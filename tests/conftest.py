@@ -46,6 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fixtures as fx  # noqa: E402
 import pytest  # noqa: E402
 
+from personamine.jobs.train_sae import dictionary_learning_trainers  # noqa: E402
+
+# CI installs dictionary-learning with --no-deps (README "Install"), where its package __init__ cannot import
+# nnsight: register it the way train-sae does, so `from dictionary_learning.trainers import BatchTopKSAE` works.
+dictionary_learning_trainers()
+
 
 @pytest.fixture(scope="session")
 def hf_home() -> Path:

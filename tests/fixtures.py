@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -525,3 +528,24 @@ def write_chat_corpus_jsonl(path: Path | str, column: str = "messages") -> Path:
         for turns in conversations():
             fh.write(json.dumps({"id": len(turns), column: turns}) + "\n")
     return out
+
+
+# --- the command line as a user runs it -----------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+NOISE = ("LOAD REPORT", "UNEXPECTED", "Loading weights", "Token indices sequence length", "Traceback", "Warning:")
+
+
+def user_env() -> dict[str, str]:
+    """The tests' offline environment, with progress bars left on as a user has them."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    for name in ("PERSONAMINE_VERBOSE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        env.pop(name, None)
+    return env
+
+
+def personamine_cli(*args: str) -> subprocess.CompletedProcess:
+    """``personamine ARGS`` in a fresh process (this tree first on the path), as a user runs it."""
+    env = user_env()
+    return subprocess.run([sys.executable, "-m", "personamine.jobs.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)

@@ -8,11 +8,12 @@ import re
 
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER
+from fixtures import NOISE, SAE_LAYER, personamine_cli
 
 import personamine
 from personamine.jobs.cli import main
 from personamine.jobs.demo import demo
+from personamine.jobs.features import positive_only_note, top_discovered
 
 
 def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
@@ -36,12 +37,16 @@ def test_demo_end_to_end_on_tiny_fixtures(tiny_model_dir, tiny_corpus_jsonl, tmp
     found = personamine.read_discovery(first.discovery)
     mined = personamine.read_results(first.mining)
     assert mined.attrs["n_documents"] <= 25
-    assert mined.feature_ids.tolist() == found.feature_ids[:12].tolist()
+    # The top 12 ranked, less those scoring below zero (said in the output).
+    expected = top_discovered(found.feature_ids, found.score, 12).tolist()
+    assert mined.feature_ids.tolist() == expected
+    assert (positive_only_note(len(expected), 12, found.feature_ids.size) or f"mining these {len(expected)} features"
+            ) in lines
     assert mined.tokens_scored >= 1000
     # Printed: the discovery table, then each shown feature's scores and its top contexts with marked tokens.
     assert found.table(12) in text
     shown = [int(m) for m in re.findall(r"^feature (\d+):", text, flags=re.M)]
-    assert shown == found.feature_ids[:3].tolist()
+    assert shown == expected[:3]
     assert text.count("discovery score") == 3 and "«" in text
     strongest = [m[1] for m in re.findall(r"^  strongest on: (['\"])(.+?)\1 ", text, flags=re.M)]
     for j, prompt in enumerate(strongest):
@@ -60,14 +65,24 @@ def test_demo_end_to_end_on_tiny_fixtures(tiny_model_dir, tiny_corpus_jsonl, tmp
     np.testing.assert_array_equal(redo.score, mined.score)
 
 
-def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, capsys):
+def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
+    """As a user runs it: only the demo's own lines, no library noise (the model loads twice)."""
     out = tmp_path / "cli-demo"
-    code = main(["demo", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--sae", str(tiny_sae_dir),
-                 "--corpus", str(tiny_corpus_jsonl), "--mine-tokens", "800", "--ctx-len", "16", "--top", "5",
-                 "--show", "2", "--output-dir", str(out), "--no-progress"])
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert "(given)" in printed and printed.count("discovery score") == 2
+    run = personamine_cli("demo", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--sae",
+                          str(tiny_sae_dir), "--corpus", str(tiny_corpus_jsonl), "--mine-tokens", "800", "--ctx-len",
+                          "16", "--top", "5", "--show", "2", "--output-dir", str(out), "--no-progress")
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    printed = run.stdout
+    assert not any(noise in printed for noise in NOISE)
+    lines = printed.splitlines()
+    assert lines[0] == f"personamine demo: {tiny_model_dir} layer {SAE_LAYER}, corpus {tiny_corpus_jsonl} (all offline)"
+    assert lines[1] == f"SAE {tiny_sae_dir} (given)"
+    found = personamine.read_discovery(out / "discover.h5")
+    assert f"wrote {out / 'discover.h5'}: {found.summary()}; top features by mean(persona) - mean(control) at the " \
+           "last token:" in lines
+    assert "mining these 5 features" in lines and printed.count("discovery score") == 2
+    assert any(line.startswith(f"wrote {out / 'mine.h5'}: ") and line.endswith(" documents)") for line in lines)
+    assert lines[-1] == f"report: {out / 'report.html'} (open it in a browser; it works offline)"
     assert personamine.read_results(out / "mine.h5").feature_ids.size == 5
 
 
@@ -85,7 +100,8 @@ def test_real_demo_on_smollm2(tmp_path):
     assert len(found.persona_text) >= 24 and len(found.control_text) == len(found.persona_text)
     assert found.score[0] > 0 and found.persona_firing[0] > found.control_firing[0]
     mined = personamine.read_results(result.mining)
-    assert mined.feature_ids.tolist() == found.feature_ids[:20].tolist()
+    assert mined.feature_ids.tolist() == top_discovered(found.feature_ids, found.score, 20).tolist()
+    assert (found.score[: mined.feature_ids.size] > 0).all()
     assert mined.tokens_scored >= 19_000
     assert text.count("discovery score") == 3 and "«" in text
 

@@ -96,3 +96,62 @@ def test_targeted_mode_reads_only_the_needed_rows(tmp_path):
                                      text=True).stdout.split()[-1]) for mode in ("targeted", "whole")}
     assert grow["whole"] > 400
     assert grow["targeted"] < 50, grow
+
+
+def test_a_truncated_load_is_quiet_unless_verbose(tiny_model_dir, caplog, monkeypatch):
+    """The layers past `layer` and the LM head are skipped on purpose: transformers' LOAD REPORT of them is held
+    back; with PERSONAMINE_VERBOSE (the CLI's --verbose) it shows as before. (tests/test_cli.py checks a real
+    process's stderr.)"""
+    monkeypatch.delenv("PERSONAMINE_VERBOSE", raising=False)
+    load_model(str(tiny_model_dir), 1)
+    assert not [r for r in caplog.records if "LOAD REPORT" in r.getMessage()]
+    monkeypatch.setenv("PERSONAMINE_VERBOSE", "1")
+    load_model(str(tiny_model_dir), 1)
+    assert [r for r in caplog.records if "LOAD REPORT" in r.getMessage() and "UNEXPECTED" in r.getMessage()]
+
+
+def test_weights_missing_or_unused_beyond_the_truncation_are_named(tiny_model_dir, tmp_path, recwarn):
+    """What the held-back report would have said that matters: a weight the checkpoint lacks (randomly
+    initialised) or one no part of the model takes, each named in one warning. Skipped layers are not."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from personamine.model.loading import skipped_on_purpose
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    del weights["model.layers.0.mlp.up_proj.weight"]
+    weights["model.extra_probe.weight"] = torch.zeros(3)
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    load_model(str(broken), 1)
+    messages = [str(w.message) for w in recwarn]
+    assert messages == [f"model {str(broken)!r}: 1 weight(s) are not in the checkpoint and were randomly initialised "
+                        "(layers.0.mlp.up_proj.weight): activations will not be the model's",
+                        f"model {str(broken)!r}: 1 checkpoint weight(s) were not used (model.extra_probe.weight): is "
+                        "the architecture the one you expect?"]
+    assert not any("layers.2" in m or "lm_head" in m for m in messages)
+    assert skipped_on_purpose("model.layers.12.mlp.up_proj.weight", 11)
+    assert skipped_on_purpose("lm_head.weight", 11) and skipped_on_purpose("transformer.h.5.attn.weight", 4)
+    assert not skipped_on_purpose("model.layers.11.mlp.up_proj.weight", 11)
+    assert not skipped_on_purpose("model.norm.weight", 11)
+
+
+def test_long_documents_do_not_warn(tiny_model_dir, caplog):
+    """Mining tokenizes whole documents and windows them on purpose: no "longer than the maximum" warning."""
+    from transformers import AutoTokenizer
+
+    from personamine.model.loading import load_tokenizer
+
+    def warned() -> bool:
+        return any("Token indices sequence length" in r.getMessage() for r in caplog.records)
+
+    long = "the cat sleeps in the garden " * 500
+    plain = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert len(plain(long)["input_ids"]) > plain.model_max_length
+    assert warned()  # what transformers says by itself
+    caplog.clear()
+    load_tokenizer.cache_clear()
+    load_tokenizer(str(tiny_model_dir))(long)
+    assert not warned()

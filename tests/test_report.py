@@ -88,10 +88,15 @@ def render_section(driver, feature_id: int) -> dict:
           up: Array.from(sec.querySelectorAll('.chip.up')).map(c => c.firstChild.textContent),
           down: Array.from(sec.querySelectorAll('.chip.down')).map(c => c.firstChild.textContent),
           bars: Array.from(sec.querySelectorAll('svg.bars rect')).map(r => [r.getAttribute('class'),
-              Number(r.getAttribute('data-v')), r.querySelector('title').textContent]),
+              Number(r.getAttribute('data-v')), r.querySelector('title').textContent,
+              Number(r.getAttribute('data-pair'))]),
           hist: sec.querySelectorAll('svg.hist rect').length,
           text: sec.textContent,
         };""", f"f-{feature_id}")
+
+
+def interleave(persona: list[str], control: list[str]) -> list[str]:
+    return [t for pair in zip(persona, control, strict=True) for t in pair]
 
 
 def sig4(values) -> list[float]:
@@ -166,11 +171,12 @@ def test_report_dom_holds_the_file(browser, injected_run, tiny_model_dir, tiny_s
             res.vocab_text, res.vocab_pieces)])[0]
         assert shown["hist"] == int(np.count_nonzero(res.histogram[i]))
         r = ranking.index(fid)
-        if r < 10:  # per-prompt bars exist for the discovery file's top 10
-            assert [b[0] for b in shown["bars"]] == ["persona"] * 3 + ["control"] * 3
-            assert [b[1] for b in shown["bars"]] == sig4(np.concatenate([disc.persona_acts[:, r],
-                                                                         disc.control_acts[:, r]]))
-            assert [b[2].split("\n", 1)[1] for b in shown["bars"]] == persona + control
+        if r < 10:  # per-prompt bars exist for the discovery file's top 10, persona i beside control i
+            assert [b[0] for b in shown["bars"]] == ["persona", "control"] * 3
+            assert [b[3] for b in shown["bars"]] == [0, 0, 1, 1, 2, 2]
+            assert [b[1] for b in shown["bars"]] == sig4(np.stack([disc.persona_acts[:, r],
+                                                                   disc.control_acts[:, r]], 1).ravel())
+            assert [b[2].split("\n", 1)[1] for b in shown["bars"]] == interleave(persona, control)
         else:
             assert shown["bars"] == []
         assert f"discovery rank {r + 1}," in shown["text"]
@@ -285,7 +291,7 @@ def test_hostile_strings_in_vocab_attrs_and_prompts(browser, tiny_model_dir, tin
         texts.update(t for row in shown["top"] for t, _, _, _ in row)
         if shown["bars"]:
             with_bars += 1
-            assert [b[2].split("\n", 1)[1] for b in shown["bars"]] == persona + control
+            assert [b[2].split("\n", 1)[1] for b in shown["bars"]] == interleave(persona, control)
     assert with_bars == 6
     # Token 1 was drawn (Zipf) in some window: it shows as text; newline and the broken byte are made visible.
     assert breakout in texts and "↵" in texts and "Ã©" in texts and "&amp;" in texts
@@ -345,6 +351,78 @@ def test_version_1_file_reads_shows_and_reports(browser, injected_run, tmp_path)
     open_report(browser, out)
     shown = render_section(browser, 0)
     assert "not in this file (format version 1)" in shown["text"] and shown["intervals"] == []
+
+
+def test_report_reads_at_a_glance(browser, injected_run, tiny_model_dir, tiny_sae_dir, tmp_path):
+    """Axes and counts on the charts, a legend for every column, negative scores marked, a message for a filter
+    that matches nothing, and an index in the page's own flow (folded after 50 rows, not in a scroll box)."""
+    res, _ = injected_run
+    persona = ["Who are you?", "How do you feel today?", "What do you want?", "Are you awake?"]
+    control = ["Who was Ada Lovelace?", "How does a cat feel?", "What does a river want?", "Is the city awake?"]
+    disc = read_discovery(run_discovery(tiny_model_dir, tiny_sae_dir, tmp_path, persona, control, top=256))
+    negative = [int(f) for f, v in zip(disc.feature_ids, disc.score, strict=True) if v < 0]
+    assert negative and (disc.score > 0).any()  # both kinds, or the marking checks prove nothing
+    out = personamine.report(res, tmp_path / "glance.html", discovery=disc.path)
+    open_report(browser, out)
+    index = browser.execute_script("""
+        const rows = Array.from(document.querySelectorAll('#pm-index tbody tr'));
+        const box = document.querySelector('#pm-index .index-wrap');
+        return {heads: Array.from(document.querySelectorAll('#pm-index th')).map(th => [th.textContent,
+                    th.getAttribute('title')]),
+                legend: Array.from(document.querySelectorAll('#pm-index dl.legend dt')).map(dt => [dt.textContent,
+                    dt.nextElementSibling.textContent]),
+                neg: rows.filter(r => r.classList.contains('neg')).map(r => Number(r.getAttribute('data-feature'))),
+                negScore: rows.filter(r => r.classList.contains('neg')).map(r => r.querySelector('td.score')
+                    .textContent),
+                visible: rows.filter(r => r.style.display !== 'none').length, total: rows.length,
+                overflow: getComputedStyle(box).overflowY, clipped: box.scrollHeight > box.clientHeight + 1,
+                more: document.querySelector('#pm-index .index-more').textContent};""")
+    headings = [h for h, _ in index["heads"]]
+    assert headings == ["#", "feature", "rank", "disc. score", "fires (persona)", "fires (control)", "density", "max",
+                        "mean", "top token"]
+    assert [d for d, _ in index["legend"]] == headings and all(len(text) > 20 for _, text in index["legend"])
+    assert all(title.endswith("(click to sort)") and len(title) > 30 for _, title in index["heads"])
+    assert "matched controls" in dict(index["legend"])["disc. score"]
+    assert sorted(index["neg"]) == sorted(f for f in negative if f in set(res.feature_ids.tolist()))
+    assert all(text.startswith("▼ -") for text in index["negScore"])
+    assert index["overflow"] == "visible" and not index["clipped"]
+    assert index["total"] == 256 and index["visible"] == 50 and index["more"] == "show all 256 features"
+    browser.execute_script("document.querySelector('#pm-index .index-more').click()")
+    assert browser.execute_script("return Array.from(document.querySelectorAll('#pm-index tbody tr'))"
+                                  ".every(r => r.style.display !== 'none')")
+    # A filter that matches nothing says so; clearing it brings the rows back.
+    typed = ("const f = document.querySelector('#pm-index input'); f.value = arguments[0];"
+             "f.dispatchEvent(new Event('input'));")
+    browser.execute_script(typed, "no-such-token-xyz")
+    empty = browser.execute_script("const e = document.querySelector('#pm-index .index-empty');"
+                                   "return [e.style.display, e.textContent, Array.from(document.querySelectorAll("
+                                   "'#pm-index tbody tr')).filter(r => r.style.display !== 'none').length]")
+    assert empty[0] == "" and "No feature matches \u201cno-such-token-xyz\u201d" in empty[1] and empty[2] == 0
+    browser.execute_script(typed, "")
+    assert browser.execute_script("return document.querySelector('#pm-index .index-empty').style.display") == "none"
+
+    # The best feature: histogram with a token axis, ticks and the tallest bar's count written on it.
+    best = int(disc.feature_ids[0])
+    render_section(browser, best)
+    chart = browser.execute_script("""
+        const sec = document.getElementById(arguments[0]);
+        const texts = sel => Array.from(sec.querySelectorAll(sel + ' text')).map(t => t.textContent);
+        return {hist: texts('svg.hist'), count: Array.from(sec.querySelectorAll('svg.hist text.count'))
+                    .map(t => t.textContent), bars: texts('svg.bars'), panels: Array.from(sec.querySelectorAll(
+                    '.panel h3')).map(h => h.textContent), note: sec.querySelector('.chart-note').textContent};""",
+        f"f-{best}")
+    i = res.feature_index(best)
+    assert chart["count"] == [f"{int(res.histogram[i].max()):,}"]
+    assert "tokens" in chart["hist"] and "0" in chart["hist"] and "activation (log scale, 10 bins per decade)" in chart[
+        "hist"]
+    assert f"activation histogram: {int(res.active_tokens[i]):,} active tokens" in chart["panels"]
+    assert "activation" in chart["bars"] and "prompt pair (persona line i with control line i)" in chart["bars"]
+    assert [t for t in chart["bars"] if t.isdigit()][-4:] == ["1", "2", "3", "4"]  # one label per pair
+    assert "persona" in chart["note"] and "matched control" in chart["note"]
+    # A negative-score feature says so in its section too.
+    shown = render_section(browser, negative[0])
+    assert "(below zero: it fires more on the controls)" in shown["text"] and "score ▼ -" in shown["text"]
+    browser.save_screenshot(str(tmp_path / "glance.png"))
 
 
 def test_show_prints_the_compact_sections(injected_run):

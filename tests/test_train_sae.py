@@ -131,3 +131,47 @@ def test_cli_rejects_bad_config_and_writes_nothing(tiny_model_dir, tiny_corpus_j
     assert code == 2
     assert "layer 7 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "sae").exists()
+
+
+BLOCKED_IMPORT = """
+import importlib.abc, sys
+
+class Missing(importlib.abc.MetaPathFinder):
+    # As if these packages were not installed.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+from personamine.jobs.cli import main
+code = main({argv})
+assert "nnsight" not in sys.modules and "wandb" not in sys.modules
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("blocked", [("nnsight",), ("dictionary_learning",)])
+def test_train_sae_with_dictionary_learning_installed_without_its_dependencies(tiny_model_dir, tiny_corpus_jsonl,
+                                                                               tmp_path, blocked):
+    """`pip install --no-deps dictionary-learning` (README "Install"): its package __init__ imports nnsight, which
+    is not there; training still works. Without the package at all: one line that says what to install."""
+    import subprocess
+    import sys
+
+    from fixtures import user_env
+
+    out = tmp_path / "sae"
+    argv = ["train-sae", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--corpus",
+            str(tiny_corpus_jsonl), "--max-tokens", "3000", "--dict-size", "64", "--k", "4", "--steps", "20",
+            "--batch-size", "128", "--output", str(out), "--no-progress"]
+    run = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT.format(blocked=set(blocked), argv=argv)],
+                         capture_output=True, text=True, env=user_env(), timeout=300)
+    if blocked == ("dictionary_learning",):
+        assert run.returncode == 2 and not out.exists()
+        assert run.stderr == ("personamine: error: train-sae needs dictionary-learning: pip install einops && pip "
+                              "install --no-deps dictionary-learning==0.1.0\n")
+    else:
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines()[-1] == f"wrote {out} (use it as --sae {out} --layer {SAE_LAYER})"
+        assert read_sae_info(*resolve_sae_files(str(out), SAE_LAYER, 0)).threshold > 0

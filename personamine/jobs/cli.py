@@ -1,31 +1,63 @@
-"""The `personamine` command: a thin layer over the Python API."""
+"""personamine: find the SAE features a chat model uses for its Assistant self, and mine a corpus for them.
+
+Every command is one Python call (named in its --help); `personamine COMMAND --help` lists its flags with their
+defaults. Libraries stay quiet unless --verbose."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from personamine.errors import PersonamineError
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+@dataclass(frozen=True)
+class Command:
+    summary: str  # the line `personamine --help` prints
+    build: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
 
-def command(name: str):
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, summary: str = ""):
+    """Register a command: ``build`` adds its flags, the decorated function runs it. ``summary`` is its line in
+    ``personamine --help`` (a test requires one)."""
     def register(build: Callable[[argparse.ArgumentParser], None]):
         def wrap(run: Callable[[argparse.Namespace], int]):
-            COMMANDS[name] = (build, run)
+            COMMANDS[name] = Command(summary, build, run)
             return run
         return wrap
     return register
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 0 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+count.__name__ = "count (a whole number >= 0)"  # what argparse's "invalid ... value" message calls it
 
 
 def _mine_flags(parser: argparse.ArgumentParser) -> None:
     from personamine.config import MineConfig
     from personamine.jobs.cliargs import add_config_flags
 
+    parser.description = ("Mine a corpus for the top-k contexts of SAE features, exactly, into one HDF5 file "
+                          "(personamine.mine). Every field of the TOML job file is also a flag.")
     parser.add_argument("job", nargs="?", help="TOML job file (optional: flags alone also work)")
-    add_config_flags(parser, MineConfig, skip=frozenset({"backend", "ray_address"}))
+    add_config_flags(parser, MineConfig, "run config (fields of the TOML job file; a flag overrides the file)",
+                     skip=frozenset({"backend", "ray_address"}))
     parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                         help="run on Ray: a local Ray with no ADDRESS, else join the cluster at ADDRESS")
 
@@ -41,7 +73,7 @@ def mine_config_from_args(args: argparse.Namespace):
     return MineConfig.from_toml(args.job, **overrides) if args.job else MineConfig.from_dict(overrides)
 
 
-@command("mine")(_mine_flags)
+@command("mine", "mine a corpus for the top contexts of SAE features (one HDF5 file)")(_mine_flags)
 def _mine(args: argparse.Namespace) -> int:
     from personamine.jobs.mine import mine
 
@@ -51,13 +83,17 @@ def _mine(args: argparse.Namespace) -> int:
 
 
 def _show_flags(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Print a mining file in the terminal: per feature its histogram, logit lens, top contexts "
+                          "(activating tokens marked «token»value) and one sample per activation interval "
+                          "(personamine.jobs.show.format_results).")
     parser.add_argument("results", help="a mining HDF5 file")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
-    parser.add_argument("--examples", type=int, default=5, help="contexts per feature")
-    parser.add_argument("--width", type=int, default=0, help="truncate each context to this many characters")
+    parser.add_argument("--examples", type=count, default=5, metavar="N", help="contexts per feature (default: 5)")
+    parser.add_argument("--width", type=count, default=0, metavar="N",
+                        help="cut each context to this many characters around its peak token (default: 0, no cut)")
 
 
-@command("show")(_show_flags)
+@command("show", "print a mining file's features and top contexts in the terminal")(_show_flags)
 def _show(args: argparse.Namespace) -> int:
     from personamine.config import parse_feature_list
     from personamine.jobs.show import format_results
@@ -69,27 +105,89 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+_ORDER = ("demo", "discover", "mine", "show", "report", "train-sae", "submit")  # the order a newcomer meets them
+_VERBOSE_HELP = "show the libraries' own logs, warnings and progress bars (also: PERSONAMINE_VERBOSE=1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="personamine", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (build, _) in COMMANDS.items():
-        build(sub.add_parser(name))
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in sorted(COMMANDS, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER)):
+        cmd = COMMANDS[name]
+        child = sub.add_parser(name, help=cmd.summary, description=cmd.summary)
+        cmd.build(child)
+        # Also after the command (`personamine mine --verbose`); SUPPRESS keeps a leading --verbose in force.
+        child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
     return parser
+
+
+# What an interrupted command leaves behind, where that is worth knowing.
+_INTERRUPTED = {"mine": "finished shards are checkpointed; rerun the same command to resume",
+                "demo": "finished mining shards are checkpointed; rerun to resume"}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _verbosity(args.verbose), _one_line_warnings():
+        try:
+            return COMMANDS[args.command].run(args)
+        except PersonamineError as exc:
+            print(f"personamine: error: {exc}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:
+            # The reader went away (`personamine show ... | head`): stop quietly, as other Unix tools do. Later
+            # writes, including the interpreter's final flush, go to /dev/null instead of raising again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        except KeyboardInterrupt:
+            detail = _INTERRUPTED.get(args.command)
+            print(f"personamine: interrupted{f' ({detail})' if detail else ''}", file=sys.stderr)
+            return 130
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+@contextlib.contextmanager
+def _verbosity(on: bool) -> Iterator[None]:
+    """--verbose for this command (an environment variable, so Ray workers started from here see it too)."""
+    from personamine.verbosity import ENV, set_verbose
+
+    before = os.environ.get(ENV)
+    if on:
+        set_verbose(True)
     try:
-        return COMMANDS[args.command][1](args)
-    except PersonamineError as exc:
-        print(f"personamine: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("personamine: interrupted (finished shards are checkpointed; rerun to resume)", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """personamine's own warnings print as one ``personamine: warning: ...`` line, not Python's two-line form with
+    a source line; other libraries' warnings keep Python's form."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+            print(f"personamine: warning: {message}", file=file or sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
 
 
 def _submit_flags(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Submit `personamine mine JOB --ray` as a Ray job; the driver runs on the cluster on one CPU "
+                          "(personamine.jobs.submit.submit).")
     parser.add_argument("job", help="TOML job file")
     parser.add_argument("--address", required=True, help="the cluster's Jobs API, e.g. http://HEAD:8265")
     parser.add_argument("--wait", action="store_true", help="follow the job's logs; exit 0 only if it SUCCEEDED")
@@ -103,7 +201,7 @@ def _submit_flags(parser: argparse.ArgumentParser) -> None:
                              "head of the shipped cluster configs)")
 
 
-@command("submit")(_submit_flags)
+@command("submit", "submit a mining job to a Ray cluster through its Jobs API")(_submit_flags)
 def _submit(args: argparse.Namespace) -> int:
     import json
 
@@ -132,18 +230,21 @@ def _discover_flags(parser: argparse.ArgumentParser) -> None:
 
     parser.description = ("Rank SAE features by mean activation on self-referential prompts minus matched controls, "
                           "rendered with the chat template (personamine.discover).")
-    add_config_flags(parser, DiscoverConfig)
-    parser.add_argument("--table", type=int, default=20, metavar="N", help="print the top N features (default 20)")
+    add_config_flags(parser, DiscoverConfig, "discover options (the fields of DiscoverConfig)")
+    parser.add_argument("--table", type=count, default=20, metavar="N",
+                        help="print the top N features (default: 20)")
 
 
-@command("discover")(_discover_flags)
+@command("discover", "rank SAE features by how much more they fire on self-referential prompts than on controls")(
+    _discover_flags)
 def _discover(args: argparse.Namespace) -> int:
     from personamine.jobs.cliargs import overrides_from_args
     from personamine.jobs.discover import DiscoverConfig, discover, read_discovery
 
     path = discover(DiscoverConfig(**overrides_from_args(args, DiscoverConfig)))
-    print(read_discovery(path).table(args.table))
-    print(f"wrote {path}")
+    found = read_discovery(path)
+    print(found.table(args.table))
+    print(f"wrote {path}: {found.summary()} (mine --features-from takes only those by default)")
     return 0
 
 
@@ -153,10 +254,11 @@ def _train_sae_flags(parser: argparse.ArgumentParser) -> None:
 
     parser.description = ("Train a BatchTopK SAE on one layer's residual stream over a corpus and save it in "
                           "dictionary_learning's release layout (personamine.jobs.train_sae.train_sae).")
-    add_config_flags(parser, TrainSaeConfig)
+    add_config_flags(parser, TrainSaeConfig, "training options (the fields of TrainSaeConfig)")
 
 
-@command("train-sae")(_train_sae_flags)
+@command("train-sae", "train a BatchTopK SAE on one layer's residual stream (needs dictionary-learning)")(
+    _train_sae_flags)
 def _train_sae(args: argparse.Namespace) -> int:
     from personamine.jobs.cliargs import overrides_from_args
     from personamine.jobs.train_sae import TrainSaeConfig, train_sae
@@ -174,10 +276,11 @@ def _demo_flags(parser: argparse.ArgumentParser) -> None:
 
     parser.description = ("Offline end to end on a CPU: SmolLM2-135M-Instruct, an SAE trained on first use, discover, "
                           "mine the top features over the built-in corpus, print them (personamine.jobs.demo.demo).")
-    add_config_flags(parser, DemoConfig)
+    add_config_flags(parser, DemoConfig, "demo options (the fields of DemoConfig)")
 
 
-@command("demo")(_demo_flags)
+@command("demo", "the whole idea offline on a CPU: SmolLM2, an SAE trained on first use, discover, mine, report")(
+    _demo_flags)
 def _demo(args: argparse.Namespace) -> int:
     from personamine.jobs.cliargs import overrides_from_args
     from personamine.jobs.demo import DemoConfig, demo
@@ -186,15 +289,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _report_flags(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Write one self-contained offline HTML page of a mining file: index, histograms, logit "
+                          "lens, contexts, interval samples, and with a discovery file the per-prompt activations "
+                          "(personamine.report).")
     parser.add_argument("results", help="a mining HDF5 file")
     parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: RESULTS with .html)")
     parser.add_argument("--discovery", default=None, help="a discovery file: adds scores and per-prompt activations")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
 
 
-@command("report")(_report_flags)
+@command("report", "write one self-contained offline HTML report of a mining file")(_report_flags)
 def _report(args: argparse.Namespace) -> int:
     from personamine.config import parse_feature_list
     from personamine.report import report

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personamine.config import resolve_config
+from personamine.atomic import check_writable
+from personamine.config import at_least, knob, resolve_config
 from personamine.errors import PersonamineError
 from personamine.model.smollm2 import SMOLLM2_ID
 
@@ -32,28 +33,36 @@ _SAE_FIELDS = ("model", "layer", "corpus", "dict_size", "k", "train_tokens", "tr
 
 @dataclass
 class DemoConfig:
-    model: str = SMOLLM2_ID
+    model: str = knob(SMOLLM2_ID, "model: builtin:smollm2-135m-instruct (offline), a hub id or a local directory")
     # A middle layer (10 of 30). Mining costs the forward through it: measured on 2 cores (2026-11-26), a later
     # run took 3:01-3:12 at layer 15 and 12; layers 0..10 leave margin under 3 minutes.
-    layer: int = 10
-    corpus: str = DEMO_CORPUS
-    sae: str | None = None  # None: train one on first use and cache it
+    layer: int = knob(10, "decoder layer read by the SAE, discovery and mining")
+    corpus: str = knob(DEMO_CORPUS, "corpus the SAE is trained on and mined (see mine --help)")
+    sae: str | None = knob(None, "an SAE for this model and layer (default: train one on first use and cache it)")
     # SAE training (when sae is None): sized for ~4 minutes on 2 CPU cores
-    dict_size: int = 4096
-    k: int = 32
-    train_tokens: int = 100_000
-    train_from_document: int = 4000  # the built-in corpus's first ~1,000 documents hold the 200k mined tokens
-    train_steps: int = 500
-    train_batch_size: int = 1024
+    dict_size: int = knob(4096, "features of the SAE trained on first use")
+    k: int = knob(32, "active features per token of that SAE")
+    train_tokens: int = knob(100_000, "tokens it is trained on")
+    # the built-in corpus's first ~1,000 documents hold the 200k mined tokens
+    train_from_document: int = knob(4000, "first corpus document it is trained on (past the mined ones)")
+    train_steps: int = knob(500, "its training steps")
+    train_batch_size: int = knob(1024, "activations per training step")
     # discovery and mining
-    top: int = 20  # features mined
-    mine_tokens: int = 200_000
-    ctx_len: int = 64
+    top: int = knob(20, "how many of the best-ranked discovered features to mine")
+    positive_only: bool = knob(True, "mine only features that score above zero (--no-positive-only: the top N "
+                                     "whatever their score)")
+    mine_tokens: int = knob(200_000, "tokens of the corpus mined (whole leading documents)")
+    ctx_len: int = knob(64, "tokens per window, sink prefix included")
     # printing
-    show: int = 10  # features printed with their contexts
-    examples: int = 3  # contexts per printed feature
-    output_dir: str = "personamine-demo"
-    progress: bool = True
+    show: int = knob(10, "features printed with their contexts")
+    examples: int = knob(3, "contexts printed per feature")
+    output_dir: str = knob("personamine-demo", "directory for discover.h5, mine.h5 and report.html")
+    progress: bool = knob(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "dict_size", "k", "train_tokens", "train_steps", "train_batch_size", "top", "mine_tokens")
+        at_least(self, 4, "ctx_len")
+        at_least(self, 0, "train_from_document", "show", "examples")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,12 +124,11 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
     ``config`` is a :class:`DemoConfig` or None (then keyword arguments are its fields); keyword arguments
     override a given config. ``say`` receives every line the demo prints.
     """
-    from transformers.utils import logging as hf_logging
-
     from personamine.model.loading import resolve_model_source
 
     began = time.perf_counter()
     cfg = resolve_config(DemoConfig, config, overrides, "demo")
+    check_writable(cfg.output_dir, "output directory", directory=True)
     say(f"personamine demo: {cfg.model} layer {cfg.layer}, corpus {cfg.corpus} (all offline)")
     try:
         # Built-ins are materialised here on first use (the model's conversion shows its own progress bar), so a
@@ -132,16 +140,7 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
             builtin_corpus_path(cfg.corpus)
     except (ModuleNotFoundError, FileNotFoundError, KeyError) as exc:
         raise PersonamineError(str(exc).strip("'\"")) from exc
-    # The truncated model loads three times; transformers' load reports and weight bars would bury the output.
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        return _demo(cfg, say, began)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+    return _demo(cfg, say, began)
 
 
 def format_report(found, results, n_features: int = 10, n_examples: int = 3) -> str:
@@ -179,6 +178,7 @@ def _strongest(found, j: int, n: int = 3) -> str:
 
 def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResult:
     from personamine.jobs.discover import discover, read_discovery
+    from personamine.jobs.features import positive_only_note, top_discovered
     from personamine.jobs.mine import mine
     from personamine.merge.hdf5 import read_results
 
@@ -193,10 +193,12 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     discovery_path = discover(model=cfg.model, layer=cfg.layer, sae=str(sae_root), output=str(out / "discover.h5"),
                               progress=cfg.progress)
     found = read_discovery(discovery_path)
-    features = [int(f) for f in found.feature_ids[: cfg.top]]
-    say(f"\nwrote {discovery_path}: {len(found.persona_text)} persona prompts vs {len(found.control_text)} "
-        f"controls; top features by mean(persona) - mean(control) at the {found.attrs['position']} token:")
+    features = top_discovered(found.feature_ids, found.score, cfg.top, cfg.positive_only, "the discovery").tolist()
+    say(f"\nwrote {discovery_path}: {found.summary()}; top features by mean(persona) - mean(control) at the "
+        f"{found.attrs['position']} token:")
     say(found.table(cfg.top))
+    say(positive_only_note(len(features), cfg.top, found.feature_ids.size)
+        or f"mining these {len(features)} features")
 
     mine_path = Path(out / "mine.h5")
     work_dir = out / "mine.work"

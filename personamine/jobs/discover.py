@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from personamine.config import DEFAULT_MODEL, resolve_config
+from personamine.config import DEFAULT_MODEL, MineConfig, at_least, field_help, knob, resolve_config
 from personamine.errors import PersonamineError
 
 if TYPE_CHECKING:
@@ -30,39 +30,47 @@ POSITIONS = ("last", "assistant-header", "prompt-mean")
 MAX_RANKED = 1000  # a discovery file lists at most this many features (the rest score ~0 or below)
 
 
+_MINE = field_help(MineConfig)  # the fields discover shares with mining, documented once
+
+
 @dataclass
 class DiscoverConfig:
     # model
-    model: str = DEFAULT_MODEL
-    layer: int = 15
-    gguf_file: str | None = None
-    revision: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
+    model: str = knob(DEFAULT_MODEL, _MINE["model"])
+    layer: int = knob(15, _MINE["layer"])
+    gguf_file: str | None = knob(None, _MINE["gguf_file"])
+    revision: str | None = knob(None, _MINE["revision"])
+    dtype: str = knob("auto", _MINE["dtype"])
+    device: str = knob("auto", _MINE["device"])
     # SAE
-    sae: str = ""
-    sae_trainer: int = 0
-    allow_uncalibrated: bool = False
-    # prompts: JSONL {"content": ...} per line, or plain text lines; None = the built-in sets
-    prompts: str | None = None
-    controls: str | None = None
-    control: bool = True  # False: rank by raw mean over the prompts (the seed notebook's ranking)
-    system_prompt: str | None = None  # None: the template's own default (if it has one)
-    date_string: str | None = "26 Jul 2024"  # Llama-3.1 templates print today's date otherwise
-    position: str = "last"
+    sae: str = knob("", _MINE["sae"])
+    sae_trainer: int = knob(0, _MINE["sae_trainer"])
+    allow_uncalibrated: bool = knob(False, _MINE["allow_uncalibrated"])
+    # prompts
+    prompts: str | None = knob(None, "self-referential prompts: JSONL ({\"content\": ...} per line) or one per line "
+                                     "(default: the 32 shipped ones)")
+    controls: str | None = knob(None, "matched controls, line i pairing with prompt i, same formats (default: the "
+                                      "32 shipped ones)")
+    control: bool = knob(True, "rank by mean(persona) - mean(control); --no-control ranks by the raw persona mean "
+                               "(the seed notebook's ranking)")
+    system_prompt: str | None = knob(None, "a system turn before each prompt (default: none, so a template's own "
+                                           "default system prompt applies)")
+    date_string: str | None = knob("26 Jul 2024", "date passed to the chat template (Llama-3.1's prints today's "
+                                                  "date otherwise)")
+    position: str = knob("last", "where each prompt is read: last (the last generation-prompt token), "
+                                 "assistant-header (mean over the generation prompt) or prompt-mean")
     # output
-    top: int = 100  # features whose per-prompt activations are stored
-    batch_size: int = 16
-    feature_chunk: int = 8192
-    output: str = "personamine-out/discover.h5"
-    progress: bool = True
+    top: int = knob(100, "features whose per-prompt activations are stored (activations/persona, /control)")
+    batch_size: int = knob(16, "prompts per forward pass")
+    feature_chunk: int = knob(8192, _MINE["feature_chunk"])
+    output: str = knob("personamine-out/discover.h5", "the HDF5 file to write")
+    progress: bool = knob(True, _MINE["progress"])
 
     def __post_init__(self) -> None:
         if self.position not in POSITIONS:
             raise PersonamineError(f"position must be one of {', '.join(POSITIONS)}, got {self.position!r}")
-        for name in ("top", "batch_size", "feature_chunk"):
-            if getattr(self, name) < 1:
-                raise PersonamineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        at_least(self, 1, "top", "batch_size", "feature_chunk")
+        at_least(self, 0, "sae_trainer")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -292,16 +300,16 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     ``config`` is a :class:`DiscoverConfig` or None (then keyword arguments are its fields); keyword arguments
     override a given config. Writes one HDF5 file (see :func:`read_discovery`) and returns its path.
     """
-    from personamine.model.loading import check_layer, load_config, load_model, load_tokenizer
+    from personamine.atomic import check_writable
+    from personamine.model.loading import check_layer, load_config, load_model, load_tokenizer, pick_device
     from personamine.model.sae import SaeEncoder, read_sae_info, resolve_sae_files, validate_sae
 
     cfg = resolve_config(DiscoverConfig, config, overrides, "discover")
     # Everything cheap is checked before the model loads, so bad input fails fast and writes nothing.
     if not cfg.sae:
         raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
-    from personamine.atomic import check_writable
-
-    check_writable(Path(cfg.output).expanduser().parent, "output directory")
+    check_writable(cfg.output, "output")
+    pick_device(cfg.device)
     persona_texts = load_prompts(cfg.prompts or builtin_prompts_path("persona"))
     control_texts = load_prompts(cfg.controls or builtin_prompts_path("control")) if cfg.control else []
     model_config = load_config(cfg.model, cfg.gguf_file, cfg.revision)
@@ -403,6 +411,13 @@ class DiscoveryResults:
     @property
     def has_controls(self) -> bool:
         return bool(self.attrs.get("controls", True)) and len(self.control_text) > 0
+
+    def summary(self) -> str:
+        """One line: the prompt sets, how many features are ranked and how many of them score above zero."""
+        positive = int((self.score > 0).sum())
+        against = f" vs {len(self.control_text)} controls" if self.has_controls else " (no controls)"
+        return (f"{len(self.persona_text)} persona prompts{against}, {self.feature_ids.size} features ranked, "
+                f"{positive} scoring above zero")
 
     def table(self, n: int = 20) -> str:
         """The top ``n`` features as an aligned text table."""

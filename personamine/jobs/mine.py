@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from personamine.atomic import check_writable
-from personamine.config import MineConfig
+from personamine.config import MineConfig, resolve_config
 from personamine.corpus import CorpusSpec, Manifest, open_manifest, resolve_corpus
 from personamine.errors import PersonamineError
 from personamine.jobs.features import resolve_features
@@ -46,6 +46,7 @@ class Plan:
 
     def __init__(self, config: MineConfig) -> None:
         self.config = config
+        check_writable(config.output, "output")
         model_config = load_config(config.model, config.gguf_file, config.revision)
         check_layer(config.layer, model_config.num_hidden_layers, config.model)
         if not config.sae:
@@ -57,8 +58,7 @@ class Plan:
         self.features = resolve_features(config, self.sae.dict_size)
         self.tokenizer = load_tokenizer(config.model, config.gguf_file, config.revision)
         self.prefix = sink_prefix_ids(self.tokenizer, config.sink_prefix)
-        check_writable(Path(config.output).expanduser().parent, "output directory")
-        check_writable(config.resolved_work_dir(), "work dir")
+        check_writable(config.resolved_work_dir(), "work dir", directory=True)
         self.corpus = resolve_corpus(corpus_spec(config))  # the files; their units are planned once workers start
 
 
@@ -119,10 +119,8 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     """
     if isinstance(config, (str, Path)):
         cfg = MineConfig.from_toml(config, **overrides)
-    elif config is None:
-        cfg = MineConfig.from_dict(overrides)
     else:
-        cfg = config.replace(**overrides) if overrides else config
+        cfg = resolve_config(MineConfig, config, overrides, "mine")
     plan = Plan(cfg)
     work = WorkDir(cfg)
     backend = _backend(cfg, plan.features)

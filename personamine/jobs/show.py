@@ -8,8 +8,17 @@ import numpy as np
 from personamine.merge.hdf5 import MineResults
 
 
-def render_window(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, *, mark: str = "«»") -> str:
-    """Decoded window text; each token with activation > 0 is wrapped in marks with its value."""
+def render_window(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, *, mark: str = "«»",
+                  width: int = 0) -> str:
+    """Decoded window text; each token with activation > 0 is wrapped in marks with its value. With ``width``,
+    at most that many characters, cut around the peak token so it always shows (``…`` where text was cut)."""
+    parts = _window_parts(results, token_ids, acts, mark)
+    if width and sum(map(len, parts)) > width:
+        return clip_around(parts, int(acts.argmax()) if acts.size else 0, width)
+    return "".join(parts)
+
+
+def _window_parts(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, mark: str) -> list[str]:
     peak = float(acts.max()) if acts.size else 0.0
     parts = []
     for tid, value in zip(token_ids.tolist(), acts.tolist(), strict=True):
@@ -19,7 +28,31 @@ def render_window(results: MineResults, token_ids: np.ndarray, acts: np.ndarray,
             parts.append(f"{mark[0]}{text}{mark[1]}{strength}{value:.3g}")
         else:
             parts.append(text)
-    return "".join(parts)
+    return parts
+
+
+def clip_around(parts: list[str], center: int, width: int) -> str:
+    """Whole parts around ``parts[center]``, grown one part at a time on alternate sides (right first) while the
+    result, with a ``…`` on each cut side, fits in ``width`` characters. The centre part is kept whole even if it
+    alone is wider."""
+    lo, hi = center, center + 1
+    used = len(parts[center])
+
+    def fits(extra: int, new_lo: int, new_hi: int) -> bool:
+        return used + extra + (new_lo > 0) + (new_hi < len(parts)) <= width
+
+    grew = True
+    while grew:
+        grew = False
+        if hi < len(parts) and fits(len(parts[hi]), lo, hi + 1):
+            used += len(parts[hi])
+            hi += 1
+            grew = True
+        if lo > 0 and fits(len(parts[lo - 1]), lo - 1, hi):
+            lo -= 1
+            used += len(parts[lo])
+            grew = True
+    return ("…" if lo > 0 else "") + "".join(parts[lo:hi]) + ("…" if hi < len(parts) else "")
 
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -44,9 +77,7 @@ def _tokens(results: MineResults, ids: np.ndarray, values: np.ndarray) -> str:
 
 
 def _line(results: MineResults, ex: dict, prefix: int, width: int, label: str) -> str:
-    text = render_window(results, ex["token_ids"][prefix:], ex["activations"][prefix:])
-    if width and len(text) > width:
-        text = text[: width - 1] + "…"
+    text = render_window(results, ex["token_ids"][prefix:], ex["activations"][prefix:], width=width)
     return f"{label} score {ex['score']:.3g}  doc {ex['document']} @ {ex['window_start']}: {text}"
 
 

@@ -12,12 +12,16 @@ is dictionary_learning's release layout, ``<output>/resid_post_layer_{L}/trainer
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,56 +29,60 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from personamine.config import DEFAULT_MODEL, resolve_config
+from personamine.config import DEFAULT_MODEL, MineConfig, at_least, field_help, knob, resolve_config
 from personamine.errors import PersonamineError
 
 if TYPE_CHECKING:
     import torch
 
 
+_MINE = field_help(MineConfig)  # the fields training shares with mining, documented once
+
+
 @dataclass
 class TrainSaeConfig:
     # model
-    model: str = DEFAULT_MODEL
-    layer: int = 15
-    gguf_file: str | None = None
-    revision: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
+    model: str = knob(DEFAULT_MODEL, _MINE["model"])
+    layer: int = knob(15, _MINE["layer"])
+    gguf_file: str | None = knob(None, _MINE["gguf_file"])
+    revision: str | None = knob(None, _MINE["revision"])
+    dtype: str = knob("auto", _MINE["dtype"])
+    device: str = knob("auto", _MINE["device"])
     # corpus: documents [skip_documents, skip_documents + max_documents), until max_tokens activations
-    corpus: str = "builtin:chat-and-prose"
-    corpus_config: str | None = None
-    split: str = "train"
-    text_column: str = "text"
-    corpus_revision: str | None = None
-    skip_documents: int = 0
-    max_documents: int | None = None
-    max_tokens: int = 200_000
+    corpus: str = knob("builtin:chat-and-prose", _MINE["corpus"])
+    corpus_config: str | None = knob(None, _MINE["corpus_config"])
+    split: str = knob("train", _MINE["split"])
+    text_column: str = knob("text", _MINE["text_column"])
+    corpus_revision: str | None = knob(None, _MINE["corpus_revision"])
+    skip_documents: int = knob(0, "start at this document (e.g. past the ones you will mine)")
+    max_documents: int | None = knob(None, "read at most this many documents")
+    max_tokens: int = knob(200_000, "activations captured (held in memory: tokens x width x 4 bytes)")
     # windows, as in mining
-    ctx_len: int = 64
-    sink_prefix: list[str] | None = None
-    norm_filter: float = 10.0
-    batch_tokens: int | None = None
+    ctx_len: int = knob(64, _MINE["ctx_len"])
+    sink_prefix: list[str] | None = knob(None, _MINE["sink_prefix"])
+    norm_filter: float = knob(10.0, _MINE["norm_filter"])
+    batch_tokens: int | None = knob(None, _MINE["batch_tokens"])
     # SAE and training
-    dict_size: int = 4096
-    k: int = 32
-    steps: int = 1500
-    batch_size: int = 1024
-    lr: float | None = None  # None: dictionary_learning's 2e-4 / sqrt(dict_size / 2**14)
-    warmup_steps: int | None = None  # None: steps // 20
-    threshold_start_step: int | None = None  # None: steps // 2
-    dead_after_tokens: int | None = None  # auxiliary loss revives features silent this long; None: 2 epochs
-    held_out: float = 0.05  # fraction of documents kept out of training to measure reconstruction
-    seed: int = 0
+    dict_size: int = knob(4096, "SAE features")
+    k: int = knob(32, "active features per token (BatchTopK's k)")
+    steps: int = knob(1500, "training steps")
+    batch_size: int = knob(1024, "activations per training step")
+    lr: float | None = knob(None, "learning rate (default: dictionary_learning's 2e-4 / sqrt(dict_size / 2**14))")
+    warmup_steps: int | None = knob(None, "learning-rate warmup steps (default: steps // 20)")
+    threshold_start_step: int | None = knob(None, "step from which the inference threshold is calibrated "
+                                                  "(default: steps // 2)")
+    dead_after_tokens: int | None = knob(None, "the auxiliary loss revives features silent for this many tokens "
+                                               "(default: 2 epochs)")
+    held_out: float = knob(0.05, "fraction of documents kept out of training to measure the SAE")
+    seed: int = knob(0, "seed of initialisation, shuffling and the held-out split")
     # output
-    output: str = "personamine-out/sae"
-    trainer: int = 0
-    progress: bool = True
+    output: str = knob("personamine-out/sae", "release directory to write (OUTPUT/resid_post_layer_L/trainer_T)")
+    trainer: int = knob(0, "trainer folder number T in the release")
+    progress: bool = knob(True, _MINE["progress"])
 
     def __post_init__(self) -> None:
-        for name in ("dict_size", "k", "steps", "batch_size", "max_tokens"):
-            if getattr(self, name) < 1:
-                raise PersonamineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        at_least(self, 1, "dict_size", "k", "steps", "batch_size", "max_tokens", "max_documents", "batch_tokens")
+        at_least(self, 0, "norm_filter", "trainer", "warmup_steps", "threshold_start_step")
         if self.k > self.dict_size:
             raise PersonamineError(f"k ({self.k}) cannot exceed dict_size ({self.dict_size})")
         if not 0 < self.held_out < 1:
@@ -215,8 +223,38 @@ def split_held_out(acts: Activations, fraction: float, seed: int) -> tuple[torch
 # ---------------------------------------------------------------- training
 
 
+SAE_INSTALL = "pip install einops && pip install --no-deps dictionary-learning==0.1.0"
+
+
+def dictionary_learning_trainers() -> types.ModuleType:
+    """``dictionary_learning.trainers``, importable with only the trainers' own dependency (einops) installed.
+
+    The package's ``__init__`` imports nnsight for an activation buffer the trainers never use, and nnsight pulls
+    accelerate, diffusers, torchvision (and with it a CUDA torch). Installed with ``--no-deps`` (README
+    "Install"), that ``__init__`` fails; the package is then registered without running it, and its trainers
+    import as usual.
+    """
+    try:
+        return importlib.import_module("dictionary_learning.trainers")
+    except ModuleNotFoundError as exc:
+        if exc.name == "dictionary_learning":
+            raise PersonamineError(f"train-sae needs dictionary-learning: {SAE_INSTALL}") from exc
+    for name in [m for m in sys.modules if m.split(".")[0] == "dictionary_learning"]:
+        del sys.modules[name]  # the half-run import
+    spec = importlib.util.find_spec("dictionary_learning")
+    sys.modules["dictionary_learning"] = importlib.util.module_from_spec(spec)  # its __init__ is never run
+    try:
+        return importlib.import_module("dictionary_learning.trainers")
+    except ModuleNotFoundError as exc:
+        del sys.modules["dictionary_learning"]
+        raise PersonamineError(f"train-sae: dictionary-learning cannot be imported, {exc.name} is missing: "
+                               f"{SAE_INSTALL}") from exc
+
+
 def _trainer_class():
     import torch
+
+    dictionary_learning_trainers()  # registers the package even where its __init__ cannot run
     from dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
     from dictionary_learning.trainers.trainer import set_decoder_norm_to_unit_norm
 
@@ -355,14 +393,13 @@ def train_sae(config: TrainSaeConfig | None = None, /, **overrides: Any) -> Trai
     ``config`` is a :class:`TrainSaeConfig` or None (then keyword arguments are its fields); keyword arguments
     override a given config.
     """
+    from personamine.atomic import check_writable
     from personamine.model.loading import check_layer, load_config, load_model
 
     cfg = resolve_config(TrainSaeConfig, config, overrides, "train-sae")
     began = time.perf_counter()
-    try:
-        import dictionary_learning  # noqa: F401
-    except ImportError as exc:
-        raise PersonamineError("train-sae needs dictionary-learning: pip install 'personamine[sae]'") from exc
+    dictionary_learning_trainers()  # fail before any work when it is missing
+    check_writable(cfg.output, "output", directory=True)
     model_config = load_config(cfg.model, cfg.gguf_file, cfg.revision)
     check_layer(cfg.layer, model_config.num_hidden_layers, cfg.model)
     loaded = load_model(cfg.model, cfg.layer, dtype=cfg.dtype, device=cfg.device, gguf_file=cfg.gguf_file,

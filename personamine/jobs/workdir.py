@@ -50,7 +50,7 @@ class WorkDir:
 
     def open(self, manifest: Manifest) -> None:
         """Create, or check that an existing work dir belongs to this exact run."""
-        check_writable(self.path, "work dir")
+        check_writable(self.path, "work dir", directory=True)
         ensure_dir(self.path, "work dir")
         run_file = self.path / "run.json"
         mine = {"fingerprint": self.config.fingerprint(), "config": self.config.to_dict(),

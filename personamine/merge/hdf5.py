@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from personamine.atomic import ensure_dir
-from personamine.errors import PersonamineError
+from personamine.errors import FeatureNotInFile, PersonamineError
 from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -202,7 +202,7 @@ def _feature_rows(path: Path, file_ids: np.ndarray, features: Iterable[int] | No
         raise PersonamineError("no features asked for")
     missing = np.setdiff1d(wanted, file_ids)
     if missing.size:
-        raise PersonamineError(f"feature {int(missing[0])} is not in {str(path)!r} "
+        raise FeatureNotInFile(f"feature {int(missing[0])} is not in {str(path)!r} "
                                f"({missing.size} of the {wanted.size} asked for are missing)")
     return np.sort(np.nonzero(np.isin(file_ids, wanted))[0])
 
@@ -253,7 +253,9 @@ class MineResults:
     def feature_index(self, feature_id: int) -> int:
         hits = np.nonzero(self.feature_ids == feature_id)[0]
         if hits.size == 0:
-            raise KeyError(f"feature {feature_id} is not in {self.path}")
+            held = ", ".join(map(str, self.feature_ids[:5].tolist())) + (", ..." if self.feature_ids.size > 5 else "")
+            raise FeatureNotInFile(f"feature {feature_id} is not in {self.path} (it holds {self.feature_ids.size} "
+                                   f"feature(s): {held})")
         return int(hits[0])
 
     def examples(self, feature_id: int) -> list[dict]:

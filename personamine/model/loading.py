@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +15,7 @@ import torch
 from torch import nn
 
 from personamine.errors import PersonamineError
+from personamine.verbosity import verbose
 
 
 @dataclass
@@ -28,7 +34,17 @@ class LoadedModel:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except RuntimeError as exc:
+        raise PersonamineError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if picked.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PersonamineError(f"device {device!r} asked for, but torch sees no CUDA GPU (a CPU-only torch "
+                                   "build, or no driver): use --device cpu or auto")
+        if picked.index is not None and picked.index >= torch.cuda.device_count():
+            raise PersonamineError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    return picked
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -107,9 +123,79 @@ def load_tokenizer(name: str, gguf_file: str | None = None, revision: str | None
 
     source = resolve_model_source(name)
     try:
-        return AutoTokenizer.from_pretrained(source, **_hub_kwargs(gguf_file, revision))
+        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(gguf_file, revision))
     except (OSError, ValueError) as exc:
         raise PersonamineError(f"cannot load tokenizer for {name!r}: {str(exc).splitlines()[0]}") from exc
+    # Documents are tokenized whole and then cut into windows on purpose, so transformers' warning that a text is
+    # longer than the model's maximum length never applies: mark it as already given.
+    if isinstance(getattr(tokenizer, "deprecation_warnings", None), dict):
+        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+    return tokenizer
+
+
+# transformers logs a LOAD REPORT listing every checkpoint weight the model did not take. A truncated load skips
+# the layers past `layer` and the LM head on purpose, so that report is all noise; it is held back, and
+# `_check_loading_info` names what was missing or unexpected beyond those. With --verbose it shows as usual.
+_REPORT_LOGGER = "transformers.modeling_utils"
+_LAYER_KEY = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+
+
+class _HoldLoadReport(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.held.append(record)
+            return False
+        return True
+
+
+@contextmanager
+def quiet_load() -> Iterator[None]:
+    """Around a ``from_pretrained``: no "Loading weights" bar and no LOAD REPORT unless verbose. If the load fails,
+    the held report is logged after all: it explains the failure."""
+    if verbose():
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    logger = logging.getLogger(_REPORT_LOGGER)
+    hold = _HoldLoadReport()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    logger.addFilter(hold)
+    try:
+        yield
+    except BaseException:
+        logger.removeFilter(hold)
+        for record in hold.held:
+            logger.handle(record)
+        raise
+    finally:
+        logger.removeFilter(hold)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def skipped_on_purpose(key: str, layer: int) -> bool:
+    """A checkpoint weight a load truncated after ``layer`` leaves out by design: a later layer or the LM head."""
+    match = _LAYER_KEY.search(key)
+    return key.startswith("lm_head.") or (match is not None and int(match.group(1)) > layer)
+
+
+def _check_loading_info(name: str, layer: int, info: dict) -> None:
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(k for k in info.get("unexpected_keys") or [] if not skipped_on_purpose(k, layer))
+    if missing:
+        warnings.warn(f"model {name!r}: {len(missing)} weight(s) are not in the checkpoint and were randomly "
+                      f"initialised ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): activations "
+                      "will not be the model's", stacklevel=3)
+    if unexpected:
+        warnings.warn(f"model {name!r}: {len(unexpected)} checkpoint weight(s) were not used "
+                      f"({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''}): is the architecture "
+                      "the one you expect?", stacklevel=3)
 
 
 def load_model(
@@ -131,12 +217,14 @@ def load_model(
     source = resolve_model_source(name)
     # AutoModel (no LM head) avoids materialising an untied lm_head we never use.
     try:
-        model = AutoModel.from_pretrained(
-            source, num_hidden_layers=layer + 1, use_cache=False, dtype=torch_dtype,
-            **_hub_kwargs(gguf_file, revision),
-        )
+        with quiet_load():
+            model, info = AutoModel.from_pretrained(
+                source, num_hidden_layers=layer + 1, use_cache=False, dtype=torch_dtype, output_loading_info=True,
+                **_hub_kwargs(gguf_file, revision),
+            )
     except (OSError, ValueError) as exc:
         raise PersonamineError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    _check_loading_info(name, layer, info)
     model.to(dev).eval()
     layers = find_decoder_layers(model)
     if len(layers) != layer + 1:

@@ -22,6 +22,8 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     beside it. ``discovery``: a discovery file, adding its score, persona/control firing and per-prompt activations.
     ``features``: only these ids, in this order (default: all, in discovery rank order when a discovery file is given).
     """
+    if output is not None:
+        check_writable(output, "report")  # before reading anything
     res = results if isinstance(results, MineResults) else read_results(results, features)
     disc = None
     if discovery is not None:
@@ -29,7 +31,7 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
 
         disc = read_discovery(discovery)
     out = Path(output) if output is not None else res.path.with_suffix(".html")
-    check_writable(out.parent, "report directory")
+    check_writable(out, "report")
     page = render_page(report_data(res, features, disc), title=f"personamine report: {res.path.name}")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))

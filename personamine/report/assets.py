@@ -18,7 +18,7 @@ main { padding: 0 24px 48px; max-width: 1200px; }
 h2 { font-size: 16px; margin: 24px 0 8px; }
 h3 { font-size: 13px; margin: 16px 0 6px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
 .filter { margin: 8px 0; padding: 6px 8px; width: 280px; border: 1px solid var(--line); border-radius: 6px; }
-.index-wrap { max-height: 420px; overflow: auto; border: 1px solid var(--line); border-radius: 6px; }
+.index-wrap { border: 1px solid var(--line); border-radius: 6px; }
 table.index { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
 table.index th, table.index td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: right;
                                  white-space: nowrap; }
@@ -26,6 +26,14 @@ table.index th { position: sticky; top: 0; background: var(--panel); cursor: poi
 table.index td.txt, table.index th.txt { text-align: left; }
 table.index tbody tr:hover { background: #fff4ec; }
 table.index a { color: inherit; }
+table.index tr.neg td.score, .stats .neg { color: var(--down); }
+.index-empty { padding: 8px 10px; color: var(--muted); font-style: italic; }
+.index-more { margin: 6px 0; padding: 4px 10px; border: 1px solid var(--line); border-radius: 6px;
+              background: var(--panel); cursor: pointer; }
+dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 10px 0 0; font-size: 12px;
+            color: var(--muted); }
+dl.legend dt { font-weight: 600; color: var(--fg); }
+dl.legend dd { margin: 0; }
 section.feature { border-top: 2px solid var(--line); padding-top: 8px; margin-top: 28px; min-height: 240px; }
 section.feature h2 { margin-top: 8px; }
 section.feature .stats { color: var(--muted); }
@@ -47,6 +55,10 @@ details.more summary { cursor: pointer; color: var(--muted); font-size: 12px; pa
 .chip.up { background: #dafbe1; } .chip.down { background: #ffebe9; }
 .chip .v { color: var(--muted); margin-left: .4em; }
 svg text { font: 10px sans-serif; fill: var(--muted); }
+svg text.count { fill: var(--fg); }
+.key { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 10px; vertical-align: -1px; }
+.key.persona { background: var(--persona); } .key.control { background: var(--control); }
+.chart-note { font-size: 11px; color: var(--muted); }
 .note { color: var(--muted); font-style: italic; }
 """
 
@@ -100,35 +112,52 @@ JS = r"""
     return tok(w.t[best])[0];
   }
 
-  var COLS = [["#", function (f, i) { return i + 1; }, 0],
-              ["feature", function (f) { return f.id; }, 0]];
-  if (D.prompts || D.features.some(function (f) { return f.disc; })) {
-    COLS.push(["rank", function (f) { return f.disc ? f.disc.rank : null; }, 0],
-              ["disc. score", function (f) { return f.disc ? f.disc.score : null; }, 0],
-              ["fires (persona)", function (f) { return f.disc ? f.disc.persona : null; }, 1],
-              ["fires (control)", function (f) { return f.disc ? f.disc.control : null; }, 1]);
+  // Index columns: [heading, value, kind (0 number, 1 share, 2 text), what it means (shown in the legend)].
+  var COLS = [["#", function (f, i) { return i + 1; }, 0, "position in this report (discovery rank order when a " +
+               "discovery file is given, else the file's order)"],
+              ["feature", function (f) { return f.id; }, 0, "SAE feature id; click it to jump to its section"]];
+  var HAS_DISC = !!(D.prompts || D.features.some(function (f) { return f.disc; }));
+  if (HAS_DISC) {
+    COLS.push(["rank", function (f) { return f.disc ? f.disc.rank : null; }, 0, "rank in the discovery file " +
+               "(1 = highest score); empty: the discovery did not rank it"],
+              ["disc. score", function (f) { return f.disc ? f.disc.score : null; }, 0, "discovery score: mean " +
+               "activation on the persona prompts minus the mean on their matched controls (the raw persona mean " +
+               "when run without controls); ▼ marks a score below zero, a feature that fires more on the controls"],
+              ["fires (persona)", function (f) { return f.disc ? f.disc.persona : null; }, 1, "share of the persona " +
+               "prompts on which the feature is active (> 0)"],
+              ["fires (control)", function (f) { return f.disc ? f.disc.control : null; }, 1, "share of the " +
+               "control prompts on which it is active"]);
   }
-  COLS.push(["density", function (f) { return f.density; }, 1], ["max", function (f) { return f.max; }, 0],
-            ["mean", function (f) { return f.mean; }, 0], ["top token", topToken, 2]);
+  COLS.push(["density", function (f) { return f.density; }, 1, "share of the scored corpus tokens on which the " +
+             "feature is active"],
+            ["max", function (f) { return f.max; }, 0, "its largest activation on a scored corpus token"],
+            ["mean", function (f) { return f.mean; }, 0, "its mean activation over the tokens where it is active"],
+            ["top token", topToken, 2, "the token with the highest activation in its best context"]);
+  var SCORE_COL = 3, INDEX_ROWS = 50;  // longer indexes fold after this many rows (a button unfolds them)
+
+  function negative(f) { return !!(f.disc && f.disc.score !== null && f.disc.score < 0); }
 
   function indexTable() {
     var wrap = document.getElementById("pm-index"), filter = el("input", "filter");
     filter.setAttribute("placeholder", "filter: feature id or top token");
     var box = el("div", "index-wrap"), table = el("table", "index"), thead = el("thead"), tbody = el("tbody");
-    var tr = el("tr"), rows = [], dir = {};
+    var tr = el("tr"), rows = [], dir = {}, unfolded = false;
+    var empty = el("div", "index-empty"), more = el("button", "index-more");
     COLS.forEach(function (c, k) {
       var th = el("th", c[2] === 2 ? "txt" : null, c[0]);
+      th.setAttribute("title", c[3] + " (click to sort)");
       th.addEventListener("click", function () { sortBy(k); });
       tr.appendChild(th);
     });
     thead.appendChild(tr);
     D.features.forEach(function (f, i) {
-      var r = el("tr");
+      var r = el("tr", negative(f) ? "neg" : null);
       r.setAttribute("data-feature", f.id);
       COLS.forEach(function (c, k) {
-        var v = c[1](f, i), td = el("td", c[2] === 2 ? "txt" : null);
+        var v = c[1](f, i), td = el("td", c[2] === 2 ? "txt" : (HAS_DISC && k === SCORE_COL ? "score" : null));
         if (k === 1) { var a = el("a", null, v); a.setAttribute("href", "#f-" + f.id); td.appendChild(a); }
         else td.textContent = c[2] === 1 ? pct(v) : (c[2] === 2 ? v : fmt(v));
+        if (HAS_DISC && k === SCORE_COL && negative(f)) td.textContent = "▼ " + td.textContent;
         r.appendChild(td);
       });
       r._keys = COLS.map(function (c) { return c[1](f, i); });
@@ -143,16 +172,32 @@ JS = r"""
         return (x < y ? -1 : x > y ? 1 : 0) * dir[k];
       });
       rows.forEach(function (r) { tbody.appendChild(r); });
+      show();
     }
-    filter.addEventListener("input", function () {
-      var q = filter.value.trim().toLowerCase();
-      rows.forEach(function (r) {
-        var hit = r._keys[1] === Number(q) || String(r._keys[COLS.length - 1]).toLowerCase().indexOf(q) >= 0;
-        r.style.display = !q || hit ? "" : "none";
+    // Filtering searches every row, folded or not; without a filter the fold applies to the current order.
+    function show() {
+      var q = filter.value.trim().toLowerCase(), hits = 0;
+      rows.forEach(function (r, pos) {
+        var hit = q ? (r._keys[1] === Number(q) || String(r._keys[COLS.length - 1]).toLowerCase().indexOf(q) >= 0)
+                    : (unfolded || pos < INDEX_ROWS);
+        if (hit) hits++;
+        r.style.display = hit ? "" : "none";
       });
-    });
-    table.appendChild(thead); table.appendChild(tbody); box.appendChild(table);
-    wrap.appendChild(filter); wrap.appendChild(box);
+      empty.textContent = q && !hits ? "No feature matches \u201c" + filter.value.trim() +
+                                       "\u201d: type a feature id or part of a top token." : "";
+      empty.style.display = q && !hits ? "" : "none";
+      more.style.display = !q && rows.length > INDEX_ROWS ? "" : "none";
+      more.textContent = unfolded ? "show the first " + INDEX_ROWS + " only" : "show all " + rows.length +
+                                                                               " features";
+    }
+    filter.addEventListener("input", show);
+    more.addEventListener("click", function () { unfolded = !unfolded; show(); });
+    table.appendChild(thead); table.appendChild(tbody); box.appendChild(table); box.appendChild(empty);
+    wrap.appendChild(filter); wrap.appendChild(box); wrap.appendChild(more);
+    var legend = el("dl", "legend");
+    COLS.forEach(function (c) { legend.appendChild(el("dt", null, c[0])); legend.appendChild(el("dd", null, c[3])); });
+    wrap.appendChild(legend);
+    show();
   }
 
   function windowRow(w, fmax) {
@@ -169,41 +214,79 @@ JS = r"""
     return row;
   }
 
+  // A chart's frame: plot area [L, L + PW] x [T, T + PH], a y axis with ticks at 0, half and a round top value.
+  var L = 46, T = 14, PH = 110, B = 34;
+  function niceTop(v) {
+    var e = Math.pow(10, Math.floor(Math.log10(v))), steps = [1, 2, 2.5, 5, 10];
+    for (var i = 0; i < steps.length; i++) if (steps[i] * e >= v) return steps[i] * e;
+    return 10 * e;
+  }
+  function yAxis(svg, top, PW, label, format) {
+    [0, top / 2, top].forEach(function (v) {
+      var y = T + PH - PH * v / top;
+      sv("line", {x1: L - 3, x2: L + PW, y1: y, y2: y, stroke: v ? "#eee" : "#bbb"}, svg);
+      sv("text", {x: L - 5, y: y + 3, "text-anchor": "end"}, svg).textContent = format(v);
+    });
+    sv("line", {x1: L, x2: L, y1: T, y2: T + PH, stroke: "#bbb"}, svg);
+    sv("text", {x: 10, y: T + PH / 2, transform: "rotate(-90 10 " + (T + PH / 2) + ")", "text-anchor": "middle"},
+       svg).textContent = label;
+  }
+  function xTitle(svg, PW, text) {
+    sv("text", {x: L + PW / 2, y: T + PH + B - 4, "text-anchor": "middle"}, svg).textContent = text;
+  }
+  function count(v) { return Math.round(v).toLocaleString(); }
+
   function histogram(f) {
-    var E = D.hist_edges, W = 360, H = 110, pad = 18, svg = sv("svg", {width: W, height: H + pad, class: "hist"});
+    var E = D.hist_edges, PW = 340, svg = sv("svg", {width: L + PW + 10, height: T + PH + B, class: "hist"});
     if (!f.hist.length) { svg.appendChild(sv("text", {x: 4, y: 14})).textContent = "never active"; return svg; }
     var lo = Math.max(0, f.hist[0][0] - 2), hi = Math.min(E.length - 1, f.hist[f.hist.length - 1][0] + 3);
-    var n = hi - lo, bw = W / n, cmax = Math.max.apply(null, f.hist.map(function (b) { return b[1]; }));
+    var n = hi - lo, bw = PW / n, cmax = Math.max.apply(null, f.hist.map(function (b) { return b[1]; }));
+    var top = niceTop(cmax);
+    yAxis(svg, top, PW, "tokens", count);
     f.hist.forEach(function (b) {
-      var h = Math.max(1, H * b[1] / cmax), r = sv("rect", {x: (b[0] - lo) * bw, y: H - h, width: bw - 1, height: h,
-                                                            fill: "rgb(255, 98, 0)"}, svg);
+      var h = Math.max(1, PH * b[1] / top), x = L + (b[0] - lo) * bw;
+      var r = sv("rect", {x: x, y: T + PH - h, width: bw - 1, height: h, fill: "rgb(255, 98, 0)"}, svg);
       sv("title", {}, r).textContent = b[1].toLocaleString() + " tokens in " + range(E[b[0]], E[b[0] + 1]);
+      if (b[1] === cmax) sv("text", {x: x + bw / 2, y: T + PH - h - 3, "text-anchor": "middle", class: "count"},
+                            svg).textContent = count(cmax);
     });
     // Dashed lines and labels at the interval edges (a fixed subset of the bin edges): samples map onto the bars.
     for (var i = lo; i <= hi; i++) {
       if (i % D.interval_step) continue;
-      var x = (i - lo) * bw;
-      sv("line", {x1: x, x2: x, y1: 0, y2: H, stroke: "#999", "stroke-dasharray": "2,3"}, svg);
-      sv("text", {x: x + 2, y: H + 12}, svg).textContent = fmt(E[i]);
+      var x = L + (i - lo) * bw;
+      sv("line", {x1: x, x2: x, y1: T, y2: T + PH, stroke: "#999", "stroke-dasharray": "2,3"}, svg);
+      sv("text", {x: x, y: T + PH + 12, "text-anchor": "middle"}, svg).textContent = fmt(E[i]);
     }
-    sv("line", {x1: 0, x2: W, y1: H, y2: H, stroke: "#bbb"}, svg);
+    sv("line", {x1: L, x2: L + PW, y1: T + PH, y2: T + PH, stroke: "#bbb"}, svg);
+    xTitle(svg, PW, "activation (log scale, 10 bins per decade)");
     return svg;
   }
 
-  function bars(f) {
-    var p = f.disc.persona_acts, c = f.disc.control_acts, all = p.concat(c), n = all.length;
-    var W = Math.max(240, Math.min(720, n * 10)), H = 110, svg = sv("svg", {width: W, height: H + 18, class: "bars"});
-    var top = Math.max.apply(null, all.concat([1e-12])), bw = W / n;
-    all.forEach(function (v, j) {
-      var persona = j < p.length, h = H * v / top, r = sv("rect", {x: j * bw, y: H - h, width: Math.max(1, bw - 1),
-        height: Math.max(h, 0.5), fill: persona ? "#8250df" : "#8c959f", class: persona ? "persona" : "control"}, svg);
+  // Persona prompt i and control prompt i ask the same question of the Assistant and of someone else: each pair
+  // is drawn side by side, so the chart reads as the contrast the discovery score averages.
+  function promptBars(f) {
+    var p = f.disc.persona_acts, c = f.disc.control_acts, n = Math.max(p.length, c.length), per = c.length ? 2 : 1;
+    var bw = Math.max(2, Math.min(9, Math.floor(640 / (n * (per + 0.6))))), gw = bw * per + Math.ceil(bw * 0.6);
+    var PW = n * gw, svg = sv("svg", {width: L + PW + 10, height: T + PH + B, class: "bars"});
+    var top = niceTop(Math.max.apply(null, p.concat(c, [1e-12])));
+    yAxis(svg, top, PW, "activation", fmt);
+    function bar(v, j, kind, x) {
+      var h = PH * v / top, text = kind === "persona" ? D.prompts.persona[j] : D.prompts.control[j];
+      var r = sv("rect", {x: x, y: T + PH - h, width: Math.max(1, bw - 1), height: Math.max(h, 0.5),
+                          fill: kind === "persona" ? "#8250df" : "#8c959f", class: kind, "data-pair": j}, svg);
       r.setAttribute("data-v", v);
-      var text = persona ? D.prompts.persona[j] : D.prompts.control[j - p.length];
-      sv("title", {}, r).textContent = (persona ? "persona" : "control") + " prompt: " + fmt(v) + "\n" + text;
-    });
-    sv("line", {x1: 0, x2: W, y1: H, y2: H, stroke: "#bbb"}, svg);
-    sv("text", {x: 2, y: H + 13}, svg).textContent = "persona prompts (" + p.length + ")";
-    if (c.length) sv("text", {x: p.length * bw + 2, y: H + 13}, svg).textContent = "control prompts (" + c.length + ")";
+      sv("title", {}, r).textContent = kind + " prompt " + (j + 1) + ": " + fmt(v) + "\n" + text;
+    }
+    var every = Math.ceil(n / 16);
+    for (var j = 0; j < n; j++) {
+      var x = L + j * gw + 1;
+      if (j < p.length) bar(p[j], j, "persona", x);
+      if (j < c.length) bar(c[j], j, "control", x + (j < p.length ? bw : 0));
+      if (j % every === 0) sv("text", {x: x + bw * per / 2, y: T + PH + 12, "text-anchor": "middle"},
+                              svg).textContent = String(j + 1);
+    }
+    sv("line", {x1: L, x2: L + PW, y1: T + PH, y2: T + PH, stroke: "#bbb"}, svg);
+    xTitle(svg, PW, c.length ? "prompt pair (persona line i with control line i)" : "persona prompt");
     return svg;
   }
 
@@ -219,34 +302,59 @@ JS = r"""
     return box;
   }
 
-  function render(sec, f) {
-    var fmax = f.max > 0 ? f.max : 1, d = f.disc;
-    var stats = "max " + fmt(f.max) + " · active on " + pct(f.density) + " of scored tokens (" +
-                f.active.toLocaleString() + ") · mean when active " + fmt(f.mean);
-    if (d) stats += " · discovery rank " + d.rank + ", score " + fmt(d.score) + ", fires on " + pct(d.persona) +
-                    " of persona prompts" + (d.control === null ? "" : " vs " + pct(d.control) + " of controls");
-    sec.appendChild(el("div", "stats", stats));
-    var row = el("div", "row"), hist = el("div", "panel");
-    hist.appendChild(el("h3", null, "activation histogram (tokens)"));
-    hist.appendChild(histogram(f));
-    row.appendChild(hist);
-    var lens = el("div", "panel lens");
-    lens.appendChild(el("h3", null, "logit lens"));
-    if (f.lens) {
-      lens.appendChild(el("div", "interval-head", "promoted"));
-      lens.appendChild(chips(f.lens.up, "up"));
-      lens.appendChild(el("div", "interval-head", "suppressed"));
-      lens.appendChild(chips(f.lens.down, "down"));
-    } else lens.appendChild(el("div", "note", "not in this file"));
-    row.appendChild(lens);
-    if (d && d.persona_acts) {
-      var b = el("div", "panel");
-      b.appendChild(el("h3", null, "activation on discovery prompts"));
-      b.appendChild(bars(f));
-      row.appendChild(b);
+  function panel(title, body, cls) {
+    var box = el("div", "panel" + (cls ? " " + cls : ""));
+    box.appendChild(el("h3", null, title));
+    (Array.isArray(body) ? body : [body]).forEach(function (b) { box.appendChild(b); });
+    return box;
+  }
+
+  // A feature section, top to bottom: each renderer takes the feature's entry and returns an element or null.
+  // A new kind of content is a new function added to one of these lists.
+  function statsLine(f) {
+    var d = f.disc, box = el("div", "stats", "max " + fmt(f.max) + " · active on " + pct(f.density) +
+        " of scored tokens (" + f.active.toLocaleString() + ") · mean when active " + fmt(f.mean));
+    if (!d) return box;
+    var disc = el("span", negative(f) ? "neg" : null, " · discovery rank " + d.rank + ", score " +
+        (negative(f) ? "▼ " : "") + fmt(d.score) + ", fires on " + pct(d.persona) + " of persona prompts" +
+        (d.control === null ? "" : " vs " + pct(d.control) + " of controls") +
+        (negative(f) ? " (below zero: it fires more on the controls)" : ""));
+    box.appendChild(disc);
+    return box;
+  }
+
+  function histogramPanel(f) {
+    return panel("activation histogram: " + f.active.toLocaleString() + " active tokens", histogram(f));
+  }
+
+  function lensPanel(f) {
+    if (!f.lens) return panel("logit lens", el("div", "note", "not in this file"), "lens");
+    return panel("logit lens", [el("div", "interval-head", "promoted"), chips(f.lens.up, "up"),
+                                el("div", "interval-head", "suppressed"), chips(f.lens.down, "down")], "lens");
+  }
+
+  function promptsPanel(f) {
+    var d = f.disc;
+    if (!d || !d.persona_acts) return null;
+    var key = el("div", "chart-note");
+    key.appendChild(el("span", "key persona")); key.appendChild(document.createTextNode("persona"));
+    if (d.control_acts.length) {
+      key.appendChild(el("span", "key control")); key.appendChild(document.createTextNode("matched control"));
     }
-    sec.appendChild(row);
-    var top = el("div", "top");
+    key.appendChild(document.createTextNode(" · hover a bar for its prompt"));
+    return panel("activation on discovery prompts", [promptBars(f), key]);
+  }
+
+  var PANELS = [histogramPanel, lensPanel, promptsPanel];  // side by side, under the stats line
+
+  function panelsRow(f) {
+    var row = el("div", "row");
+    PANELS.forEach(function (make) { var e = make(f); if (e) row.appendChild(e); });
+    return row;
+  }
+
+  function topContexts(f) {
+    var top = el("div", "top"), fmax = f.max > 0 ? f.max : 1;
     top.appendChild(el("h3", null, "top " + f.top.length + " contexts"));
     // The first few contexts show at once; the rest fold away so a section stays short enough to skim.
     var more = f.top.length > 8 ? el("details", "more") : null;
@@ -254,8 +362,11 @@ JS = r"""
     f.top.forEach(function (w, j) { (j < 8 || !more ? top : more).appendChild(windowRow(w, fmax)); });
     if (more) top.appendChild(more);
     if (!f.top.length) top.appendChild(el("div", "note", "no activating window"));
-    sec.appendChild(top);
-    var samples = el("div", "samples");
+    return top;
+  }
+
+  function intervalSamples(f) {
+    var samples = el("div", "samples"), fmax = f.max > 0 ? f.max : 1;
     samples.appendChild(el("h3", null, "interval samples (by each window's max)"));
     if (!D.interval_edges) samples.appendChild(el("div", "note", "not in this file (format version 1)"));
     f.intervals.forEach(function (group) {
@@ -266,7 +377,13 @@ JS = r"""
       group[1].forEach(function (w) { g.appendChild(windowRow(w, fmax)); });
       samples.appendChild(g);
     });
-    sec.appendChild(samples);
+    return samples;
+  }
+
+  var BLOCKS = [statsLine, panelsRow, topContexts, intervalSamples];
+
+  function render(sec, f) {
+    BLOCKS.forEach(function (make) { var e = make(f); if (e) sec.appendChild(e); });
     sec.setAttribute("data-rendered", "1");
   }
 
