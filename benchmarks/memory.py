@@ -71,9 +71,9 @@ def child(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch  # noqa: F401  (imported before the baseline so only the load itself is measured)
     import transformers  # noqa: F401
+    from personamine.model.sae import SaeEncoder
 
     from personamine.model.loading import load_model, resolve_model_source
-    from personamine.model.sae import SaeEncoder
 
     base = rss_bytes()
     out: dict = {"baseline": base}

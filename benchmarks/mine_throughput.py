@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     offline()
     import torch
+    from personamine.model.sae import read_sae_info, resolve_sae_files
 
     from personamine.config import MineConfig
     from personamine.merge.hdf5 import write_results
     from personamine.model.loading import load_model
-    from personamine.model.sae import read_sae_info, resolve_sae_files
     from personamine.shards.plan import Shard, count_documents
     from personamine.shards.run import MiningEngine, run_shard
     from personamine.shards.windows import capture_windows

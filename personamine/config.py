@@ -32,7 +32,8 @@ def resolve_config(cls: type, config: Any, overrides: dict[str, Any], what: str)
 # a resume may change them.
 EXECUTION_FIELDS = frozenset(
     {"output", "work_dir", "backend", "ray_address", "num_actors", "actor_num_gpus", "actor_num_cpus",
-     "progress", "max_shard_retries", "batch_tokens", "feature_chunk"}
+     "progress", "max_shard_retries", "batch_tokens", "feature_chunk", "sae_exact_topk", "preflight_tokens",
+     "min_fve", "allow_low_fve"}
 )
 
 
@@ -52,7 +53,8 @@ def field_help(cls: type) -> dict[str, str]:
 class MineConfig:
     # model
     model: str = knob(DEFAULT_MODEL, "model: a hub id, a local directory, or builtin:smollm2-135m-instruct")
-    layer: int = knob(15, "decoder layer whose output (resid_post) is captured; the forward stops there")
+    layer: int | None = knob(None, "decoder layer whose output (resid_post) is captured; the forward stops there "
+                                   "(default: the layer the SAE declares)")
     gguf_file: str | None = knob(None, "GGUF file inside the model repo or directory, for GGUF checkpoints")
     revision: str | None = knob(None, "model revision (branch, tag or commit) on the hub")
     dtype: str = knob("auto", "model dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16 or float16")
@@ -61,6 +63,16 @@ class MineConfig:
     sae: str = knob("", "SAE: a hub repo id, a release directory, a directory holding ae.pt, or the ae.pt file")
     sae_trainer: int = knob(0, "trainer folder of a release (resid_post_layer_L/trainer_T)")
     allow_uncalibrated: bool = knob(False, "use an SAE whose threshold was never calibrated (dense ReLU codes)")
+    # SAE layout, exact TopK encoding and the pre-flight quality check (personamine/saes)
+    sae_id: str | None = knob(None, "one SAE inside the SAE repo or directory (a folder or file, e.g. layers.10 or "
+                                    "layer_20/width_16k/average_l0_71), or a SAELens release's sae_id")
+    sae_format: str = knob("auto", "SAE layout: auto, dictionary_learning, saelens, sparsify, goodfire, gemma_scope "
+                                   "or llama_scope")
+    sae_exact_topk: bool = knob(False, "TopK SAEs: encode a subset of features exactly by computing every "
+                                       "pre-activation (a full encoder pass per batch); required to mine a subset")
+    preflight_tokens: int = knob(4096, "scored tokens the pre-flight quality check measures the SAE on (0: skip)")
+    min_fve: float = knob(0.5, "pre-flight: refuse an SAE that explains less of the captured variance than this")
+    allow_low_fve: bool = knob(False, "run even if the pre-flight quality check fails (it warns instead)")
     # features: explicit ids, "all", or the top N of a discovery file
     features: list[int] | str = knob(help="feature ids (1,5,9 or 3-6) or 'all'", factory=list)
     features_from: str | None = knob(None, "a discovery file: mine its top-ranked features")
@@ -108,6 +120,8 @@ class MineConfig:
             raise PersonamineError(f"samples_per_interval must not be negative, got {self.samples_per_interval}")
         if self.n_shards < 1:
             raise PersonamineError(f"n_shards must be at least 1, got {self.n_shards}")
+        if self.preflight_tokens < 0:
+            raise PersonamineError(f"preflight_tokens must not be negative, got {self.preflight_tokens}")
         if self.backend not in ("local", "ray"):
             raise PersonamineError(f"backend must be 'local' or 'ray', got {self.backend!r}")
 

@@ -344,11 +344,35 @@ def make_calibrated_sae_release(
     seed: int = SAE_SEED,
     active_fraction: float = SAE_TARGET_ACTIVE_FRACTION,
 ) -> Path:
-    """SAE whose features fire on the tiny model's layer-``layer`` residual stream."""
+    """SAE whose features fire on the tiny model's layer-``layer`` residual stream and whose decoder reconstructs it
+    (so the pre-flight quality check passes at ``layer``)."""
     acts = layer_activations(model_dir, layer)
     sae = build_batchtopk_sae(acts.shape[-1], dict_size, k, threshold=-1.0, seed=seed)
     calibrate_sae(sae, acts, active_fraction)
+    fit_decoder(sae, layer_activations(model_dir, layer, decoder_fit_texts()))
     return save_sae_release(sae, root, layer, seed=seed)
+
+
+def decoder_fit_texts(n: int = 120, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(SENTENCES, 5)) for _ in range(n)]
+
+
+def fit_decoder(sae: BatchTopKSAE, acts: torch.Tensor) -> None:
+    """Least-squares decoder for the SAE's own codes on ``acts`` (the encoder is untouched): a stand-in for
+    training that makes reconstruction, and so the variance explained, meaningful (0.78 on the tiny corpus at the
+    SAE's layer, 0.67 / 0.65 one layer either side)."""
+    import torch
+
+    with torch.no_grad():
+        codes = sae.encode(acts).double()
+        weight = torch.linalg.lstsq(codes, (acts - sae.b_dec).double()).solution  # [F, D]
+        sae.decoder.weight.copy_(weight.T.float())
+
+
+def sae_file(root: Path | str, layer: int = SAE_LAYER, trainer: int = 0) -> Path:
+    """The ``ae.pt`` of a release written by ``save_sae_release``."""
+    return Path(root) / f"resid_post_layer_{layer}" / f"trainer_{trainer}" / "ae.pt"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def _cached_summary(ae_path: Path) -> str | None:
 def ensure_sae(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Path, str]:
     """The cached demo SAE's release root, training it first if it is not cached yet."""
     from personamine.jobs.train_sae import train_sae
-    from personamine.model.sae import release_subpath
+    from personamine.saes.locate import release_subpath
 
     root = _sae_cache_root(cfg)
     ae_path = root / release_subpath(cfg.layer, 0) / "ae.pt"

@@ -20,9 +20,9 @@ from personamine.merge.hdf5 import write_results
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
-from personamine.model.loading import check_layer, load_config, load_tokenizer
+from personamine.model.loading import load_config, load_tokenizer
 from personamine.model.logit_lens import LogitLens, logit_lens
-from personamine.model.sae import SaeInfo, read_sae_info, resolve_sae_files, validate_sae
+from personamine.saes import SaeMeta, prepare_sae, sae_spec
 from personamine.shards.corpus import Corpus
 from personamine.shards.plan import count_documents, plan_shards
 from personamine.shards.run import ShardResult, corpus_spec
@@ -33,16 +33,15 @@ class Plan:
     """Everything checked before any heavy work starts, so bad input fails fast and writes nothing."""
 
     def __init__(self, config: MineConfig) -> None:
-        self.config = config
         model_config = load_config(config.model, config.gguf_file, config.revision)
-        check_layer(config.layer, model_config.num_hidden_layers, config.model)
-        if not config.sae:
-            raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
-        ae_path, config_path = resolve_sae_files(config.sae, config.layer, config.sae_trainer)
-        self.sae: SaeInfo = read_sae_info(ae_path, config_path)
-        validate_sae(self.sae, hidden_size=int(model_config.hidden_size), layer=config.layer,
-                     allow_uncalibrated=config.allow_uncalibrated)
-        self.features = resolve_features(config, self.sae.dict_size)
+        # Metadata only: the driver never reads the SAE's weights (the engines load and check them).
+        self.sae: SaeMeta
+        self.sae, layer = prepare_sae(sae_spec(config), hidden_size=int(model_config.hidden_size),
+                                      num_layers=int(model_config.num_hidden_layers), model=config.model,
+                                      allow_uncalibrated=config.allow_uncalibrated, announce=config.progress)
+        # The layer the SAE declares becomes the config's, so the engines and the resume fingerprint see it.
+        self.config = config = config.replace(layer=layer) if config.layer != layer else config
+        self.features = resolve_features(config, self.sae.d_sae)
         self.tokenizer = load_tokenizer(config.model, config.gguf_file, config.revision)
         self.prefix = sink_prefix_ids(self.tokenizer, config.sink_prefix)
         corpus = Corpus(corpus_spec(config))
@@ -81,7 +80,9 @@ def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
         warnings.warn("logit lens skipped: it reads safetensors weights and the model is a GGUF file", stacklevel=3)
         return None
     try:
-        return logit_lens(cfg.model, plan.sae.ae_path, plan.features, n_vocab=len(plan.tokenizer),
+        from personamine.saes import load_sae
+
+        return logit_lens(cfg.model, load_sae(sae_spec(cfg)), plan.features, n_vocab=len(plan.tokenizer),
                           revision=cfg.revision, device=pick_device(cfg.device))
     except PersonamineError as exc:
         warnings.warn(f"logit lens skipped: {exc}", stacklevel=3)
@@ -102,6 +103,8 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     else:
         cfg = config.replace(**overrides) if overrides else config
     plan = Plan(cfg)
+    cfg = plan.config
+    checked = _preflight(cfg, plan)
     work = WorkDir(cfg)
     work.open(plan.n_documents, plan.shards)
     todo = [s for s in plan.shards if not work.done(s)]
@@ -129,8 +132,9 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     shown = [buffer.entries.windows.token_ids.ravel()] + (
         [samples.entries.windows.token_ids.ravel()] if samples is not None else []) + (
         [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
-    return write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats,
-                         attrs=output_attrs(cfg, plan, stats), vocab=_vocab(plan.tokenizer, np.concatenate(shown)),
+    attrs = {**output_attrs(cfg, plan, stats), **(checked.attrs() if checked else {})}
+    return write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats, attrs=attrs,
+                         vocab=_vocab(plan.tokenizer, np.concatenate(shown)),
                          samples=samples, logit_lens=lens)
 
 
@@ -138,8 +142,7 @@ def output_attrs(cfg: MineConfig, plan: Plan, stats: FeatureStats) -> dict[str, 
     from personamine import __version__
 
     return {
-        "model": cfg.model, "layer": cfg.layer, "sae": f"{cfg.sae}@trainer_{cfg.sae_trainer}",
-        "dict_size": plan.sae.dict_size, "sae_threshold": plan.sae.threshold, "ctx_len": cfg.ctx_len,
+        **plan.sae.attrs(), "model": cfg.model, "layer": cfg.layer, "sae": _sae_label(cfg), "ctx_len": cfg.ctx_len,
         "top_k": cfg.top_k, "corpus": cfg.corpus, "tokenizer": cfg.model, "n_documents": plan.n_documents,
         "n_tokens_scored": stats.counters["tokens_scored"], "rows_skipped": stats.counters["rows_skipped"],
         "tokens_norm_filtered": stats.counters["tokens_norm_filtered"],
@@ -147,6 +150,31 @@ def output_attrs(cfg: MineConfig, plan: Plan, stats: FeatureStats) -> dict[str, 
         "sink_prefix": np.asarray(plan.prefix, np.int64), "n_shards": len(plan.shards),
         "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__,
     }
+
+
+def _sae_label(cfg: MineConfig) -> str:
+    return cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "") + f"@trainer_{cfg.sae_trainer}"
+
+
+def _preflight(cfg: MineConfig, plan: Plan):
+    """The pre-flight quality check on the corpus's first scored tokens, or None when switched off.
+
+    Minimal wiring for the current engine: the driver builds one engine on a model holding one more layer
+    (``shards.preflight.neighbour_model``) and runs ``shards.preflight.preflight_engine`` on the planned shards.
+    """
+    if cfg.preflight_tokens == 0:
+        return None
+    from personamine.shards.preflight import neighbour_model, preflight_engine
+    from personamine.shards.run import MiningEngine
+
+    engine = MiningEngine(cfg, plan.features, loaded=neighbour_model(cfg))
+    result = preflight_engine(engine, plan.shards, cfg.preflight_tokens, cfg.min_fve)
+    if cfg.progress:
+        import sys
+
+        print(f"personamine: {result.summary()}", file=sys.stderr)
+    result.check(cfg.allow_low_fve)
+    return result
 
 
 class _Progress:

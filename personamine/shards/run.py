@@ -18,7 +18,7 @@ from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, Sam
 from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
-from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
+from personamine.saes import Sae, load_checked, sae_spec
 from personamine.shards.corpus import Corpus, CorpusSpec
 from personamine.shards.plan import Shard
 from personamine.shards.windows import (
@@ -50,12 +50,10 @@ def corpus_spec(config: MineConfig) -> CorpusSpec:
     return CorpusSpec(config.corpus, config.corpus_config, config.split, config.text_column, config.streaming)
 
 
-def load_sae_for(config: MineConfig, loaded: LoadedModel) -> SaeInfo:
-    ae_path, config_path = resolve_sae_files(config.sae, config.layer, config.sae_trainer)
-    info = read_sae_info(ae_path, config_path)
-    validate_sae(info, hidden_size=loaded.hidden_size, layer=config.layer,
-                 allow_uncalibrated=config.allow_uncalibrated)
-    return info
+def load_sae_for(config: MineConfig, loaded: LoadedModel) -> Sae:
+    """The SAE, memory-mapped, with the checks the driver made from metadata alone repeated on its weights."""
+    return load_checked(sae_spec(config), hidden_size=loaded.hidden_size, layer=loaded.layer,
+                        allow_uncalibrated=config.allow_uncalibrated)
 
 
 class MiningEngine:
@@ -66,8 +64,8 @@ class MiningEngine:
         self.loaded = loaded or load_model(config.model, config.layer, dtype=config.dtype, device=config.device,
                                            gguf_file=config.gguf_file, revision=config.revision)
         self.sae = load_sae_for(config, self.loaded)
-        self.encoder = SaeEncoder(self.sae.ae_path, features, device=self.loaded.device,
-                                  chunk_size=config.feature_chunk)
+        self.encoder = self.sae.encoder(features, device=self.loaded.device, chunk_size=config.feature_chunk,
+                                        exact_topk=config.sae_exact_topk)
         tokenizer = self.loaded.tokenizer
         self.prefix = sink_prefix_ids(tokenizer, config.sink_prefix)
         self.special_ids = special_token_ids(tokenizer, self.prefix)
@@ -331,3 +329,4 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
             if on_batch is not None:
                 on_batch(fed)
     return ShardResult(shard, acc.top(), acc.stats(counters), time.perf_counter() - began, acc.interval_samples())
+
