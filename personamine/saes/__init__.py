@@ -34,7 +34,7 @@ __all__ = ["DEFAULT_MIN_FVE", "FORMATS", "Hook", "PreflightResult", "Sae", "SaeM
            "load_checked", "load_sae", "neuronpedia_url", "prepare_sae", "preflight", "read_sae_meta",
            "release_subpath", "sae_spec"]
 
-_WHERE = {"DEFAULT_MIN_FVE": "preflight", "PreflightResult": "preflight", "preflight": "preflight",
+_WHERE = {"DEFAULT_MIN_FVE": "quality", "PreflightResult": "quality", "preflight": "quality",
           "Hook": "hooks", "Sae": "base", "SaeMeta": "base", "check_features": "base", "FORMATS": "locate",
           "SaeSpec": "locate", "release_subpath": "locate"}
 
