@@ -456,3 +456,28 @@ def write_corpus_parquet(path: Path | str) -> Path:
     table = pa.table({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]})
     pq.write_table(table, out)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# SAE layouts of other libraries (tests/test_saes_*.py)
+# ------------------------------------------------------------------------------------------------
+def random_activations(n: int = 200, d: int = TINY_HIDDEN_SIZE, seed: int = 0) -> torch.Tensor:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=gen) * 2 + 0.5
+
+
+def assert_codes_match(got: torch.Tensor, want: torch.Tensor, check_sparsity: bool = True) -> None:
+    """Same codes within 1e-6 relative to the largest code, and the same features firing.
+
+    Not bitwise: a product over 5 chosen features and one over all of them are blocked differently by the BLAS
+    (measured up to 6 ulps of the pre-activation's partial sums), so exactness is "within 1e-6 of the scale"."""
+    import torch
+
+    want = want.to(got.dtype)
+    scale = max(1.0, float(want.abs().max()))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * scale)
+    assert torch.equal(got > 0, want > 0)
+    if check_sparsity:
+        assert bool((want > 0).any()) and bool((want == 0).any())
