@@ -71,6 +71,14 @@ def open_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def _npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) from a ``.npy`` header, leaving ``handle`` at the array data."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    return np.lib.format.read_array_header_2_0(handle)
+
+
 def open_npz(path: Path) -> dict[str, torch.Tensor]:
     """Arrays of an ``.npz``: stored (uncompressed) members are memory-mapped, compressed ones read whole."""
     out = {}
@@ -89,8 +97,7 @@ def open_npz(path: Path) -> dict[str, torch.Tensor]:
                     local = raw.read(30)
                     name_len, extra_len = struct.unpack("<HH", local[26:30])
                     raw.seek(member.header_offset + 30 + name_len + extra_len)
-                    version = np.lib.format.read_magic(raw)
-                    shape, fortran, dtype = np.lib.format._read_array_header(raw, version)
+                    shape, fortran, dtype = _npy_header(raw)
                     array = np.memmap(path, dtype=dtype, mode="c", offset=raw.tell(), shape=shape,
                                       order="F" if fortran else "C")
                     out[name] = torch.from_numpy(array)
@@ -107,8 +114,7 @@ def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             for member in archive.infolist():
                 if member.filename.endswith(".npy"):
                     with archive.open(member) as handle:
-                        version = np.lib.format.read_magic(handle)
-                        shape, _, _ = np.lib.format._read_array_header(handle, version)
+                        shape, _, _ = _npy_header(handle)
                     shapes[member.filename[:-4]] = tuple(shape)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise _unreadable(path, f"not a numpy .npz archive ({exc})") from exc
