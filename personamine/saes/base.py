@@ -335,6 +335,11 @@ class ElementwiseEncoder(_Encoder):
             out["mag_bias"] = _vector(sae.b_mag, index)
         return {k: (v.to(self.device) if v is not None else None) for k, v in out.items()}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the encoder keeps on its device (0 when rows are read chunk by chunk)."""
+        return sum(v.numel() * v.element_size() for v in (self._cache or {}).values() if v is not None)
+
     def _chunk(self, start: int, end: int) -> dict[str, torch.Tensor | None]:
         if self._cache is None:
             return self._params(slice(start, end))
@@ -384,6 +389,11 @@ class ExactTopKEncoder(_Encoder):
         self.position = position.to(device)
         self.resident = resident
         self._blocks = [self._block(lo, hi) for lo, hi in self._spans()] if resident else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the encoder keeps on its device (0 when rows are read chunk by chunk)."""
+        return sum(t.numel() * t.element_size() for block in (self._blocks or []) for t in block if t is not None)
 
     def _spans(self) -> list[tuple[int, int]]:
         n = self.sae.d_sae
