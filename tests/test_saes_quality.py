@@ -90,6 +90,14 @@ def test_mining_stores_the_check_and_refuses_a_wrong_layer(tiny_model_dir, unlab
         assert f.attrs["preflight_fve"] > 0.5 and f.attrs["preflight_tokens"] > 1000
         assert f.attrs[f"preflight_fve_layer_{SAE_LAYER + 1}"] < f.attrs["preflight_fve"]
         assert f.attrs["sae_format"] == "dictionary_learning" and f.attrs["sae_k"] == 8
+    # A hosted SAE's features link to their Neuronpedia pages in the report.
+    from personamine.report.data import report_data
+
+    with h5py.File(out, "r+") as f:
+        f.attrs["sae_neuronpedia"] = "llama3.1-8b-it/2-resid-post-aa"
+    entries = report_data(personamine.read_results(out))["features"]
+    assert [e["np"] for e in entries] == [f"https://www.neuronpedia.org/llama3.1-8b-it/2-resid-post-aa/{f}"
+                                          for f in (0, 5, 9)]
     bad = tmp_path / "bad"
     bad.mkdir()
     with warnings.catch_warnings():
