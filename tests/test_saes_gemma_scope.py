@@ -94,5 +94,5 @@ def test_hub_layouts(tmp_path, hf_home):
     for repo, sae_id in (("personamine-tests/gemma-scope-tiny-pt-res", SCOPE1),
                          ("personamine-tests/gemma-scope-2-tiny-pt", SCOPE2)):
         meta = read_sae_meta(repo, sae_id=sae_id)
-        assert (meta.format, meta.layer) == ("gemma_scope", 2)
+        assert (meta.format, meta.layer, meta.d_in, meta.d_sae) == ("gemma_scope", 2, D, F)
         assert_codes_match(load_sae(repo, sae_id=sae_id).encode(x), library_codes(x))

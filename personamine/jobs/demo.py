@@ -54,6 +54,7 @@ class DemoConfig:
     # printing
     show: int = 10  # features printed with their contexts
     examples: int = 3  # contexts per printed feature
+    allow_low_fve: bool = False  # run discover and mine even if the SAE fails the pre-flight quality check
     output_dir: str = "personamine-demo"
     progress: bool = True
 
@@ -201,7 +202,7 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     say(sae_summary)
 
     discovery_path = discover(model=cfg.model, layer=cfg.layer, sae=str(sae_root), output=str(out / "discover.h5"),
-                              progress=cfg.progress)
+                              progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
     found = read_discovery(discovery_path)
     features = [int(f) for f in found.feature_ids[: cfg.top]]
     say(f"\nwrote {discovery_path}: {len(found.persona_text)} persona prompts vs {len(found.control_text)} "
@@ -212,7 +213,7 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     work_dir = out / "mine.work"
     mine_path = mine(model=cfg.model, layer=cfg.layer, sae=str(sae_root), corpus=cfg.corpus, features=features,
                      max_tokens=cfg.mine_tokens, ctx_len=cfg.ctx_len, n_shards=cfg.n_shards, output=str(mine_path),
-                     work_dir=str(work_dir), progress=cfg.progress)
+                     work_dir=str(work_dir), progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
     # The checkpoints only serve to resume an interrupted run: a finished demo reruns from scratch next time.
     shutil.rmtree(work_dir, ignore_errors=True)
     results = read_results(mine_path)

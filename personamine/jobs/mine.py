@@ -162,7 +162,9 @@ def _preflight(cfg: MineConfig, plan: Plan):
     Minimal wiring for the current engine: the driver builds one engine on a model holding one more layer
     (``shards.preflight.neighbour_model``) and runs ``shards.preflight.preflight_engine`` on the planned shards.
     """
-    if cfg.preflight_tokens == 0:
+    if cfg.preflight_tokens == 0 or cfg.backend == "ray":
+        # Under Ray the engines live in the actors (the driver never loads the model): the check belongs in the
+        # first actor's start-up, which the engine rewrite adds.
         return None
     from personamine.shards.preflight import neighbour_model, preflight_engine
     from personamine.shards.run import MiningEngine

@@ -64,6 +64,20 @@ def _hook(folder: Folder, config: dict | None) -> Hook | None:
     return None
 
 
+def _hub_header(folder: Folder, name: str) -> dict[str, tuple[int, ...]] | None:
+    """Tensor shapes of a hub safetensors file from its header alone (HTTP range requests); None offline."""
+    try:
+        from huggingface_hub import HfApi, constants
+
+        if constants.HF_HUB_OFFLINE:
+            return None
+        filename = f"{folder.sub}/{name}" if folder.sub else name
+        info = HfApi().parse_safetensors_file_metadata(folder.repo, filename, revision=folder.revision)
+        return {k: tuple(v.shape) for k, v in info.tensors.items()}
+    except Exception:  # offline, or the hub refused: the caller fetches the file
+        return None
+
+
 def _tensor(state: dict, name: str):
     return state.get(name, state.get(name.lower()))
 
@@ -72,11 +86,12 @@ def read_meta(folder: Folder, repo: str | None) -> SaeMeta:
     config = folder.json("config.json")
     name = weights_name(folder) or _hub_weights(folder)
     d_in = d_sae = None
-    if folder.root is not None or name == "params.npz":  # a hub npz is the only file there is: fetch it
+    shapes = _hub_header(folder, name) if folder.on_hub and name == "params.safetensors" else None
+    if shapes is None:  # local files, a hub npz (the only file there is), or a header the hub would not serve
         shapes = tensor_shapes(folder.require(name, "the Gemma Scope weights"))
-        w_enc = shapes.get("W_enc", shapes.get("w_enc"))
-        if w_enc is not None and len(w_enc) == 2:
-            d_in, d_sae = w_enc
+    w_enc = shapes.get("W_enc", shapes.get("w_enc"))
+    if w_enc is not None and len(w_enc) == 2:
+        d_in, d_sae = w_enc
     hook = _hook(folder, config)
     notes = [] if hook is not None else [f"cannot tell the layer and hook point of {folder.path_text}"]
     return SaeMeta(format=NAME, architecture="jumprelu", source=folder.label, d_in=d_in, d_sae=d_sae, hook=hook,
