@@ -3,7 +3,7 @@
   model   the full model (``AutoModelForCausalLM``, every layer, as the seed loaded it) vs personamine's
           ``load_model`` (layers 0..L only);
   sae     an SAE file read whole (``torch.load``, and ``BatchTopKSAE.from_pretrained`` as the seed did) vs
-          ``SaeEncoder`` reading only the targeted encoder rows through mmap (and all rows, for comparison);
+          ``Sae.encoder`` reading only the targeted encoder rows through mmap (and all rows, for comparison);
   mining  ``features="all"`` on a large random, calibrated SAE: the peak of ``run_shard`` and of a whole
           ``personamine.mine`` run, with the sizes of the buffers that make them up.
 
@@ -73,7 +73,7 @@ def child(args: argparse.Namespace) -> dict:
     import transformers  # noqa: F401
 
     from personamine.model.loading import load_model, resolve_model_source
-    from personamine.model.sae import SaeEncoder
+    from personamine.saes import load_sae
 
     base = rss_bytes()
     out: dict = {"baseline": base}
@@ -106,8 +106,8 @@ def child(args: argparse.Namespace) -> dict:
         rng = np.random.default_rng(0)
         features = (np.sort(rng.choice(dict_size, args.features, replace=False)) if args.child.endswith("targeted")
                     else np.arange(dict_size))
-        encoder = SaeEncoder(Path(args.path), features, device=torch.device("cpu"))
-        out["bytes"] = encoder.weight.numel() * 4 + encoder.bias.numel() * 4
+        encoder = load_sae(args.path).encoder(features, device=torch.device("cpu"))
+        out["bytes"] = encoder.nbytes
     elif args.child in ("mining-run-shard", "mining-mine"):
         out.update(_mining_child(args))
     else:
@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
         size = path.stat().st_size
         cases = [("torch.load, whole file", "sae-torch-load"),
                  ("BatchTopKSAE.from_pretrained (the seed's way)", "sae-from-pretrained"),
-                 (f"SaeEncoder, {args.features} targeted features (mmap)", "sae-encoder-targeted"),
-                 ("SaeEncoder, all features (mmap)", "sae-encoder-all")]
+                 (f"Sae.encoder, {args.features} targeted features (mmap)", "sae-encoder-targeted"),
+                 ("Sae.encoder, all features (mmap)", "sae-encoder-all")]
         rows, measured = [], {}
         for label, name in cases:
             try:

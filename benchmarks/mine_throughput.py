@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     from personamine.config import MineConfig
     from personamine.merge.hdf5 import write_results
     from personamine.model.loading import load_model
-    from personamine.model.sae import read_sae_info, resolve_sae_files
+    from personamine.saes import read_sae_meta
     from personamine.shards.plan import Shard, count_documents
     from personamine.shards.run import MiningEngine, run_shard
     from personamine.shards.windows import capture_windows
@@ -244,20 +244,20 @@ def main(argv: list[str] | None = None) -> dict:
         sae_all = str(calibrated_sae(workdir, loaded, batches, layer=args.layer, dict_size=args.all_dict))
         print(f"built calibrated random SAEs ({args.targeted_dict} and {args.all_dict} features) in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
-    targeted_info = read_sae_info(*resolve_sae_files(sae_targeted, args.layer))
-    all_info = read_sae_info(*resolve_sae_files(sae_all, args.layer))
+    targeted_info = read_sae_meta(sae_targeted, layer=args.layer)
+    all_info = read_sae_meta(sae_all, layer=args.layer)
     rng = np.random.default_rng(0)
-    features = np.sort(rng.choice(targeted_info.dict_size, size=args.features, replace=False)).astype(np.int64)
+    features = np.sort(rng.choice(targeted_info.d_sae, size=args.features, replace=False)).astype(np.int64)
     engine_c = MiningEngine(base.replace(sae=sae_targeted, features=features.tolist()), features, loaded)
-    all_features = np.arange(all_info.dict_size, dtype=np.int64)
+    all_features = np.arange(all_info.d_sae, dtype=np.int64)
     engine_d = MiningEngine(base.replace(sae=sae_all, features="all"), all_features, loaded)
     texts = seed_texts(probe.corpus, args.seed_texts)
 
     phases = {
         "a": Phase("a", f"seed loop (batch 1, {args.features} features)"),
         "b": Phase("b", "bare forward (capture only)"),
-        "c": Phase("c", f"personamine, {args.features} of {targeted_info.dict_size} features"),
-        "d": Phase("d", f"personamine, all {all_info.dict_size} features"),
+        "c": Phase("c", f"personamine, {args.features} of {targeted_info.d_sae} features"),
+        "d": Phase("d", f"personamine, all {all_info.d_sae} features"),
         "e": Phase("e", f"seed loop as written (bf16 weights, {args.features} features)"),
     }
     loaded_bf16 = load_model(args.model, args.layer, dtype="bfloat16", device=args.device) if "e" in args.phases \

@@ -1,6 +1,7 @@
 """personamine: find the SAE features a chat model uses for its Assistant self, and mine a corpus for them.
 
-Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.read_results(path)``.
+Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.read_results(path)``,
+``personamine.load_sae(...)`` (any supported SAE layout: see ``personamine.saes``).
 Imports are lazy so ``import personamine`` stays cheap.
 """
 
@@ -10,8 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MineConfig", "PersonamineError", "__version__", "discover", "mine", "read_discovery", "read_results",
-           "report"]
+__all__ = ["MineConfig", "PersonamineError", "__version__", "discover", "load_sae", "mine", "read_discovery",
+           "read_results", "report"]
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +40,10 @@ def __getattr__(name: str) -> Any:
         from personamine.report import report
 
         return report
+    if name == "load_sae":
+        from personamine.saes import load_sae
+
+        return load_sae
     if name == "PersonamineError":
         from personamine.errors import PersonamineError
 

@@ -54,7 +54,8 @@ def at_least(config: Any, minimum: float, *names: str) -> None:
 # a resume may change them.
 EXECUTION_FIELDS = frozenset(
     {"output", "work_dir", "backend", "ray_address", "num_actors", "actor_num_gpus", "actor_num_cpus",
-     "progress", "max_shard_retries", "batch_tokens", "feature_chunk", "n_shards", "keep_work_dir"}
+     "progress", "max_shard_retries", "batch_tokens", "feature_chunk", "n_shards", "keep_work_dir", "sae_exact_topk",
+     "preflight_tokens", "min_fve", "allow_low_fve"}
 )
 
 
@@ -74,7 +75,8 @@ def field_help(cls: type) -> dict[str, str]:
 class MineConfig:
     # model
     model: str = knob(DEFAULT_MODEL, "model: a hub id, a local directory, or builtin:smollm2-135m-instruct")
-    layer: int = knob(15, "decoder layer whose output (resid_post) is captured; the forward stops there")
+    layer: int | None = knob(None, "decoder layer whose output (resid_post) is captured; the forward stops there "
+                                   "(default: the layer the SAE declares)")
     gguf_file: str | None = knob(None, "GGUF file inside the model repo or directory, for GGUF checkpoints")
     revision: str | None = knob(None, "model revision (branch, tag or commit) on the hub")
     dtype: str = knob("auto", "model dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16 or float16")
@@ -83,6 +85,16 @@ class MineConfig:
     sae: str = knob("", "SAE: a hub repo id, a release directory, a directory holding ae.pt, or the ae.pt file")
     sae_trainer: int = knob(0, "trainer folder of a release (resid_post_layer_L/trainer_T)")
     allow_uncalibrated: bool = knob(False, "use an SAE whose threshold was never calibrated (dense ReLU codes)")
+    # SAE layout, exact TopK encoding and the pre-flight quality check (personamine/saes)
+    sae_id: str | None = knob(None, "one SAE inside the SAE repo or directory (a folder or file, e.g. layers.10 or "
+                                    "layer_20/width_16k/average_l0_71), or a SAELens release's sae_id")
+    sae_format: str = knob("auto", "SAE layout: auto, dictionary_learning, saelens, sparsify, goodfire, gemma_scope "
+                                   "or llama_scope")
+    sae_exact_topk: bool = knob(False, "TopK SAEs: encode a subset of features exactly by computing every "
+                                       "pre-activation (a full encoder pass per batch); required to mine a subset")
+    preflight_tokens: int = knob(4096, "scored tokens the pre-flight quality check measures the SAE on (0: skip)")
+    min_fve: float = knob(0.5, "pre-flight: refuse an SAE that explains less of the captured variance than this")
+    allow_low_fve: bool = knob(False, "run even if the pre-flight quality check fails (it warns instead)")
     # features: explicit ids, "all", or the top N of a discovery file
     features: list[int] | str = knob(help="feature ids (1,5,9 or 3-6) or 'all'", factory=list)
     features_from: str | None = knob(None, "a discovery file: mine its top-ranked features")
@@ -147,7 +159,7 @@ class MineConfig:
         at_least(self, 4, "ctx_len")
         at_least(self, 1, "top", "top_k", "n_shards", "batch_tokens", "feature_chunk", "max_documents", "max_tokens",
                  "unit_bytes", "example_len", "stride")
-        at_least(self, 0, "samples_per_interval", "norm_filter", "max_shard_retries", "sae_trainer")
+        at_least(self, 0, "samples_per_interval", "norm_filter", "max_shard_retries", "sae_trainer", "preflight_tokens")
         if self.score_roles is not None:
             unknown = [r for r in self.score_roles if r not in CONTENT_ROLES]
             if unknown or not self.score_roles:

@@ -96,8 +96,10 @@ def test_mine_prints_only_its_own_lines(tiny_model_dir, tiny_sae_dir, tiny_corpu
     assert quiet.stdout == f"wrote {tmp_path / 'a.h5'}\n" and quiet.stderr == skipped
     with_bar = personamine_cli(*args, "--output", str(tmp_path / "b.h5"))
     assert with_bar.returncode == 0 and not any(noise in with_bar.stderr for noise in NOISE), with_bar.stderr
-    assert all(part.startswith("mining") for part in re.split(r"[\r\n]+", with_bar.stderr.replace(skipped, ""))
-               if part.strip())
+    # With progress on: what was loaded, the pre-flight's figures, the bar and the closing line; nothing else.
+    parts = [p for p in re.split(r"[\r\n]+", with_bar.stderr.replace(skipped, "")) if p.strip()]
+    assert parts[0].startswith("personamine: SAE ") and parts[1].startswith("personamine: pre-flight: SAE "), parts
+    assert all(part.startswith("mining") for part in parts[2:]) and parts[-1].startswith("mining: "), parts
     # The same run with --verbose shows what the quiet runs hid (so the checks above can fail).
     loud = personamine_cli(*args, "--no-progress", "--verbose", "--output", str(tmp_path / "c.h5"))
     assert loud.returncode == 0 and "LOAD REPORT" in loud.stderr and "Loading weights" in loud.stderr

@@ -19,7 +19,9 @@ from personamine.jobs.features import positive_only_note, top_discovered
 def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
     base = dict(model=str(model_dir), layer=SAE_LAYER, corpus=str(corpus), dict_size=256, k=8, train_tokens=6000,
                 train_from_document=25, train_steps=120, train_batch_size=256, top=12, mine_tokens=1200, ctx_len=16,
-                show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False)
+                show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False,
+                # 120 steps on a random model: the SAE explains ~40% of the variance, under the pre-flight minimum.
+                allow_low_fve=True)
     base.update(extra)
     return base
 
@@ -104,6 +106,10 @@ def test_real_demo_on_smollm2(tmp_path):
     assert (found.score[: mined.feature_ids.size] > 0).all()
     assert mined.tokens_scored >= 19_000
     assert text.count("discovery score") == 3 and "«" in text
+    # The pre-flight quality check passed at the SAE's layer, and its neighbours fit worse (README figures).
+    for attrs in (found.attrs, mined.attrs):
+        assert attrs["preflight_fve"] > 0.5, attrs
+        assert attrs["preflight_fve_layer_9"] < attrs["preflight_fve"] > attrs["preflight_fve_layer_11"]
 
 
 def test_demo_reports_a_missing_builtin_in_one_line(tiny_model_dir, tmp_path, capsys):

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from fixtures import SAE_DICT_SIZE, SAE_LAYER, save_sae_release
+from fixtures import SAE_DICT_SIZE, SAE_LAYER, sae_file, save_sae_release
 
 import personamine
 from personamine.errors import PersonamineError
@@ -22,7 +22,6 @@ from personamine.jobs.discover import (
     read_discovery,
     render_prompts,
 )
-from personamine.model.sae import resolve_sae_files
 
 # Different lengths on purpose: in a batch, most rows are padded.
 PERSONA = ["Who are you?", "What's it like to be you, deep down, when nobody is asking you anything at all?",
@@ -137,7 +136,7 @@ def test_model_without_template_takes_raw_text_behind_the_sink_prefix(tiny_model
 
 
 def test_every_prompt_kept_at_its_last_real_token(tiny_model_dir, tiny_sae_dir, prompt_files, tmp_path):
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     path = personamine.discover(**discover_kwargs(tiny_model_dir, tiny_sae_dir, prompt_files, tmp_path,
                                                   batch_size=4))
     res = read_discovery(path)
@@ -158,11 +157,11 @@ def test_every_prompt_kept_at_its_last_real_token(tiny_model_dir, tiny_sae_dir, 
 
 def test_batching_does_not_change_vectors(tiny_model_dir, tiny_sae_dir, prompt_files, tmp_path):
     from personamine.model.loading import load_model
-    from personamine.model.sae import SaeEncoder
+    from personamine.saes import load_sae
 
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     loaded = load_model(str(tiny_model_dir), SAE_LAYER)
-    encoder = SaeEncoder(ae, np.arange(SAE_DICT_SIZE), device=loaded.device, chunk_size=100)
+    encoder = load_sae(str(ae)).encoder(np.arange(SAE_DICT_SIZE), device=loaded.device, chunk_size=100)
     prompts = render_prompts(loaded.tokenizer, PERSONA + CONTROL, DiscoverConfig())
     assert len({len(p.ids) for p in prompts}) > 5
     from personamine.jobs.discover import prompt_vectors
@@ -188,7 +187,7 @@ def test_other_positions(position, tiny_model_dir, tiny_sae_dir, prompt_files, t
             assert p.positions == [i for i, t in enumerate(p.ids) if t not in special]
             assert len(p.positions) > 3
     if position == "prompt-mean":
-        ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+        ae = sae_file(tiny_sae_dir)
         res = read_discovery(personamine.discover(**discover_kwargs(
             tiny_model_dir, tiny_sae_dir, prompt_files, tmp_path, position=position, batch_size=3)))
         ref = reference_vectors(tiny_model_dir, ae, PERSONA, position=position)
@@ -207,7 +206,7 @@ def planted_sae(tiny_model_dir, tiny_sae_dir, tmp_path):
     from dictionary_learning.trainers import BatchTopKSAE
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     sae = BatchTopKSAE.from_pretrained(str(ae), device="cpu")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
@@ -230,15 +229,17 @@ def planted_sae(tiny_model_dir, tiny_sae_dir, tmp_path):
 
 
 def test_ranking_against_controls_finds_the_planted_feature(tiny_model_dir, planted_sae, prompt_files, tmp_path):
+    # The planted SAE reconstructs nothing (a dense feature of value 1000x the threshold): skip its quality check.
     res = read_discovery(personamine.discover(**discover_kwargs(tiny_model_dir, planted_sae, prompt_files,
-                                                                tmp_path)))
+                                                                tmp_path, preflight=False)))
     assert res.feature_ids[0] == PLANTED
     assert res.persona_firing[0] == 1.0 and res.control_firing[0] == 0.0
     dense_rank = np.nonzero(res.feature_ids == DENSE)[0]
     assert dense_rank.size == 0 or dense_rank[0] > 0  # equal on both sets: its score is ~0
     # The seed's raw-mean ranking puts the dense feature first.
     raw = read_discovery(personamine.discover(**discover_kwargs(
-        tiny_model_dir, planted_sae, prompt_files, tmp_path, control=False, output=str(tmp_path / "raw.h5"))))
+        tiny_model_dir, planted_sae, prompt_files, tmp_path, control=False, output=str(tmp_path / "raw.h5"),
+        preflight=False)))
     assert raw.feature_ids[0] == DENSE
     assert list(raw.feature_ids).index(PLANTED) > 0
     np.testing.assert_array_equal(raw.score, raw.persona_mean)

@@ -44,12 +44,12 @@ def test_layer_out_of_range(run_cli):
 def test_sae_width_mismatch(run_cli, tmp_path):
     sae = make_sae_release(tmp_path / "wide", layer=SAE_LAYER, activation_dim=32, dict_size=64, k=4,
                            threshold=0.1, seed=0)
-    assert_clean_failure(run_cli, "SAE width 32 does not match the model's hidden size 64", sae=sae)
+    assert_clean_failure(run_cli, "has width 32, but the model's hidden size is 64", sae=sae)
 
 
 def test_sae_trained_on_another_layer(run_cli, tmp_path):
     sae = make_sae_release(tmp_path / "l1", layer=1, activation_dim=64, dict_size=64, k=4, threshold=0.1, seed=0)
-    assert_clean_failure(run_cli, "SAE was trained on layer 1", sae=sae)
+    assert_clean_failure(run_cli, "was trained on resid_post_layer_1 (the output of decoder layer 1", sae=sae)
 
 
 def test_uncalibrated_sae(run_cli, tmp_path):

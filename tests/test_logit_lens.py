@@ -8,13 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from fixtures import SAE_LAYER, populate_hub_cache
+from fixtures import populate_hub_cache, sae_file
 from test_mine import mine_kwargs
 
 import personamine
 from personamine.errors import PersonamineError
 from personamine.model.logit_lens import logit_lens
-from personamine.model.sae import resolve_sae_files
 
 FEATURES = [0, 3, 17, 100, 255]
 
@@ -44,7 +43,7 @@ def assert_lens_equal(lens, expected):
 
 @pytest.fixture(scope="module")
 def ae_path(tiny_sae_dir):
-    return resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)[0]
+    return sae_file(tiny_sae_dir)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +91,10 @@ def test_n_vocab_limits_the_ranking(tiny_model_dir, ae_path):
     # Restricted to rows < 100, it is the full-model ranking of those rows.
     from transformers import AutoModelForCausalLM
 
-    from personamine.model.sae import open_state_dict
+    from personamine.saes.tensors import open_torch
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    w_dec = open_state_dict(ae_path)["decoder.weight"][:, FEATURES].float()
+    w_dec = open_torch(ae_path)["decoder.weight"][:, FEATURES].float()
     with torch.no_grad():
         logits = model.lm_head.weight[:100] @ (model.model.norm.weight[:, None] * w_dec)
     np.testing.assert_array_equal(lens.promoted_ids, logits.topk(5, dim=0).indices.T.numpy())

@@ -17,7 +17,6 @@ from transformers import AutoTokenizer
 
 import personamine
 from personamine.corpus.conversations import ChatRenderer, parse_turns
-from personamine.model.sae import resolve_sae_files
 from personamine.roles import ROLE, ROLES
 
 FEATURES = list(range(0, 256, 9))
@@ -95,7 +94,7 @@ def test_windows_spans_and_roles_equal_brute_force(case, corpora, tiny_model_dir
     c = CASES[case]
     path, rows = corpora[c["kind"]]
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = fx.sae_file(tiny_sae_dir)
     roles = tuple(ROLE[r] for r in (c["score_roles"] or ("text", "system", "user", "assistant")))
     ref, stats = reference_mine(tiny_model_dir, ae, ref_docs(tiny_model_dir, c["kind"], rows), layer=SAE_LAYER,
                                 features=FEATURES, ctx_len=c["ctx_len"], prefix=[tok.bos_token_id],

@@ -5,11 +5,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER
+from fixtures import SAE_LAYER, sae_file
 from reference import load_texts, reference_topk
 
 import personamine
-from personamine.model.sae import resolve_sae_files
 
 FEATURES = list(range(0, 256, 5))
 UNIT_BYTES = 1500
@@ -65,7 +64,7 @@ def assert_same_selection(a, b):
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl):
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     from transformers import AutoTokenizer
 
     bos = AutoTokenizer.from_pretrained(tiny_model_dir).bos_token_id
@@ -138,7 +137,7 @@ def test_dedupe_keeps_one_copy_of_identical_windows(tiny_model_dir, tiny_sae_dir
 def test_all_features_mode_equals_sae_encode(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
     from transformers import AutoTokenizer
 
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     bos = AutoTokenizer.from_pretrained(tiny_model_dir).bos_token_id
     texts = load_texts(tiny_corpus_jsonl)[:20]
     ref = reference_topk(tiny_model_dir, ae, texts, layer=SAE_LAYER, features=list(range(256)), ctx_len=16,
@@ -163,7 +162,7 @@ def test_no_bos_tokenizer_gets_a_two_token_sink_prefix(tiny_model_dir_nobos, tin
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir_nobos)
     prefix = [tok.unk_token_id, tok.bos_token_id]
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     ref = reference_topk(tiny_model_dir_nobos, ae, load_texts(tiny_corpus_jsonl), layer=SAE_LAYER,
                          features=FEATURES, ctx_len=16, top_k=None, prefix=prefix)
     res = personamine.read_results(personamine.mine(
@@ -180,7 +179,7 @@ def test_norm_filter_drops_outlier_tokens_and_counts_them(tiny_model_dir, tiny_s
                                                           tmp_path):
     from transformers import AutoTokenizer
 
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     bos = AutoTokenizer.from_pretrained(tiny_model_dir).bos_token_id
     # A tight multiple makes the filter bite on this random model; the reference applies the same rule.
     ref = reference_topk(tiny_model_dir, ae, load_texts(tiny_corpus_jsonl), layer=SAE_LAYER, features=FEATURES,

@@ -8,11 +8,11 @@ import textwrap
 
 import numpy as np
 import torch
-from fixtures import SAE_LAYER, TINY_NUM_LAYERS
+from fixtures import SAE_LAYER, TINY_NUM_LAYERS, sae_file
 
 from personamine.model.capture import capture_residual
 from personamine.model.loading import load_model
-from personamine.model.sae import SaeEncoder, resolve_sae_files
+from personamine.saes import load_sae
 
 
 def test_only_layers_up_to_l_are_loaded_and_nothing_after_runs(tiny_model_dir):
@@ -56,17 +56,17 @@ def test_tuple_returning_layers_are_handled():
 def test_targeted_encoder_equals_full_encode(tiny_sae_dir):
     from dictionary_learning.trainers import BatchTopKSAE
 
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     sae = BatchTopKSAE.from_pretrained(str(ae), device="cpu")
     x = torch.randn(50, 64) * 3
     features = np.array([7, 3, 200, 255, 0])
-    got = SaeEncoder(ae, features, device=torch.device("cpu")).encode(x)
+    got = load_sae(str(ae)).encoder(features, device=torch.device("cpu")).encode(x)
     want = sae.encode(x)[:, features]
     # Bitwise with some BLAS builds, not all: MKL on an AVX-512 machine blocks a [50, 64] x [64, 5] product
     # differently from [64, 256], which moves the last bit (measured 1.9e-6 at values near 4, i.e. one ulp).
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     assert (want > 0).any()
-    chunked = SaeEncoder(ae, np.arange(256), device=torch.device("cpu"), chunk_size=37).encode(x)
+    chunked = load_sae(str(ae)).encoder(np.arange(256), device=torch.device("cpu"), chunk_size=37).encode(x)
     torch.testing.assert_close(chunked, sae.encode(x), rtol=1e-6, atol=1e-6)
 
 
@@ -75,18 +75,18 @@ def test_targeted_mode_reads_only_the_needed_rows(tmp_path):
     script = textwrap.dedent(f"""
         import resource, sys, numpy as np, torch
         sys.path.insert(0, {str(tmp_path)!r})
-        from personamine.model.sae import SaeEncoder
+        from personamine.saes import load_sae
         from pathlib import Path
         path = Path({str(tmp_path / "big.pt")!r})
         torch.save({{"encoder.weight": torch.randn(65536, 2048), "encoder.bias": torch.zeros(65536),
-                    "decoder.weight": torch.zeros(1, 1), "b_dec": torch.zeros(2048),
+                    "decoder.weight": torch.zeros(1).expand(2048, 65536), "b_dec": torch.zeros(2048),
                     "threshold": torch.tensor(0.5), "k": torch.tensor(32, dtype=torch.int32)}}, path)
         import gc; gc.collect()
         import psutil
         before = psutil.Process().memory_info().rss
         mode = sys.argv[1]
         if mode == "targeted":
-            enc = SaeEncoder(path, np.arange(0, 65536, 3277)[:20], device=torch.device("cpu"))
+            enc = load_sae(str(path)).encoder(np.arange(0, 65536, 3277)[:20], device=torch.device("cpu"))
         else:
             state = torch.load(path, weights_only=True)
             w = state["encoder.weight"].clone()

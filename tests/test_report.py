@@ -109,8 +109,10 @@ def run_discovery(model_dir, sae_dir, tmp_path: Path, persona: list[str], contro
     for kind, texts in (("persona", persona), ("control", control)):
         files.append(tmp_path / f"{kind}.jsonl")
         files[-1].write_text("".join(json.dumps({"content": t}) + "\n" for t in texts))
+    # Four prompts (some of them HTML attacks) are too few tokens for the SAE quality check to mean anything.
     return personamine.discover(model=str(model_dir), layer=SAE_LAYER, sae=str(sae_dir), prompts=str(files[0]),
-                                controls=str(files[1]), top=top, output=str(tmp_path / "disc.h5"), progress=False)
+                                controls=str(files[1]), top=top, output=str(tmp_path / "disc.h5"), progress=False,
+                                preflight=False)
 
 
 @pytest.fixture(scope="module")

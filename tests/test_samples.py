@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER
+from fixtures import SAE_LAYER, sae_file
 from reference import line_uids, load_texts, reference_topk
 from test_mine import FEATURES, TIE, UNIT_BYTES, mine_kwargs
 
@@ -21,7 +21,6 @@ from personamine.merge.samples import (
     window_key,
 )
 from personamine.merge.stats import HISTOGRAM_EDGES
-from personamine.model.sae import resolve_sae_files
 
 _M64 = 2**64 - 1
 
@@ -190,7 +189,7 @@ def test_every_sample_lies_in_its_interval(shard_runs):
 def test_samples_equal_brute_force(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
     """All windows scored one at a time by the full model and full SAE, binned, hashed and picked in Python."""
     n_docs, m = 30, 3
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
+    ae = sae_file(tiny_sae_dir)
     from transformers import AutoTokenizer
 
     bos = AutoTokenizer.from_pretrained(tiny_model_dir).bos_token_id

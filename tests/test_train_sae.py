@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from fixtures import SAE_LAYER, TINY_HIDDEN_SIZE, build_batchtopk_sae, calibrate_sae
+from fixtures import SAE_LAYER, TINY_HIDDEN_SIZE, build_batchtopk_sae, calibrate_sae, sae_file
 
 import personamine
 from personamine.errors import PersonamineError
@@ -21,7 +21,8 @@ from personamine.jobs.train_sae import (
     evaluate_sae,
     split_held_out,
 )
-from personamine.model.sae import read_sae_info, resolve_sae_files, validate_sae
+from personamine.saes import read_sae_meta
+from personamine.saes.base import check_meta
 
 TRAIN = dict(layer=SAE_LAYER, dict_size=256, k=8, steps=300, batch_size=256, ctx_len=32, max_tokens=20_000)
 
@@ -41,13 +42,14 @@ def trained(tiny_model_dir, tiny_corpus_jsonl, tmp_path_factory):
 def test_release_loads_with_a_calibrated_threshold(trained, tiny_model_dir, capsys):
     from dictionary_learning.trainers import BatchTopKSAE
 
-    ae_path, config_path = resolve_sae_files(str(trained), SAE_LAYER)
-    assert ae_path == trained / f"resid_post_layer_{SAE_LAYER}" / "trainer_0" / "ae.pt"
+    ae_path = sae_file(trained)
+    config_path = ae_path.with_name("config.json")
     sae = BatchTopKSAE.from_pretrained(str(ae_path))
     assert float(sae.threshold) > 0 and int(sae.k) == 8 and sae.dict_size == 256
-    info = read_sae_info(ae_path, config_path)
-    assert info.layer == SAE_LAYER and info.activation_dim == TINY_HIDDEN_SIZE
-    validate_sae(info, hidden_size=TINY_HIDDEN_SIZE, layer=SAE_LAYER)  # no error: calibrated, right layer
+    info = read_sae_meta(str(trained), layer=SAE_LAYER)
+    assert info.layer == SAE_LAYER and info.d_in == TINY_HIDDEN_SIZE and info.k == 8 and info.trainer == 0
+    assert info.threshold == float(sae.threshold)
+    check_meta(info, hidden_size=TINY_HIDDEN_SIZE)  # no error: calibrated, right width
     config = json.loads(config_path.read_text())
     assert config["trainer"]["trainer_class"] == "BatchTopKTrainer" and config["trainer"]["steps"] == 300
     assert config["trainer"]["submodule_name"] == f"resid_post_layer_{SAE_LAYER}"
@@ -59,7 +61,8 @@ def test_beats_a_random_sae_on_held_out_raw_activations(trained, tiny_model_dir,
     cfg = TrainSaeConfig(model=str(tiny_model_dir), corpus=str(tiny_corpus_jsonl), **TRAIN)
     train, held = split_held_out(capture_activations(cfg), cfg.held_out, cfg.seed)
     assert held.shape[0] > 100
-    ae_path, config_path = resolve_sae_files(str(trained), SAE_LAYER)
+    ae_path = sae_file(trained)
+    config_path = ae_path.with_name("config.json")
     saved = json.loads(config_path.read_text())["personamine"]
     # The saved SAE takes RAW activations: the normalisation used in training was folded back into it.
     trained_q = evaluate_sae(BatchTopKSAE.from_pretrained(str(ae_path)), held)
@@ -88,10 +91,10 @@ def test_capture_follows_the_mining_token_rules(tiny_model_dir, tiny_sae_dir, ti
     assert acts.counters["tokens_norm_filtered"] > 0
     assert acts.x.shape[0] == mined.tokens_scored
     # Every row is a scored token's residual: the two features' activation totals agree with mining's stats.
-    from personamine.model.sae import SaeEncoder
+    from personamine.saes import load_sae
 
-    ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
-    codes = SaeEncoder(ae, np.array([0, 1]), device=torch.device("cpu")).encode(acts.x).double()
+    ae = sae_file(tiny_sae_dir)
+    codes = load_sae(str(ae)).encoder(np.array([0, 1]), device=torch.device("cpu")).encode(acts.x).double()
     np.testing.assert_allclose(codes.sum(0).numpy(), mined.activation_sum, rtol=1e-5)
     np.testing.assert_array_equal((codes > 0).sum(0).numpy(), mined.active_tokens)
     # Skipping documents skips exactly their tokens.
@@ -174,4 +177,4 @@ def test_train_sae_with_dictionary_learning_installed_without_its_dependencies(t
     else:
         assert run.returncode == 0, run.stderr
         assert run.stdout.splitlines()[-1] == f"wrote {out} (use it as --sae {out} --layer {SAE_LAYER})"
-        assert read_sae_info(*resolve_sae_files(str(out), SAE_LAYER, 0)).threshold > 0
+        assert read_sae_meta(str(out), layer=SAE_LAYER).threshold > 0

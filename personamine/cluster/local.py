@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from personamine.config import MineConfig
-from personamine.shards.plan import Schedule
+from personamine.shards.plan import Piece, Schedule
 from personamine.shards.run import MiningEngine, PieceResult, run_piece
 
 
@@ -18,6 +18,12 @@ class LocalBackend:
 
     def start(self) -> None:
         """Nothing to start: the engine loads on the first piece (a resumed, finished run needs none)."""
+
+    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
+        from personamine.shards.preflight import preflight_engine
+
+        self.engine = self.engine or MiningEngine(self.config, self.features)
+        return preflight_engine(self.engine, pieces, n_tokens, min_fve)
 
     def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
             on_batch: Callable[[int, int, int], None]) -> None:

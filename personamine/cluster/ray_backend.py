@@ -80,6 +80,11 @@ class PieceWorker:
 
         return run_piece(self.engine, piece, on_batch=_test_fault_hook(piece))
 
+    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
+        from personamine.shards.preflight import preflight_engine
+
+        return preflight_engine(self.engine, pieces, n_tokens, min_fve)
+
 
 def _test_fault_hook(piece: Piece) -> Callable[[int, int, int], None] | None:
     """Test-only: after the piece's first batch, die by SIGKILL (once per marker file) or raise (every time)."""
@@ -163,6 +168,11 @@ class RayBackend:
         assert self.driver is not None, "start() first"
         self.driver.run(schedule, on_result, on_batch)
 
+    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
+        """The SAE's pre-flight check, run by the first actor that is up (the driver never loads the model)."""
+        assert self.driver is not None, "start() first"
+        return self.driver.preflight(pieces, n_tokens, min_fve)
+
     def close(self) -> None:
         import ray
 
@@ -206,6 +216,19 @@ class _Driver:
         for actor in [*self.idle, *self.starting.values(), *(a for a, _ in self.busy.values())]:
             ray.kill(actor, no_restart=True)
         self.idle, self.starting, self.busy = [], {}, {}
+
+    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
+        import ray
+
+        while not self.idle:
+            done, _ = ray.wait(list(self.starting), num_returns=1)
+            self._started(done[0])
+        try:
+            return ray.get(self.idle[0].preflight.remote(pieces, n_tokens, min_fve))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, PersonamineError):
+                raise PersonamineError(str(exc.cause)) from None
+            raise
 
     def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
             on_batch: Callable[[int, int, int], None]) -> None:

@@ -56,6 +56,7 @@ class DemoConfig:
     # printing
     show: int = knob(10, "features printed with their contexts")
     examples: int = knob(3, "contexts printed per feature")
+    allow_low_fve: bool = knob(False, "run discover and mine even if the SAE fails the pre-flight quality check")
     output_dir: str = knob("personamine-demo", "directory for discover.h5, mine.h5 and report.html")
     progress: bool = knob(True, "show progress bars")
 
@@ -101,7 +102,7 @@ def _cached_summary(ae_path: Path) -> str | None:
 def ensure_sae(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Path, str]:
     """The cached demo SAE's release root, training it first if it is not cached yet."""
     from personamine.jobs.train_sae import train_sae
-    from personamine.model.sae import release_subpath
+    from personamine.saes.locate import release_subpath
 
     root = _sae_cache_root(cfg)
     ae_path = root / release_subpath(cfg.layer, 0) / "ae.pt"
@@ -191,7 +192,7 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     say(sae_summary)
 
     discovery_path = discover(model=cfg.model, layer=cfg.layer, sae=str(sae_root), output=str(out / "discover.h5"),
-                              progress=cfg.progress)
+                              progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
     found = read_discovery(discovery_path)
     features = top_discovered(found.feature_ids, found.score, cfg.top, cfg.positive_only, "the discovery").tolist()
     say(f"\nwrote {discovery_path}: {found.summary()}; top features by mean(persona) - mean(control) at the "
@@ -204,7 +205,7 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     work_dir = out / "mine.work"
     mine_path = mine(model=cfg.model, layer=cfg.layer, sae=str(sae_root), corpus=cfg.corpus, features=features,
                      max_tokens=cfg.mine_tokens, ctx_len=cfg.ctx_len, output=str(mine_path),
-                     work_dir=str(work_dir), progress=cfg.progress)
+                     work_dir=str(work_dir), progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
     results = read_results(mine_path)
     say(f"\nwrote {mine_path}: {results.tokens_scored:,} tokens of {cfg.corpus} scored "
         f"({results.attrs.get('n_documents')} documents)")

@@ -37,7 +37,7 @@ _MINE = field_help(MineConfig)  # the fields discover shares with mining, docume
 class DiscoverConfig:
     # model
     model: str = knob(DEFAULT_MODEL, _MINE["model"])
-    layer: int = knob(15, _MINE["layer"])
+    layer: int | None = knob(None, _MINE["layer"])
     gguf_file: str | None = knob(None, _MINE["gguf_file"])
     revision: str | None = knob(None, _MINE["revision"])
     dtype: str = knob("auto", _MINE["dtype"])
@@ -46,6 +46,13 @@ class DiscoverConfig:
     sae: str = knob("", _MINE["sae"])
     sae_trainer: int = knob(0, _MINE["sae_trainer"])
     allow_uncalibrated: bool = knob(False, _MINE["allow_uncalibrated"])
+    # SAE layout and the pre-flight quality check (as MineConfig's; on the prompts' positions)
+    sae_id: str | None = knob(None, "one SAE inside the SAE repo or directory, or a SAELens release's sae_id")
+    sae_format: str = knob("auto", "SAE layout: auto, dictionary_learning, saelens, sparsify, goodfire, gemma_scope "
+                                   "or llama_scope")
+    preflight: bool = knob(True, "measure the SAE's variance explained and L0 on the prompts first")
+    min_fve: float = knob(0.5, "pre-flight: refuse an SAE that explains less of the captured variance than this")
+    allow_low_fve: bool = knob(False, "run even if the pre-flight quality check fails (it warns instead)")
     # prompts
     prompts: str | None = knob(None, "self-referential prompts: JSONL ({\"content\": ...} per line) or one per line "
                                      "(default: the 32 shipped ones)")
@@ -301,31 +308,34 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     override a given config. Writes one HDF5 file (see :func:`read_discovery`) and returns its path.
     """
     from personamine.atomic import check_writable
-    from personamine.model.loading import check_layer, load_config, load_model, load_tokenizer, pick_device
-    from personamine.model.sae import SaeEncoder, read_sae_info, resolve_sae_files, validate_sae
+    from personamine.model.loading import find_decoder_layers, load_config, load_model, load_tokenizer, pick_device
+    from personamine.saes import load_checked, prepare_sae, sae_spec
 
     cfg = resolve_config(DiscoverConfig, config, overrides, "discover")
     # Everything cheap is checked before the model loads, so bad input fails fast and writes nothing.
-    if not cfg.sae:
-        raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
     check_writable(cfg.output, "output")
     pick_device(cfg.device)
     persona_texts = load_prompts(cfg.prompts or builtin_prompts_path("persona"))
     control_texts = load_prompts(cfg.controls or builtin_prompts_path("control")) if cfg.control else []
     model_config = load_config(cfg.model, cfg.gguf_file, cfg.revision)
-    check_layer(cfg.layer, model_config.num_hidden_layers, cfg.model)
-    ae_path, sae_config_path = resolve_sae_files(cfg.sae, cfg.layer, cfg.sae_trainer)
-    sae = read_sae_info(ae_path, sae_config_path)
-    validate_sae(sae, hidden_size=int(model_config.hidden_size), layer=cfg.layer,
-                 allow_uncalibrated=cfg.allow_uncalibrated)
+    meta, layer = prepare_sae(sae_spec(cfg), hidden_size=int(model_config.hidden_size),
+                              num_layers=int(model_config.num_hidden_layers), model=cfg.model,
+                              allow_uncalibrated=cfg.allow_uncalibrated, announce=cfg.progress)
+    cfg = dataclasses.replace(cfg, layer=layer)
 
     tokenizer = load_tokenizer(cfg.model, cfg.gguf_file, cfg.revision)
     persona = render_prompts(tokenizer, persona_texts, cfg)
     control = render_prompts(tokenizer, control_texts, cfg)
 
-    loaded = load_model(cfg.model, cfg.layer, dtype=cfg.dtype, device=cfg.device, gguf_file=cfg.gguf_file,
-                        revision=cfg.revision)
-    encoder = SaeEncoder(ae_path, np.arange(sae.dict_size), device=loaded.device, chunk_size=cfg.feature_chunk)
+    # One layer more than the capture needs, for the pre-flight's look at layer + 1 (the capture stops at layer).
+    loaded = load_model(cfg.model, min(layer + 1, int(model_config.num_hidden_layers) - 1) if cfg.preflight else layer,
+                        dtype=cfg.dtype, device=cfg.device, gguf_file=cfg.gguf_file, revision=cfg.revision)
+    loaded = dataclasses.replace(loaded, layer=layer, layer_module=find_decoder_layers(loaded.model)[layer])
+    sae = load_checked(sae_spec(cfg), hidden_size=loaded.hidden_size, layer=layer,
+                       allow_uncalibrated=cfg.allow_uncalibrated)
+    checked = _preflight(loaded, sae, persona + control, cfg) if cfg.preflight else None
+    # Every feature: exact for TopK SAEs too (all pre-activations are computed anyway).
+    encoder = sae.encoder(None, device=loaded.device, chunk_size=cfg.feature_chunk)
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -341,11 +351,54 @@ def discover(config: DiscoverConfig | None = None, /, **overrides: Any) -> Path:
     if ranking.feature_ids.size == 0:
         raise PersonamineError("no SAE feature scores above zero on these prompts: nothing to rank")
     top = ranking.feature_ids[: cfg.top]
-    return _write(Path(cfg.output), cfg, sae, ranking, persona, control, persona_acts[:, top],
+    extra = {**sae.meta.attrs(), **(checked.attrs() if checked is not None else {})}
+    return _write(Path(cfg.output), cfg, extra, ranking, persona, control, persona_acts[:, top],
                   control_acts[:, top] if control_acts is not None else np.zeros((0, top.size), np.float32))
 
 
-def _write(path: Path, cfg: DiscoverConfig, sae, ranking: Ranking, persona: list[RenderedPrompt],
+def _preflight(loaded, sae, prompts: list[RenderedPrompt], cfg: DiscoverConfig):
+    """The SAE's quality check on the prompts: every non-special token but the first of each (the attention sink),
+    minus norm outliers (10x the prompt's median norm, mining's rule), at the layer and its two neighbours; refuses
+    (or, with allow_low_fve, warns) before anything is ranked. ``loaded`` holds one layer past ``loaded.layer``."""
+    import sys
+    from contextlib import ExitStack
+
+    import torch
+
+    from personamine.model.capture import capture_residual, record_output
+    from personamine.model.loading import find_decoder_layers
+    from personamine.saes import preflight
+    from personamine.shards.windows import sink_prefix_ids, special_token_ids
+
+    tok, layer = loaded.tokenizer, loaded.layer
+    special = set(special_token_ids(tok, sink_prefix_ids(tok)).tolist())
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    layers = find_decoder_layers(loaded.model)
+    wanted = [i for i in (layer - 1, layer, layer + 1) if 0 <= i < len(layers)]
+    hidden: dict[int, list] = {i: [] for i in wanted}
+    with torch.inference_mode():
+        for group, input_ids, mask in _batches(prompts, cfg.batch_size, int(pad or 0), loaded.device):
+            with ExitStack() as stack:
+                seen = {i: stack.enter_context(record_output(layers[i])) for i in wanted[:-1]}
+                out = {wanted[-1]: capture_residual(loaded.model, layers[wanted[-1]], input_ids, mask)}
+            out.update({i: found[0] for i, found in seen.items()})
+            for row, p in enumerate(group):
+                cols = torch.tensor([c for c in range(1, len(p.ids)) if p.ids[c] not in special],
+                                    dtype=torch.long, device=out[layer].device)
+                norms = out[layer][row, cols].float().norm(dim=-1)
+                cols = cols[norms <= 10 * norms.median()] if cols.numel() else cols
+                for i in wanted:
+                    hidden[i].append(out[i][row, cols].float())
+    rows = {i: torch.cat(parts) for i, parts in hidden.items()}
+    result = preflight(sae, rows.pop(layer), layer=layer, neighbours=rows, min_fve=cfg.min_fve,
+                       chunk_size=cfg.feature_chunk)
+    if cfg.progress:
+        print(f"personamine: {result.summary()}", file=sys.stderr)
+    result.check(cfg.allow_low_fve)
+    return result
+
+
+def _write(path: Path, cfg: DiscoverConfig, extra: dict, ranking: Ranking, persona: list[RenderedPrompt],
            control: list[RenderedPrompt], persona_top: np.ndarray, control_top: np.ndarray) -> Path:
     import h5py
 
@@ -358,9 +411,9 @@ def _write(path: Path, cfg: DiscoverConfig, sae, ranking: Ranking, persona: list
     tmp, f = atomic_h5(path)
     try:
         with f:
-            attrs = {"format": DISCOVERY_FORMAT, "format_version": FORMAT_VERSION, "model": cfg.model,
-                     "layer": cfg.layer, "sae": f"{cfg.sae}@trainer_{cfg.sae_trainer}", "dict_size": sae.dict_size,
-                     "sae_threshold": sae.threshold, "position": cfg.position, "controls": cfg.control,
+            attrs = {**extra, "format": DISCOVERY_FORMAT, "format_version": FORMAT_VERSION, "model": cfg.model,
+                     "layer": cfg.layer, "sae": cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "")
+                     + f"@trainer_{cfg.sae_trainer}", "position": cfg.position, "controls": cfg.control,
                      "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__}
             for key, value in attrs.items():
                 f.attrs[key] = value

@@ -9,7 +9,7 @@ import numpy as np
 
 from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.model.sae import check_features
+from personamine.saes import check_features
 
 DISCOVERY_FORMAT = "personamine.discover"
 

@@ -24,9 +24,9 @@ from personamine.merge.hdf5 import write_results
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
-from personamine.model.loading import check_layer, load_config, load_tokenizer
+from personamine.model.loading import load_config, load_tokenizer
 from personamine.model.logit_lens import LogitLens, logit_lens
-from personamine.model.sae import SaeInfo, read_sae_info, resolve_sae_files, validate_sae
+from personamine.saes import SaeMeta, prepare_sae, sae_spec
 from personamine.shards.documents import global_documents
 from personamine.shards.plan import Schedule
 from personamine.shards.run import PieceResult
@@ -45,17 +45,16 @@ class Plan:
     metadata only: model and SAE configs, the tokenizer, the corpus's file footers; never the corpus's rows."""
 
     def __init__(self, config: MineConfig) -> None:
-        self.config = config
         check_writable(config.output, "output")
         model_config = load_config(config.model, config.gguf_file, config.revision)
-        check_layer(config.layer, model_config.num_hidden_layers, config.model)
-        if not config.sae:
-            raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
-        ae_path, config_path = resolve_sae_files(config.sae, config.layer, config.sae_trainer)
-        self.sae: SaeInfo = read_sae_info(ae_path, config_path)
-        validate_sae(self.sae, hidden_size=int(model_config.hidden_size), layer=config.layer,
-                     allow_uncalibrated=config.allow_uncalibrated)
-        self.features = resolve_features(config, self.sae.dict_size)
+        # Metadata only: the driver never reads the SAE's weights (the engines load and check them).
+        self.sae: SaeMeta
+        self.sae, layer = prepare_sae(sae_spec(config), hidden_size=int(model_config.hidden_size),
+                                      num_layers=int(model_config.num_hidden_layers), model=config.model,
+                                      allow_uncalibrated=config.allow_uncalibrated, announce=config.progress)
+        # The layer the SAE declares becomes the config's, so the engines and the resume fingerprint see it.
+        self.config = config = config.replace(layer=layer) if config.layer != layer else config
+        self.features = resolve_features(config, self.sae.d_sae)
         self.tokenizer = load_tokenizer(config.model, config.gguf_file, config.revision)
         self.prefix = sink_prefix_ids(self.tokenizer, config.sink_prefix)
         check_writable(config.resolved_work_dir(), "work dir", directory=True)
@@ -90,7 +89,9 @@ def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
         warnings.warn("logit lens skipped: it reads safetensors weights and the model is a GGUF file", stacklevel=3)
         return None
     try:
-        return logit_lens(cfg.model, plan.sae.ae_path, plan.features, n_vocab=len(plan.tokenizer),
+        from personamine.saes import load_sae
+
+        return logit_lens(cfg.model, load_sae(sae_spec(cfg)), plan.features, n_vocab=len(plan.tokenizer),
                           revision=cfg.revision, device=pick_device(cfg.device))
     except PersonamineError as exc:
         warnings.warn(f"logit lens skipped: {exc}", stacklevel=3)
@@ -122,6 +123,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     else:
         cfg = resolve_config(MineConfig, config, overrides, "mine")
     plan = Plan(cfg)
+    cfg = plan.config
     work = WorkDir(cfg)
     backend = _backend(cfg, plan.features)
     schedule: Schedule | None = None
@@ -139,6 +141,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     backend.start()  # Ray actors load the model while the corpus's footers are read
     try:
         manifest = open_manifest(corpus_spec(cfg), plan.corpus)
+        checked = _preflight(cfg, backend, manifest)
         work.open(manifest)
         progress = _Progress(cfg, manifest)
         for _ in range(_DAMAGE_RETRIES + 1):
@@ -161,6 +164,9 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
         if progress is not None:
             progress.close()
     _check_rows(cfg, stats)
+    if checked is None and cfg.preflight_tokens:
+        warnings.warn("pre-flight skipped: the corpus's first units had no scored tokens to check the SAE on",
+                      stacklevel=2)
     for part in (buffer, samples):
         if part is not None:
             part.entries.windows.document = global_documents(part.entries.windows.document, offsets)
@@ -168,8 +174,8 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     shown = [buffer.entries.windows.token_ids.ravel()] + (
         [samples.entries.windows.token_ids.ravel()] if samples is not None else []) + (
         [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
-    path = write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats,
-                         attrs=output_attrs(cfg, plan, manifest, stats, len(names)),
+    attrs = {**output_attrs(cfg, plan, manifest, stats, len(names)), **(checked.attrs() if checked else {})}
+    path = write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats, attrs=attrs,
                          vocab=_vocab(plan.tokenizer, np.concatenate(shown)), samples=samples, logit_lens=lens)
     if not cfg.keep_work_dir:
         work.remove()
@@ -197,8 +203,7 @@ def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: Feature
     from personamine import __version__
 
     return {
-        "model": cfg.model, "layer": cfg.layer, "sae": f"{cfg.sae}@trainer_{cfg.sae_trainer}",
-        "dict_size": plan.sae.dict_size, "sae_threshold": plan.sae.threshold, "ctx_len": cfg.ctx_len,
+        **plan.sae.attrs(), "model": cfg.model, "layer": cfg.layer, "sae": _sae_label(cfg), "ctx_len": cfg.ctx_len,
         "top_k": cfg.top_k, "corpus": cfg.corpus, "corpus_revision": manifest.revision or "",
         "corpus_files": json.dumps([f.url for f in manifest.files]), "n_units": len(manifest),
         "tokenizer": cfg.model, "n_documents": stats.counters["n_documents"],
@@ -209,6 +214,27 @@ def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: Feature
         "sink_prefix": np.asarray(plan.prefix, np.int64), "n_pieces": n_pieces,
         "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__,
     }
+
+
+def _sae_label(cfg: MineConfig) -> str:
+    return cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "") + f"@trainer_{cfg.sae_trainer}"
+
+
+def _preflight(cfg: MineConfig, backend, manifest: Manifest):
+    """The SAE's pre-flight quality check on the corpus's first scored tokens (by the backend's engine: in a Ray run,
+    the first actor that is up), or None when switched off; refuses before anything is mined."""
+    if cfg.preflight_tokens == 0:
+        return None
+    from personamine.shards.plan import Piece
+
+    first = [Piece((manifest.ref(i),)) for i in range(min(len(manifest), 64))]
+    result = backend.preflight(first, cfg.preflight_tokens, cfg.min_fve)
+    if result is None:  # nothing scored: mining then says why (no documents, every row skipped, ...)
+        return None
+    if cfg.progress:
+        print(f"personamine: {result.summary()}", file=sys.stderr)
+    result.check(cfg.allow_low_fve)
+    return result
 
 
 class _Progress:

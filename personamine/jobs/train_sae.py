@@ -6,7 +6,7 @@ encode. Training is dictionary_learning's ``BatchTopKTrainer``, driven step by s
 nnsight buffer), with activations scaled to unit mean squared norm as ``trainSAE(normalize_activations=True)``
 does; the biases and threshold are scaled back before saving, so the saved SAE takes raw activations. The output
 is dictionary_learning's release layout, ``<output>/resid_post_layer_{L}/trainer_{T}/{ae.pt,config.json}``, which
-``resolve_sae_files`` and ``BatchTopKSAE.from_pretrained`` load like any published SAE.
+``personamine.saes.load_sae`` and ``BatchTopKSAE.from_pretrained`` load like any published SAE.
 """
 
 from __future__ import annotations
@@ -437,7 +437,7 @@ def save_release(sae, trainer_config: dict, extra: dict, root: Path, layer: int,
     """Write ``ae.pt`` + ``config.json`` into ``root/resid_post_layer_{layer}/trainer_{trainer}`` atomically."""
     import torch
 
-    from personamine.model.sae import release_subpath
+    from personamine.saes.locate import release_subpath
 
     target = root / release_subpath(layer, trainer)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -37,3 +40,21 @@ def capture_residual(model: nn.Module, layer_module: nn.Module, input_ids: torch
     if not captured:
         raise RuntimeError("the capture hook never ran: is the layer part of this model's forward pass?")
     return captured[0]
+
+
+@contextmanager
+def record_output(module: nn.Module | None) -> Iterator[list[torch.Tensor]]:
+    """Collect ``module``'s output during a forward inside the block (the forward continues; None: nothing)."""
+    seen: list[torch.Tensor] = []
+    if module is None:
+        yield seen
+        return
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        seen.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

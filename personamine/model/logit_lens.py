@@ -4,7 +4,8 @@
 per-token scale is a positive scalar and does not change the ranking) and the unembedding. Only two tensors are
 read from the checkpoint, the final norm weight and the unembedding (``lm_head.weight``, or the input embedding of
 a tied model), with ``safetensors.safe_open`` from the one file that holds each (the index json says which), so a
-16 GB model costs one 1 GB read, not a model load. Decoder columns come from the mmap'd SAE.
+16 GB model costs one 1 GB read, not a model load. Decoder directions come from the memory-mapped SAE
+(``Sae.decoder_directions``, any format).
 """
 
 from __future__ import annotations
@@ -106,22 +107,24 @@ def unembedding(model: str, revision: str | None = None) -> tuple[torch.Tensor, 
     return gain, ckpt.read(unembed_name), {"norm": norm_name, "unembedding": unembed_name}
 
 
-def logit_lens(model: str, ae_path: str | Path, features: np.ndarray, *, top_n: int = TOP_N,
+def logit_lens(model: str, sae, features: np.ndarray, *, top_n: int = TOP_N,
                n_vocab: int | None = None, revision: str | None = None, device: str | torch.device = "cpu",
                feature_chunk: int = 1024, vocab_chunk: int = 32768) -> LogitLens:
     """Top ``top_n`` promoted and suppressed token ids of each feature, with their logit values.
 
+    ``sae`` is a loaded :class:`personamine.saes.Sae` or anything ``load_sae`` accepts (a path, a hub repo).
     ``n_vocab`` limits the ranking to the tokenizer's ids (embedding rows past it are padding, never emitted).
     Computed in fp32, chunked over features and vocabulary so memory stays bounded for any model.
     """
     import torch
 
-    from personamine.model.sae import open_state_dict
+    from personamine.saes import Sae, load_sae
 
+    if not isinstance(sae, Sae):
+        sae = load_sae(str(sae))
     gain, w_u, attrs = unembedding(model, revision)
-    decoder = open_state_dict(Path(ae_path))["decoder.weight"]  # [D, F_total], mmap'd
-    if decoder.shape[0] != gain.shape[0]:
-        raise PersonamineError(f"logit lens: SAE width {decoder.shape[0]} != model hidden size {gain.shape[0]}")
+    if sae.d_in != gain.shape[0]:
+        raise PersonamineError(f"logit lens: SAE width {sae.d_in} != model hidden size {gain.shape[0]}")
     vocab = min(int(w_u.shape[0]), n_vocab or int(w_u.shape[0]))
     n = min(top_n, vocab)
     dev = torch.device(device)
@@ -130,8 +133,8 @@ def logit_lens(model: str, ae_path: str | Path, features: np.ndarray, *, top_n: 
     parts = []
     with torch.inference_mode():
         for lo in range(0, features.size, feature_chunk):
-            cols = decoder.index_select(1, torch.from_numpy(features[lo:lo + feature_chunk]))
-            directions = gain[:, None] * cols.to(dev, torch.float32)  # [D, Fc]
+            cols = sae.decoder_directions(features[lo:lo + feature_chunk])  # [Fc, D] fp32
+            directions = gain[:, None] * cols.T.to(dev)  # [D, Fc]
             parts.append(_top_tokens(w_u[:vocab], directions, n, vocab_chunk))
     arrays = [np.concatenate([p[i] for p in parts]) if parts else np.zeros((0, n)) for i in range(4)]
     attrs.update(model=model, top_n=n)

@@ -399,6 +399,7 @@ JS = r"""
       sec.id = "f-" + f.id;
       sec.setAttribute("data-feature", f.id);
       sec.appendChild(el("h2", null, "feature " + f.id));
+      if (f.np) { var np = el("a", "np", "Neuronpedia"); np.setAttribute("href", f.np); sec.appendChild(np); }
       byId[sec.id] = f;
       main.appendChild(sec);
       if (io) io.observe(sec); else render(sec, f);

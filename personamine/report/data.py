@@ -82,6 +82,11 @@ def feature_entry(results: MineResults, feature_id: int, discovery: DiscoveryRes
                       for interval, windows in sorted(results.interval_samples(feature_id).items(), reverse=True)],
         "lens": None, "disc": None,
     }
+    hosted = results.attrs.get("sae_neuronpedia")
+    if hosted:  # a plain link: the page itself stays offline
+        from personamine.saes.neuronpedia import feature_url
+
+        entry["np"] = feature_url(str(hosted), feature_id)
     lens = results.logit_lens
     if lens is not None:
         up, down = lens.promoted_ids[i].astype(np.int64), lens.suppressed_ids[i].astype(np.int64)

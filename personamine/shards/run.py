@@ -20,8 +20,8 @@ from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, Sam
 from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
-from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
 from personamine.roles import CONTENT_ROLES, ROLE, ROLES
+from personamine.saes import Sae, load_checked, sae_spec
 from personamine.shards.documents import UnitDocuments, UnitTally
 from personamine.shards.plan import Coverage, Piece
 from personamine.shards.windows import (
@@ -46,24 +46,28 @@ class PieceResult:
     samples: SampleBuffer | None = None  # None: a checkpoint from before interval samples existed
 
 
-def load_sae_for(config: MineConfig, loaded: LoadedModel) -> SaeInfo:
-    ae_path, config_path = resolve_sae_files(config.sae, config.layer, config.sae_trainer)
-    info = read_sae_info(ae_path, config_path)
-    validate_sae(info, hidden_size=loaded.hidden_size, layer=config.layer,
-                 allow_uncalibrated=config.allow_uncalibrated)
-    return info
+def load_sae_for(config: MineConfig, loaded: LoadedModel) -> Sae:
+    """The SAE, memory-mapped, with the checks the driver made from metadata alone repeated on its weights."""
+    return load_checked(sae_spec(config), hidden_size=loaded.hidden_size, layer=loaded.layer,
+                        allow_uncalibrated=config.allow_uncalibrated)
 
 
 class MiningEngine:
     """Everything a worker loads once: the truncated model, the targeted encoder, the tokenizer's windowing."""
 
     def __init__(self, config: MineConfig, features: np.ndarray, loaded: LoadedModel | None = None) -> None:
+        if loaded is None and config.preflight_tokens > 0:
+            from personamine.shards.preflight import neighbour_model
+
+            # One layer more than mining runs, for the pre-flight's look at layer + 1; the capture stops at the
+            # layer, so the extra layer only costs its weights (Llama-3.1-8B: ~0.4 GB in bf16).
+            loaded = neighbour_model(config)
         self.config = config
         self.loaded = loaded or load_model(config.model, config.layer, dtype=config.dtype, device=config.device,
                                            gguf_file=config.gguf_file, revision=config.revision)
         self.sae = load_sae_for(config, self.loaded)
-        self.encoder = SaeEncoder(self.sae.ae_path, features, device=self.loaded.device,
-                                  chunk_size=config.feature_chunk)
+        self.encoder = self.sae.encoder(features, device=self.loaded.device, chunk_size=config.feature_chunk,
+                                        exact_topk=config.sae_exact_topk)
         tokenizer = self.loaded.tokenizer
         self.prefix = sink_prefix_ids(tokenizer, config.sink_prefix)
         self.special_ids = special_token_ids(tokenizer, self.prefix)
