@@ -108,6 +108,8 @@ class MineConfig:
     split: str = knob("train", "hub dataset split")
     corpus_revision: str | None = knob(None, "hub dataset revision (branch, tag or commit; pinned to its commit)")
     text_column: str = knob("text", "column holding each document's text")
+    tokens_column: str | None = knob(None, "column holding pre-tokenized documents (lists of token ids), mined as "
+                                           "they are (default: a text corpus, tokenized here)")
     messages_column: str | None = knob(None, "column holding each row's conversation, a list of {role, content} "
                                              "(or ShareGPT {from, value}) turns: mine it rendered with the chat "
                                              "template (default: a text corpus)")

@@ -102,3 +102,22 @@ def test_a_budgeted_run_resumes_and_a_changed_corpus_is_refused(tiny_model_dir, 
     (changed / "part-03.jsonl").write_text('{"text": "new file"}\n')
     with pytest.raises(PersonamineError, match=r"file '.*part-03.jsonl' was added"):
         personamine.mine(**kwargs)
+
+
+def test_a_pretokenized_corpus_equals_its_text(tiny_model_dir, tiny_sae_dir, tmp_path):
+    """Rows of token ids (``tokens_column``) are mined as they are: the same file as the texts they tokenize to;
+    a row that is not a list of ids is an error naming it, or skipped and counted."""
+    import json
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = fx.corpus_texts()
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    ids = [tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"] for t in texts]
+    (tmp_path / "i.jsonl").write_text("".join(json.dumps({"ids": i}) + "\n" for i in ids))
+    # One unit each: the two files differ in bytes, so byte-range units (and the sampling keys) would differ.
+    text = run(tiny_model_dir, tiny_sae_dir, tmp_path / "t.jsonl", tmp_path, "t", unit_bytes=1 << 20)
+    assert_identical_datasets(text, run(tiny_model_dir, tiny_sae_dir, tmp_path / "i.jsonl", tmp_path, "i",
+                                        tokens_column="ids", unit_bytes=1 << 20))
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"ids": [5, 6]}) + "\n" + json.dumps({"ids": "oops"}) + "\n")
+    with pytest.raises(PersonamineError, match="row 1: 'ids' is not a list of token ids"):
+        run(tiny_model_dir, tiny_sae_dir, tmp_path / "bad.jsonl", tmp_path, "bad", tokens_column="ids")

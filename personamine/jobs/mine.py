@@ -36,8 +36,9 @@ _DAMAGE_RETRIES = 3  # rounds of re-mining pieces whose checkpoints turned out d
 
 
 def corpus_spec(config: MineConfig) -> CorpusSpec:
-    return CorpusSpec(config.corpus, config.corpus_config, config.split, config.messages_column or config.text_column,
-                      config.corpus_revision, config.unit_bytes)
+    column = config.messages_column or config.tokens_column or config.text_column
+    return CorpusSpec(config.corpus, config.corpus_config, config.split, column, config.corpus_revision,
+                      config.unit_bytes)
 
 
 class Plan:

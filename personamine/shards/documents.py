@@ -18,6 +18,7 @@ import numpy as np
 
 from personamine.corpus import MALFORMED, UnitRef, unit_rows
 from personamine.corpus.conversations import BadConversation, ChatRenderer, parse_turns
+from personamine.errors import PersonamineError
 from personamine.shards.plan import Budget, UnitDone
 from personamine.shards.windows import Document, Window, cut_windows, tokenize
 
@@ -56,14 +57,25 @@ class UnitDocuments:
     into windows (see ``windows.cut_windows``)."""
 
     def __init__(self, *, tokenizer, prefix: list[int], ctx_len: int, column: str, skip_malformed: bool,
-                 stride: int | None = None, renderer: ChatRenderer | None = None) -> None:
+                 stride: int | None = None, renderer: ChatRenderer | None = None, pretokenized: bool = False) -> None:
         self.tokenizer, self.prefix, self.ctx_len, self.stride = tokenizer, prefix, ctx_len, stride
         self.column, self.skip_malformed, self.renderer = column, skip_malformed, renderer
+        self.pretokenized = pretokenized
 
     def _encode(self, unit: UnitRef, values: list[object], counters: dict[str, int]) -> list[Document | None]:
         """One document per row value (None where the row yields nothing, counted)."""
         docs: list[Document | None] = [None] * len(values)
-        if self.renderer is None:
+        if self.pretokenized:
+            for i, v in enumerate(values):
+                if isinstance(v, (list, tuple)) and v and all(isinstance(t, int) and t >= 0 for t in v):
+                    docs[i] = Document(0, list(v))
+                elif v is not None and v is not MALFORMED and not (isinstance(v, (list, tuple)) and not v):
+                    if not self.skip_malformed:
+                        raise PersonamineError(f"corpus file {unit.url!r}, unit {unit.index} row {i}: "
+                                               f"{self.column!r} is not a list of token ids (skip_malformed_rows "
+                                               "skips and counts such rows)")
+                    values[i] = MALFORMED
+        elif self.renderer is None:
             wanted = [i for i, v in enumerate(values) if isinstance(v, str) and v]
             for i, ids in zip(wanted, tokenize(self.tokenizer, [values[i] for i in wanted]), strict=True):
                 docs[i] = Document(0, ids)

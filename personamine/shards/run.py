@@ -109,8 +109,9 @@ def unit_documents(config: MineConfig, tokenizer, prefix: list[int]) -> UnitDocu
         renderer = ChatRenderer(tokenizer, system_prompt=config.system_prompt, date_string=config.date_string,
                                 generation_prompt=config.generation_prompt)
     return UnitDocuments(tokenizer=tokenizer, prefix=prefix, ctx_len=config.ctx_len,
-                         column=config.messages_column or config.text_column,
-                         skip_malformed=config.skip_malformed_rows, stride=config.stride, renderer=renderer)
+                         column=config.messages_column or config.tokens_column or config.text_column,
+                         skip_malformed=config.skip_malformed_rows, stride=config.stride, renderer=renderer,
+                         pretokenized=config.tokens_column is not None)
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
