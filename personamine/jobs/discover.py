@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT_VERSION = 1
-POSITIONS = ("last", "assistant-header", "prompt-mean")
+POSITIONS = ("last", "assistant-header", "prompt-mean", "user")
 MAX_RANKED = 1000  # a discovery file lists at most this many features (the rest score ~0 or below)
 
 
@@ -65,7 +65,9 @@ class DiscoverConfig:
     date_string: str | None = knob("26 Jul 2024", "date passed to the chat template (Llama-3.1's prints today's "
                                                   "date otherwise)")
     position: str = knob("last", "where each prompt is read: last (the last generation-prompt token), "
-                                 "assistant-header (mean over the generation prompt) or prompt-mean")
+                                 "assistant-header (mean over the generation prompt), prompt-mean (every token), "
+                                 "or user (mean over the prompt's own tokens: what mining scores as score_roles "
+                                 "user)")
     # output
     top: int = knob(100, "features whose per-prompt activations are stored (activations/persona, /control)")
     batch_size: int = knob(16, "prompts per forward pass")
@@ -130,38 +132,36 @@ class RenderedPrompt:
 
 
 def render_prompts(tokenizer, texts: list[str], config: DiscoverConfig) -> list[RenderedPrompt]:
+    """Each prompt as one user turn with the assistant's generation prompt, rendered by the same code that renders a
+    conversation corpus (``corpus.conversations.ChatRenderer``), so mining the prompts as a corpus sees the same
+    tokens."""
+    from personamine.corpus.conversations import BadConversation, ChatRenderer
+    from personamine.roles import ROLE
     from personamine.shards.windows import sink_prefix_ids, special_token_ids
 
     prefix = sink_prefix_ids(tokenizer)
     special = set(special_token_ids(tokenizer, prefix).tolist())
     templated = getattr(tokenizer, "chat_template", None) is not None
-    adds_bos = _adds_bos(tokenizer)
+    renderer = ChatRenderer(tokenizer, system_prompt=config.system_prompt, date_string=config.date_string,
+                            generation_prompt=True) if templated else None
     out = []
     for text in texts:
-        if templated:
-            rendered = _apply_template(tokenizer, text, config, generation_prompt=True)
-            # The rendered string already holds the template's BOS: tokenizing with special tokens would double it.
-            ids = _encode(tokenizer, rendered)
-            if adds_bos is not None and ids[:1] != [adds_bos]:
-                # A template that leaves BOS to the tokenizer: add it once, as the tokenizer would.
-                ids = [adds_bos, *ids]
-                rendered = tokenizer.convert_ids_to_tokens(adds_bos) + rendered
+        if renderer is not None:
+            try:
+                rendered = renderer.render([{"role": "user", "content": text}])
+            except BadConversation as exc:
+                raise PersonamineError(f"prompt {text!r}: {exc}") from None
+            ids, roles = rendered.ids, rendered.roles.tolist()
+            shown = rendered.text
         else:
             # No template (a base model): raw text behind the same sink prefix mining uses, so position 0 is
             # never a content token.
             ids = [*prefix, *_encode(tokenizer, text)]
-            rendered = tokenizer.decode(prefix) + text
-        out.append(RenderedPrompt(text, rendered, ids, _positions(tokenizer, text, ids, special, templated, config)))
+            roles = [ROLE["prefix"]] * len(prefix) + [ROLE["text"]] * (len(ids) - len(prefix))
+            shown = tokenizer.decode(prefix) + text
+        out.append(RenderedPrompt(text, shown, ids, _positions(tokenizer, text, ids, roles, special, templated,
+                                                               config)))
     return out
-
-
-def _adds_bos(tokenizer) -> int | None:
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    bos = tokenizer.bos_token_id
-    if bos is not None and len(with_special) > len(plain) and with_special[0] == bos:
-        return int(bos)
-    return None
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -180,10 +180,18 @@ def _apply_template(tokenizer, text: str, config: DiscoverConfig, *, generation_
         raise PersonamineError(f"the chat template failed on prompt {text!r}: {exc}") from exc
 
 
-def _positions(tokenizer, text: str, ids: list[int], special: set[int], templated: bool,
+def _positions(tokenizer, text: str, ids: list[int], roles: list[int], special: set[int], templated: bool,
                config: DiscoverConfig) -> list[int]:
+    from personamine.roles import ROLE
+
     if config.position == "last":
         return [len(ids) - 1]
+    if config.position == "user":  # the prompt's own tokens: what mining scores with score_roles=["user"]
+        wanted = ROLE["user"] if templated else ROLE["text"]
+        chosen = [i for i, r in enumerate(roles) if r == wanted and ids[i] not in special]
+        if not chosen:
+            raise PersonamineError(f"prompt {text!r} has no token of its own to read (position 'user')")
+        return chosen
     if config.position == "prompt-mean":
         start = 0
     else:  # assistant-header: the tokens add_generation_prompt appends
