@@ -186,12 +186,52 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steer_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.steer import SteerConfig
+
+    parser.description = ("Ablate, clamp or add SAE features at the SAE's layer of the full model; measure identity "
+                          "log-probabilities, KL, perplexity and generations against the unsteered model, on persona "
+                          "prompts and controls (personamine.steer).")
+    add_config_flags(parser, SteerConfig)
+
+
+@command("steer")(_steer_flags)
+def _steer(args: argparse.Namespace) -> int:
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.steer import SteerConfig, steer
+    from personamine.steering.hdf5 import read_steering
+
+    path = steer(SteerConfig(**overrides_from_args(args, SteerConfig)))
+    print(read_steering(path).table())
+    print(f"wrote {path}")
+    return 0
+
+
+def _demo_steer_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.demo_steer import DemoSteerConfig
+
+    parser.description = ("After `personamine demo`: steer its top discovered features, print the metrics and "
+                          "generations, add a steering section to its report (personamine.jobs.demo_steer).")
+    add_config_flags(parser, DemoSteerConfig)
+
+
+@command("demo-steer")(_demo_steer_flags)
+def _demo_steer(args: argparse.Namespace) -> int:
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.demo_steer import DemoSteerConfig, demo_steer
+
+    demo_steer(DemoSteerConfig(**overrides_from_args(args, DemoSteerConfig)))
+    return 0
+
 
 def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="a mining HDF5 file")
     parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: RESULTS with .html)")
     parser.add_argument("--discovery", default=None, help="a discovery file: adds scores and per-prompt activations")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
+    parser.add_argument("--steering", default=None, help="a steering file (personamine steer): adds its section")
 
 
 @command("report")(_report_flags)
@@ -200,7 +240,8 @@ def _report(args: argparse.Namespace) -> int:
     from personamine.report import report
 
     features = parse_feature_list(args.features) if args.features else None
-    print(f"wrote {report(args.results, args.output, discovery=args.discovery, features=features)}")
+    path = report(args.results, args.output, discovery=args.discovery, features=features, steering=args.steering)
+    print(f"wrote {path}")
     return 0
 
 

@@ -1,0 +1,96 @@
+"""Every read of the SAE that steering makes, in one module, so a new SAE backend is a change here only.
+
+Steering needs, for a handful of features: the exact activation ``a_f(h)`` (the encoder), the decoder direction
+``W_dec[:, f]``, and the encoder row (for the diagnostic ``e_f . d_f``). Only those rows are copied out of the
+memory-mapped file: a 131,072-feature SAE is never read whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from personamine.errors import PersonamineError
+from personamine.model.sae import SaeEncoder, check_features, open_state_dict, read_sae_info, resolve_sae_files
+
+
+@dataclass
+class SaeHandle:
+    """Where the SAE is and what it declares, before any of its weights are read."""
+
+    ae_path: Path
+    dict_size: int
+    width: int
+    layer: int | None  # the layer whose output the SAE reads (its config), None when it does not say
+    threshold: float
+    label: str
+
+
+def open_sae(sae: str, layer: int | None, trainer: int = 0) -> SaeHandle:
+    """Locate the SAE (a hub release, a release dir, a dir holding ae.pt, or the file) and read its header.
+
+    A release root needs ``layer`` to find ``resid_post_layer_L/`` unless it holds one layer only.
+    """
+    if not sae:
+        raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
+    path = Path(sae).expanduser()
+    if layer is None and not (path.is_file() or (path / "ae.pt").is_file()):
+        layers = sorted(int(p.name.rsplit("_", 1)[1]) for p in path.glob("resid_post_layer_*")
+                        if p.name.rsplit("_", 1)[1].isdigit()) if path.is_dir() else []
+        if len(layers) != 1:
+            raise PersonamineError(f"SAE {sae!r} is a release with one folder per layer: give the layer to steer")
+        layer = layers[0]
+    ae_path, config_path = resolve_sae_files(sae, -1 if layer is None else layer, trainer)
+    info = read_sae_info(ae_path, config_path)
+    return SaeHandle(ae_path=ae_path, dict_size=info.dict_size, width=info.activation_dim, layer=info.layer,
+                     threshold=info.threshold, label=f"{sae}@trainer_{trainer}")
+
+
+def check_hook(handle: SaeHandle, layer: int, hidden_size: int, allow_uncalibrated: bool) -> None:
+    """Steering writes where the SAE reads: the same layer's output, the same width, a calibrated threshold."""
+    if handle.layer is not None and handle.layer != layer:
+        raise PersonamineError(f"the SAE reads the output of layer {handle.layer}, not layer {layer}: an "
+                               f"intervention must be made at the layer the SAE hooks")
+    if handle.width != hidden_size:
+        raise PersonamineError(f"SAE width {handle.width} does not match the model's hidden size {hidden_size}")
+    if handle.threshold <= 0 and not allow_uncalibrated:
+        raise PersonamineError(f"SAE threshold is {handle.threshold}: it was never calibrated, so its codes are a "
+                               "dense ReLU (pass allow_uncalibrated to use it anyway)")
+
+
+class SteerSae:
+    """The chosen features' encoder (exact ``a_f``), decoder directions and encoder rows, on one device."""
+
+    def __init__(self, handle: SaeHandle, features: np.ndarray, device: torch.device) -> None:
+        features = np.asarray(features, dtype=np.int64)
+        check_features(features, handle.dict_size)
+        self.handle = handle
+        self.features = features
+        self._index = {int(f): i for i, f in enumerate(features.tolist())}
+        self.encoder = SaeEncoder(handle.ae_path, features, device=device)
+        state = open_state_dict(handle.ae_path)
+        index = torch.from_numpy(features)
+        # decoder.weight is [D, F]: one strided read per row of the mmap, a few MB, never the whole matrix.
+        self.decoder = state["decoder.weight"].index_select(1, index).t().to(device=device, dtype=torch.float32)
+        self.encoder_rows = self.encoder.weight  # [n, D] fp32, already on the device
+
+    @property
+    def threshold(self) -> float:
+        return self.handle.threshold
+
+    def index(self, feature: int) -> int:
+        return self._index[int(feature)]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, n] exact activations of the chosen features on residuals ``x`` [N, D]."""
+        return self.encoder.encode(x)
+
+    def encoder_decoder_dot(self) -> np.ndarray:
+        """``e_f . d_f`` per feature: ablation leaves ``a_f * |1 - e_f . d_f|`` of the activation behind."""
+        return (self.encoder_rows * self.decoder).sum(-1).cpu().numpy().astype(np.float64)
+
+    def decoder_norm(self) -> np.ndarray:
+        return self.decoder.norm(dim=-1).cpu().numpy().astype(np.float64)
