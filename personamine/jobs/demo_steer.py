@@ -22,13 +22,13 @@ from personamine.errors import PersonamineError
 class DemoSteerConfig:
     output_dir: str = knob("personamine-demo", "the demo's output directory (discover.h5 and mine.h5 are read there)")
     top: int = knob(3, "steer this many of the top discovered features")
-    n_prompts: int = knob(8, "persona prompts and as many controls")
-    max_new_tokens: int = knob(24, "tokens generated per response")
+    n_prompts: int = knob(6, "persona prompts and as many controls")
+    max_new_tokens: int = knob(20, "tokens generated per response")
     alphas: list[float] = knob(help="alphas, in multiples of the median residual norm (--alphas=-1,1)",
-                               factory=lambda: [-1.0, -0.5, 0.5, 1.0])
+                               factory=lambda: [-0.5, -0.25, 0.25, 0.5])
     clamp: list[float] = knob(help="clamp values, in multiples of each feature's corpus max", factory=lambda: [2.0])
     combine: bool = knob(False, "also steer the features all together")
-    ppl_tokens: int = knob(1024, "corpus tokens scored for perplexity")
+    ppl_tokens: int = knob(512, "corpus tokens scored for perplexity")
     show: int = knob(2, "persona prompts whose generations are printed")
     progress: bool = knob(True, "show a progress bar")
 

@@ -57,7 +57,8 @@ class SteerConfig:
                                    "activations, or auto (corpus-max with a mining file, else prompt-max)")
     clamp_where: str = knob("active", "clamp where the feature fires (active) or at every position (all)")
     alphas: list[float] = knob(help="add each feature's unit decoder direction times these alphas, in alpha_unit "
-                                    "(on the command line: --alphas=-1,1)", factory=lambda: [-1.0, -0.5, 0.5, 1.0])
+                                    "(on the command line: --alphas=-1,1)",
+                              factory=lambda: [-0.5, -0.25, -0.1, 0.1, 0.25, 0.5])
     alpha_unit: str = knob("residual-norm", "residual-norm (multiples of the median residual norm at the layer over "
                                             "the prompts' tokens, unsteered) or absolute")
     combine: bool = knob(True, "with several features, also ablate, clamp and add all of them at once")
