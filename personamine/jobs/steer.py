@@ -20,8 +20,7 @@ import numpy as np
 
 from personamine.config import DEFAULT_MODEL, knob, parse_feature_list, resolve_config
 from personamine.errors import PersonamineError
-from personamine.steering.hooks import POSITIONS
-from personamine.steering.interventions import CLAMP_WHERE, parse_intervention, sweep
+from personamine.steering.interventions import CLAMP_WHERE, POSITIONS, parse_intervention, sweep
 
 CLAMP_UNITS = ("auto", "corpus-max", "prompt-max", "absolute")
 ALPHA_UNITS = ("residual-norm", "absolute")
@@ -237,10 +236,12 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
     from personamine.jobs.discover import DiscoverConfig, builtin_prompts_path, load_prompts, render_prompts
     from personamine.model.loading import check_layer, find_decoder_layers, load_causal_lm, load_config, load_tokenizer
     from personamine.shards.windows import sink_prefix_ids, special_token_ids
+    from personamine.steering.assemble import assemble
     from personamine.steering.generate import GenerationSettings
+    from personamine.steering.hdf5 import write_steering
     from personamine.steering.hooks import Steering
     from personamine.steering.run import SteerInputs, run_interventions
-    from personamine.steering.sae_access import SteerSae, check_hook, open_sae
+    from personamine.steering.sae_access import SteerSae, check_feature_ids, check_hook, open_sae
 
     cfg = resolve_config(SteerConfig, config, overrides, "steer")
     # Everything cheap is checked before the model loads, so bad input fails fast and writes nothing.
@@ -267,9 +268,7 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
     if not specs:
         raise PersonamineError("no interventions: enable ablate, or give clamp values, alphas or interventions")
     every = list(dict.fromkeys(features + [t.feature for group in specs for t in group]))
-    from personamine.model.sae import check_features
-
-    check_features(np.asarray(every, dtype=np.int64), handle.dict_size)
+    check_feature_ids(handle, every)
     mining = cfg.mining or (cfg.features_from if source is not None and source.kind == "mining" else None)
     unit = cfg.clamp_unit if cfg.clamp_unit != "auto" else ("corpus-max" if mining else "prompt-max")
     relative = any(t.relative for group in specs for t in group)
@@ -312,9 +311,6 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
         outcome = run_interventions(model, tokenizer, steering, inputs, progress=cfg.progress)
     finally:
         steering.close()
-    from personamine.steering.assemble import assemble
-    from personamine.steering.hdf5 import write_steering
-
     results = assemble(outcome, sae, tokenizer, rendered=rendered, set_names=set_names,
                        continuations=continuation_texts, continuation_set=continuation_set, features=every,
                        attrs={"model": run.model, "layer": layer, "sae": handle.label, "dict_size": handle.dict_size,

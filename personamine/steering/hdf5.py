@@ -6,7 +6,6 @@ Intervention 0 is always the unsteered model; every array with a leading ``I`` a
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +201,3 @@ def read_steering(path: str | Path) -> SteeringResults:
             continuations=_strings(c["text"]), continuation_set=c["set"][()],
             perplexity=f["interventions/perplexity"][()], sets=sets, path=path,
         )
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -23,7 +23,6 @@ from torch import nn
 from personamine.steering.interventions import Intervention
 from personamine.steering.sae_access import SteerSae
 
-POSITIONS = ("all", "prompt", "generated")
 PositionFn = Callable[[torch.Tensor], torch.Tensor]  # token ids [B, T] -> [B, T] bool: act here
 
 

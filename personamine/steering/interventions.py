@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from personamine.errors import PersonamineError
 
 KINDS = ("ablate", "clamp", "add")
+POSITIONS = ("all", "prompt", "generated")  # where an intervention acts (special tokens never)
 CLAMP_WHERE = ("active", "all")
 
 

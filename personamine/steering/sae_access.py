@@ -81,6 +81,11 @@ def _read_randomly(tensor: torch.Tensor) -> None:
         pass
 
 
+def check_feature_ids(handle: SaeHandle, features: list[int]) -> None:
+    """Every id names a feature of this SAE (a one-line error naming the first that does not)."""
+    check_features(np.asarray(features, dtype=np.int64), handle.dict_size)
+
+
 class SteerSae:
     """The chosen features' encoder (exact ``a_f``), decoder directions and encoder rows, on one device."""
 
