@@ -1,7 +1,8 @@
 """personamine: find the SAE features a chat model uses for its Assistant self, and mine a corpus for them.
 
-Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.read_results(path)``,
-``personamine.load_sae(...)`` (any supported SAE layout: see ``personamine.saes``).
+Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.steer(...)``,
+``personamine.read_results(path)``, ``personamine.read_steering(path)``, ``personamine.load_sae(...)`` (any supported
+SAE layout: see ``personamine.saes``).
 Imports are lazy so ``import personamine`` stays cheap.
 """
 
@@ -11,8 +12,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MineConfig", "PersonamineError", "__version__", "discover", "load_sae", "mine", "read_discovery",
-           "read_results", "report"]
+__all__ = ["MineConfig", "PersonamineError", "SteerConfig", "__version__", "discover", "load_sae", "mine",
+           "read_discovery", "read_results", "read_steering", "report", "steer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -36,6 +37,18 @@ def __getattr__(name: str) -> Any:
         from personamine.jobs.discover import read_discovery
 
         return read_discovery
+    if name == "steer":
+        from personamine.jobs.steer import steer
+
+        return steer
+    if name == "SteerConfig":
+        from personamine.jobs.steer import SteerConfig
+
+        return SteerConfig
+    if name == "read_steering":
+        from personamine.steering.hdf5 import read_steering
+
+        return read_steering
     if name == "report":
         from personamine.report import report
 

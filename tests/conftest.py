@@ -81,6 +81,14 @@ def tiny_sae_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def tied_sae_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_sae_dir``'s encoder with the decoder left tied to it (encoder rows = decoder directions)."""
+    root = tmp_path_factory.mktemp("tied-sae")
+    fx.make_calibrated_sae_release(root, tiny_model_dir, layer=fx.SAE_LAYER, fit=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_sae_repo(tiny_sae_dir: Path, hf_home: Path) -> str:
     """Repo id whose files are served from the offline hub cache by ``hf_hub_download``."""
     fx.populate_hub_cache(fx.TINY_SAE_REPO_ID, tiny_sae_dir, hub_cache=hf_home / "hub")

@@ -374,13 +374,16 @@ def make_calibrated_sae_release(
     k: int = SAE_K,
     seed: int = SAE_SEED,
     active_fraction: float = SAE_TARGET_ACTIVE_FRACTION,
+    fit: bool = True,
 ) -> Path:
     """SAE whose features fire on the tiny model's layer-``layer`` residual stream and whose decoder reconstructs it
-    (so the pre-flight quality check passes at ``layer``)."""
+    (so the pre-flight quality check passes at ``layer``). ``fit=False`` keeps the decoder tied to the encoder rows
+    (unit ``e_f . d_f``), where a clamp reaches its target exactly."""
     acts = layer_activations(model_dir, layer)
     sae = build_batchtopk_sae(acts.shape[-1], dict_size, k, threshold=-1.0, seed=seed)
     calibrate_sae(sae, acts, active_fraction)
-    fit_decoder(sae, layer_activations(model_dir, layer, decoder_fit_texts()))
+    if fit:
+        fit_decoder(sae, layer_activations(model_dir, layer, decoder_fit_texts()))
     return save_sae_release(sae, root, layer, seed=seed)
 
 

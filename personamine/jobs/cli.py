@@ -289,6 +289,48 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steer_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.steer import SteerConfig
+
+    parser.description = ("Ablate, clamp or add SAE features at the SAE's layer of the full model; measure identity "
+                          "log-probabilities, KL, perplexity and generations against the unsteered model, on persona "
+                          "prompts and controls (personamine.steer).")
+    add_config_flags(parser, SteerConfig)
+
+
+@command("steer", "ablate, clamp or add SAE features and measure what it does to the Assistant's self-description")(
+    _steer_flags)
+def _steer(args: argparse.Namespace) -> int:
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.steer import SteerConfig, steer
+    from personamine.steering.hdf5 import read_steering
+
+    path = steer(SteerConfig(**overrides_from_args(args, SteerConfig)))
+    print(read_steering(path).table())
+    print(f"wrote {path}")
+    return 0
+
+
+def _demo_steer_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.demo_steer import DemoSteerConfig
+
+    parser.description = ("After `personamine demo`: steer its top discovered features, print the metrics and "
+                          "generations, add a steering section to its report (personamine.jobs.demo_steer).")
+    add_config_flags(parser, DemoSteerConfig)
+
+
+@command("demo-steer", "after the demo: steer its top discovered features and add the result to its report")(
+    _demo_steer_flags)
+def _demo_steer(args: argparse.Namespace) -> int:
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.demo_steer import DemoSteerConfig, demo_steer
+
+    demo_steer(DemoSteerConfig(**overrides_from_args(args, DemoSteerConfig)))
+    return 0
+
+
 def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Write one self-contained offline HTML page of a mining file: index, histograms, logit "
                           "lens, contexts, interval samples, and with a discovery file the per-prompt activations "
@@ -297,6 +339,7 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: RESULTS with .html)")
     parser.add_argument("--discovery", default=None, help="a discovery file: adds scores and per-prompt activations")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
+    parser.add_argument("--steering", default=None, help="a steering file (personamine steer): adds its section")
 
 
 @command("report", "write one self-contained offline HTML report of a mining file")(_report_flags)
@@ -305,7 +348,8 @@ def _report(args: argparse.Namespace) -> int:
     from personamine.report import report
 
     features = parse_feature_list(args.features) if args.features else None
-    print(f"wrote {report(args.results, args.output, discovery=args.discovery, features=features)}")
+    path = report(args.results, args.output, discovery=args.discovery, features=features, steering=args.steering)
+    print(f"wrote {path}")
     return 0
 
 

@@ -235,3 +235,25 @@ def load_model(
         hidden_size=int(config.hidden_size), num_layers_total=int(config.num_hidden_layers), device=dev,
         dtype=torch_dtype, source=name,
     )
+
+
+def load_causal_lm(
+    name: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    gguf_file: str | None = None,
+    revision: str | None = None,
+) -> tuple[nn.Module, torch.device, torch.dtype]:
+    """The whole model with its LM head (steering generates, so every layer runs), on the same device and dtype
+    rules as :func:`load_model`."""
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_source(name), dtype=torch_dtype,
+                                                     **_hub_kwargs(gguf_file, revision))
+    except (OSError, ValueError) as exc:
+        raise PersonamineError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    return model.to(dev).eval(), dev, torch_dtype

@@ -157,6 +157,10 @@ def local_folders(spec: SaeSpec) -> list[Folder]:
         for sub in (release_subpath(layer, spec.trainer), f"layers.{layer}"):
             if (path / sub).is_dir():
                 folders.append(Folder(repr(str(path / sub)), root=path / sub))
+        present = sorted(f"{p.parent.name}/{p.name}" for p in path.glob("resid_post_layer_*/trainer_*") if p.is_dir())
+        if len(folders) == 1 and present:
+            raise PersonamineError(f"SAE release {str(path)!r} has no {release_subpath(layer, spec.trainer)}: it "
+                                   f"holds {', '.join(present[:8])}{' ...' if len(present) > 8 else ''}")
     return folders
 
 

@@ -1,0 +1,98 @@
+"""`personamine demo-steer`: after ``personamine demo``, steer its top discovered features and show what changes.
+
+It reads the demo's files (``discover.h5`` for the ranking, ``mine.h5`` for each feature's corpus max), steers on the
+same model, layer and SAE (recorded in them), prints the metrics and a few generations side by side, and rewrites
+the demo's report with a steering section. Sized for a laptop CPU: few prompts, short generations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from personamine.config import knob, resolve_config
+from personamine.errors import PersonamineError
+
+
+@dataclass
+class DemoSteerConfig:
+    output_dir: str = knob("personamine-demo", "the demo's output directory (discover.h5 and mine.h5 are read there)")
+    top: int = knob(3, "steer this many of the top discovered features")
+    n_prompts: int = knob(6, "persona prompts and as many controls")
+    max_new_tokens: int = knob(20, "tokens generated per response")
+    alphas: list[float] = knob(help="alphas, in multiples of the median residual norm (--alphas=-1,1)",
+                               factory=lambda: [-0.5, -0.25, 0.25, 0.5])
+    clamp: list[float] = knob(help="clamp values, in multiples of each feature's corpus max", factory=lambda: [2.0])
+    combine: bool = knob(False, "also steer the features all together")
+    ppl_tokens: int = knob(512, "corpus tokens scored for perplexity")
+    show: int = knob(2, "persona prompts whose generations are printed")
+    progress: bool = knob(True, "show a progress bar")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class DemoSteerResult:
+    steering: Path
+    report: Path
+    seconds: float
+
+
+def demo_steer(config: DemoSteerConfig | None = None, /, *, say: Callable[[str], None] = print,
+               **overrides: Any) -> DemoSteerResult:
+    """Steer the demo's top features; print metrics and generations; add the section to the demo's report."""
+    from transformers.utils import logging as hf_logging
+
+    from personamine.jobs.steer import steer
+    from personamine.report import report
+    from personamine.steering.hdf5 import read_steering
+
+    began = time.perf_counter()
+    cfg = resolve_config(DemoSteerConfig, config, overrides, "demo-steer")
+    out = Path(cfg.output_dir)
+    discovery, mining = out / "discover.h5", out / "mine.h5"
+    missing = [p for p in (discovery, mining) if not p.is_file()]
+    if missing:
+        raise PersonamineError(f"{missing[0]} does not exist: run `personamine demo` first (--output-dir "
+                               f"{cfg.output_dir})")
+    say(f"personamine demo-steer: the top {cfg.top} features of {discovery}, corpus max from {mining}")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        path = steer(features_from=str(mining), top=cfg.top, n_prompts=cfg.n_prompts,
+                     max_new_tokens=cfg.max_new_tokens, alphas=cfg.alphas, clamp=cfg.clamp, combine=cfg.combine,
+                     ppl_tokens=cfg.ppl_tokens, output=str(out / "steer.h5"), progress=cfg.progress)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    res = read_steering(path)
+    say(f"\nwrote {path}: {len(res.names) - 1} interventions on features "
+        f"{', '.join(map(str, res.feature_ids.tolist()))}, {len(res.sets['persona'].text)} persona prompts and "
+        f"{len(res.sets['control'].text)} controls; alpha 1 = {res.attrs['alpha_scale']:.3g} (the median residual "
+        f"norm at layer {res.attrs['layer']}), clamps in multiples of the corpus max")
+    say(res.table())
+    say(format_generations(res, cfg.show))
+    page = report(mining, out / "report.html", discovery=discovery, steering=path)
+    seconds = time.perf_counter() - began
+    say(f"\ndone in {seconds:.0f} s. {path} (personamine.read_steering); report with a steering section: {page}")
+    return DemoSteerResult(steering=path, report=page, seconds=seconds)
+
+
+def format_generations(res, n_prompts: int = 2) -> str:
+    """The first persona prompts' responses, unsteered and under each single-feature ablation and the strongest adds."""
+    data = res.sets["persona"]
+    picks = [0] + [i for i, kind in enumerate(res.kinds) if kind == "ablate" and len(res.features_of(i)) == 1]
+    for f in res.feature_ids.tolist():
+        adds = [i for i, kind in enumerate(res.kinds) if kind == "add" and res.features_of(i) == (f,)]
+        if adds:
+            picks += [min(adds, key=lambda i: res.alphas[i]), max(adds, key=lambda i: res.alphas[i])]
+    lines = []
+    for p in range(min(n_prompts, len(data.text))):
+        lines.append(f"\nprompt: {data.text[p]!r}")
+        for i in dict.fromkeys(picks):
+            lines.append(f"  {res.names[i]:<16} {data.responses[i][p]!r}")
+    return "\n".join(lines)
