@@ -8,17 +8,20 @@ import re
 
 import numpy as np
 import pytest
-from fixtures import NOISE, SAE_LAYER, personamine_cli
+from fixtures import NOISE, SAE_LAYER, personamine_cli, write_chat_corpus_jsonl
 
 import personamine
 from personamine.jobs.cli import main
 from personamine.jobs.demo import demo
 from personamine.jobs.features import positive_only_note, top_discovered
+from personamine.roles import ROLE
 
 
 def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
+    chats = write_chat_corpus_jsonl(tmp_path / "chats.jsonl")
     base = dict(model=str(model_dir), layer=SAE_LAYER, corpus=str(corpus), dict_size=256, k=8, train_tokens=6000,
-                train_from_document=25, train_steps=120, train_batch_size=256, top=12, mine_tokens=1200, ctx_len=16,
+                train_from_document=25, train_steps=120, train_batch_size=256, top=12, mine_corpus=str(chats),
+                mine_tokens=1200, mine_ctx_len=64, ctx_len=16,
                 show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False,
                 # 120 steps on a random model: the SAE explains ~40% of the variance, under the pre-flight minimum.
                 allow_low_fve=True)
@@ -38,13 +41,15 @@ def test_demo_end_to_end_on_tiny_fixtures(tiny_model_dir, tiny_corpus_jsonl, tmp
     assert saved["personamine"]["capture"]["skip_documents"] == 25
     found = personamine.read_discovery(first.discovery)
     mined = personamine.read_results(first.mining)
-    assert mined.attrs["n_documents"] <= 25
     # The top 12 ranked, less those scoring below zero (said in the output).
     expected = top_discovered(found.feature_ids, found.score, 12).tolist()
     assert mined.feature_ids.tolist() == expected
     assert (positive_only_note(len(expected), 12, found.feature_ids.size) or f"mining these {len(expected)} features"
             ) in lines
-    assert mined.tokens_scored >= 1000
+    # The conversations were mined with only the Assistant's turns scored, and their contexts show the turns.
+    assert mined.has_turns() and mined.tokens_scored == mined.tokens_scored_by_role[ROLE["assistant"]] > 300
+    assert mined.tokens_seen_by_role[ROLE["user"]] > 0 and "‹assistant›" in text and "peak in assistant" in text
+    assert f"{mined.tokens_scored:,} assistant tokens of {tmp_path / 'chats.jsonl'} scored" in text
     # Printed: the discovery table, then each shown feature's scores and its top contexts with marked tokens.
     assert found.table(12) in text
     shown = [int(m) for m in re.findall(r"^feature (\d+):", text, flags=re.M)]
@@ -71,7 +76,8 @@ def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
     """As a user runs it: only the demo's own lines, no library noise (the model loads twice)."""
     out = tmp_path / "cli-demo"
     run = personamine_cli("demo", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--sae",
-                          str(tiny_sae_dir), "--corpus", str(tiny_corpus_jsonl), "--mine-tokens", "800", "--ctx-len",
+                          str(tiny_sae_dir), "--corpus", str(tiny_corpus_jsonl), "--mine-corpus",
+                          str(tiny_corpus_jsonl), "--messages-column", "", "--mine-tokens", "800", "--mine-ctx-len",
                           "16", "--top", "5", "--show", "2", "--output-dir", str(out), "--no-progress")
     assert run.returncode == 0 and run.stderr == "", run.stderr
     printed = run.stdout
@@ -91,7 +97,7 @@ def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
 @pytest.mark.slow
 def test_real_demo_on_smollm2(tmp_path):
     """The real thing, smaller mining budget: SmolLM2 + the cached demo SAE (trained here if the cache is cold,
-    ~5 minutes on 2 cores) + the built-in corpus."""
+    ~5 minutes on 2 cores) + the built-in corpus, mining the built-in conversations."""
     lines: list[str] = []
     result = demo(mine_tokens=20_000, show=3, examples=2, output_dir=str(tmp_path), progress=False,
                   say=lines.append)
@@ -104,8 +110,10 @@ def test_real_demo_on_smollm2(tmp_path):
     mined = personamine.read_results(result.mining)
     assert mined.feature_ids.tolist() == top_discovered(found.feature_ids, found.score, 20).tolist()
     assert (found.score[: mined.feature_ids.size] > 0).all()
-    assert mined.tokens_scored >= 19_000
-    assert text.count("discovery score") == 3 and "«" in text
+    # Mined over the built-in conversations, scoring the Assistant's turns only: its contexts show the turns.
+    assert mined.attrs["corpus"] == "builtin:conversations" and mined.has_turns()
+    assert mined.tokens_scored == mined.tokens_scored_by_role[ROLE["assistant"]] > 4_000
+    assert text.count("discovery score") == 3 and "«" in text and "‹assistant›" in text
     # The pre-flight quality check passed at the SAE's layer, and its neighbours fit worse (README figures).
     for attrs in (found.attrs, mined.attrs):
         assert attrs["preflight_fve"] > 0.5, attrs

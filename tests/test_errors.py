@@ -116,6 +116,91 @@ def test_malformed_rows_may_be_skipped_and_counted(tiny_model_dir, tiny_sae_dir,
     assert res.attrs["rows_malformed"] == 1 and res.attrs["rows_skipped"] == 1 and res.attrs["n_documents"] == 4
 
 
+GOOD_TURNS = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am a model."}]
+
+
+@pytest.mark.parametrize("row, fragment", [
+    ({"messages": "just text"}, "c.jsonl', unit 0 row 1: the conversation is not a non-empty list of turns"),
+    ({"messages": [{"role": "user"}]}, "unit 0 row 1: the conversation turn 0 has no content"),
+    ({"messages": [{"content": "hi"}]}, "unit 0 row 1: the conversation turn 0 has no role"),
+    ({"messages": [{"role": "narrator", "content": "hi"}]}, "turn 0 has an unknown role 'narrator'"),
+])
+def test_bad_conversations_name_the_row(run_cli, tmp_path, row, fragment):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"messages": GOOD_TURNS}) + "\n" + json.dumps(row) + "\n")
+    assert_clean_failure(run_cli, fragment, corpus=corpus, **{"messages-column": "messages"})
+
+
+def test_bad_conversations_may_be_skipped_and_counted(tiny_model_dir, tiny_sae_dir, tmp_path):
+    import personamine
+
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"messages": GOOD_TURNS}, {"messages": [{"role": "narrator", "content": "hi"}]}, {"messages": None},
+            {"messages": GOOD_TURNS[::-1]}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match="2 of 4 rows skipped \\(1 with nothing in 'messages', 1 malformed\\)"):
+        res = personamine.read_results(personamine.mine(
+            model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), corpus=str(corpus),
+            messages_column="messages", features=[1, 2, 3], ctx_len=32, output=str(tmp_path / "out.h5"),
+            skip_malformed_rows=True, progress=False))
+    assert res.attrs["rows_malformed"] == 1 and res.attrs["rows_skipped"] == 1 and res.attrs["n_documents"] == 4
+
+
+def test_a_conversation_corpus_needs_a_chat_template(run_cli, tiny_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"messages": GOOD_TURNS}) + "\n")
+    assert_clean_failure(run_cli, "has no chat template, which a conversation corpus needs", corpus=corpus,
+                         model=model, **{"messages-column": "messages"})
+
+
+def test_score_roles_the_corpus_never_has_warn_with_the_roles_found(tiny_model_dir, tiny_sae_dir,
+                                                                       tiny_corpus_jsonl, tmp_path):
+    import personamine
+
+    with pytest.warns(UserWarning, match=r"score_roles names assistant, which no token of the corpus has \(nothing "
+                                         r"was scored\); the corpus has text \([0-9,]+ tokens\)"):
+        res = personamine.read_results(personamine.mine(
+            model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), corpus=str(tiny_corpus_jsonl),
+            features=[1, 2], ctx_len=16, score_roles=["assistant"], output=str(tmp_path / "out.h5"),
+            progress=False, preflight_tokens=0))
+    assert res.tokens_scored == 0 and res.tokens_seen_by_role[0] > 0
+
+
+def test_a_conversation_past_the_models_context_is_windowed_not_truncated(tiny_model_dir, tiny_sae_dir, tmp_path):
+    """Every content token of a conversation longer than the model's 2,048 positions is scored exactly once."""
+    from fixtures import SENTENCES, TINY_MAX_POSITIONS
+    from transformers import AutoTokenizer
+
+    import personamine
+    from personamine.corpus.conversations import ChatRenderer, parse_turns
+    from personamine.roles import ROLE
+
+    turns = [{"role": ("user", "assistant")[t % 2], "content": " ".join(SENTENCES[(t * 3) % 40: (t * 3) % 40 + 3])}
+             for t in range(120)]
+    rendered = ChatRenderer(AutoTokenizer.from_pretrained(tiny_model_dir), date_string="26 Jul 2024").render(
+        parse_turns(turns))
+    assert len(rendered.ids) > TINY_MAX_POSITIONS
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text(json.dumps({"messages": turns}) + "\n")
+    res = personamine.read_results(personamine.mine(
+        model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), corpus=str(corpus), features=[1, 2],
+        messages_column="messages", ctx_len=512, stride=256, norm_filter=0, output=str(tmp_path / "out.h5"),
+        progress=False, preflight_tokens=0))
+    special = set(AutoTokenizer.from_pretrained(tiny_model_dir).all_special_ids)
+    for role in ("user", "assistant"):
+        content = sum(1 for i, r in zip(rendered.ids, rendered.roles.tolist(), strict=True)
+                      if r == ROLE[role] and i not in special)
+        assert res.tokens_scored_by_role[ROLE[role]] == content > 0
+
+
 def test_non_utf8_corpus_names_the_byte(run_cli, tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"I think so.\nYou \xe9 feel tired.\n")

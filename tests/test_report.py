@@ -439,6 +439,77 @@ def test_show_prints_the_compact_sections(injected_run):
     assert text.count("window max in [") == len(groups) and text.count("    ~ score") == len(groups)
 
 
+@pytest.fixture(scope="module")
+def chat_run(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
+    """Fixture conversations mined with only the Assistant's turns scored, displayed in spans past the window start."""
+    from fixtures import write_chat_corpus_jsonl
+
+    tmp = tmp_path_factory.mktemp("chat-report")
+    out = personamine.mine(model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir),
+                           corpus=str(write_chat_corpus_jsonl(tmp / "chat.jsonl")), messages_column="messages",
+                           score_roles=["assistant"], features=list(range(0, 256, 16)), ctx_len=128, example_len=24,
+                           top_k=4, output=str(tmp / "chat.h5"), progress=False)
+    return personamine.read_results(out)
+
+
+def test_conversations_show_their_turns(browser, chat_run, tmp_path):
+    from personamine.roles import ROLE, ROLES
+
+    res = chat_run
+    assert res.has_turns() and (res.span_start > 0).any()  # spans cut from inside windows show no sink prefix
+    out = personamine.report(res, tmp_path / "chat.html")
+    open_report(browser, out)
+    header = browser.execute_script("return document.getElementById('pm-header').textContent")
+    assert "conversations, scoring assistant turns" in header
+    heads = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#pm-index thead th')).map(h => h.textContent)")
+    assert "density assistant" in " ".join(heads)
+    column = [h.startswith("density assistant") for h in heads].index(True)
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#pm-index tbody tr')).map(r => r.children[arguments[0]]"
+        ".textContent)", column)
+    density = res.density_by_role()["assistant"]
+    assert len(cells) == res.feature_ids.size and any(d > 0 for d in density)
+    data = json.loads(browser.execute_script("return document.getElementById('pm-data').textContent"))
+    assert [f["by_role"]["assistant"] for f in data["features"]] == density.tolist()
+    assert data["meta"]["scored_by_role"] == {"assistant": int(res.tokens_scored_by_role[ROLE["assistant"]])}
+    labelled = 0
+    for fid in res.feature_ids[:4].tolist():
+        driver_rows = render_section(browser, fid)["top"]
+        labels = browser.execute_script(
+            "return Array.from(document.getElementById(arguments[0]).querySelectorAll('.top .ctx')).map(r => ["
+            "Array.from(r.querySelectorAll('.turn')).map(t => t.textContent), r.querySelector('.where').textContent])",
+            f"f-{fid}")
+        for ex, row, (turns, where) in zip(res.examples(fid), driver_rows, labels, strict=True):
+            keep = res.shown(ex)
+            roles = [ROLES[r] for r in ex["roles"][keep].tolist()]
+            assert len(row) == len(roles) and ROLE["prefix"] not in ex["roles"][keep]
+            assert [title.rsplit(" | ", 1)[1] for _, _, title, _ in row] == roles  # each token's role on hover
+            expected, turn = [], None  # a label where a content turn starts
+            for role in roles:
+                if role == "template":
+                    turn = None
+                elif role != turn:
+                    expected.append(role)
+                    turn = role
+            assert turns == expected
+            labelled += len(turns)
+            assert where.endswith(f"peak in {res.peak_role(ex)}") and res.peak_role(ex) == "assistant"
+    assert labelled > 0
+
+
+def test_show_labels_turns_and_density_by_role(chat_run):
+    from personamine.roles import ROLE
+
+    res = chat_run
+    fid = int(res.feature_ids[np.argmax(res.active_tokens)])
+    text = format_results(res, [fid], n_examples=3, n_samples=0)
+    i = res.feature_index(fid)
+    scored = int(res.tokens_scored_by_role[ROLE["assistant"]])
+    assert f"by role: {res.density_by_role()['assistant'][i]:.4%} of {scored:,} assistant tokens" in text
+    assert "‹assistant›" in text and text.count("peak in assistant") == min(3, len(res.examples(fid)))
+
+
 def test_cli_report_and_its_errors(injected_run, tmp_path, capsys):
     res, _ = injected_run
     out = tmp_path / "cli.html"

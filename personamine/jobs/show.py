@@ -6,29 +6,46 @@ from __future__ import annotations
 import numpy as np
 
 from personamine.merge.hdf5 import MineResults
+from personamine.roles import ROLE, ROLES
 
 
-def render_window(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, *, mark: str = "«»",
-                  width: int = 0) -> str:
-    """Decoded window text; each token with activation > 0 is wrapped in marks with its value. With ``width``,
-    at most that many characters, cut around the peak token so it always shows (``…`` where text was cut)."""
-    parts = _window_parts(results, token_ids, acts, mark)
+def render_window(results: MineResults, example: dict, *, mark: str = "«»", width: int = 0) -> str:
+    """Decoded example text; each token with activation > 0 is wrapped in marks with its value, and in a
+    conversation each turn opens with its role (``‹assistant›``) in place of the template's own header tokens. With
+    ``width``, at most that many characters, cut around the peak token so it always shows (``…`` where cut)."""
+    parts, peak = _example_parts(results, example, mark)
     if width and sum(map(len, parts)) > width:
-        return clip_around(parts, int(acts.argmax()) if acts.size else 0, width)
+        return clip_around(parts, peak, width)
     return "".join(parts)
 
 
-def _window_parts(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, mark: str) -> list[str]:
-    peak = float(acts.max()) if acts.size else 0.0
-    parts = []
-    for tid, value in zip(token_ids.tolist(), acts.tolist(), strict=True):
+def _example_parts(results: MineResults, example: dict, mark: str) -> tuple[list[str], int]:
+    """The example's printed pieces and the index of the peak token's piece."""
+    keep = results.shown(example)
+    ids, acts = example["token_ids"][keep], example["activations"][keep]
+    roles = example["roles"][keep] if "roles" in example and results.has_turns() else None
+    top = float(acts.max()) if acts.size else 0.0
+    best = int(acts.argmax()) if acts.size else 0
+    parts: list[str] = []
+    peak, turn = 0, None
+    for j, (tid, value) in enumerate(zip(ids.tolist(), acts.tolist(), strict=True)):
+        if roles is not None:
+            role = ROLES[int(roles[j])]
+            if role == "template":  # headers and delimiters: never scored, replaced by the turn's label
+                turn = None
+                continue
+            if role != turn:
+                parts.append(f"{' ' if parts else ''}‹{role}› ")
+                turn = role
         text = results.token_text(tid).replace("\n", "⏎")
+        if j == best:
+            peak = len(parts)
         if value > 0:
-            strength = "!" if value >= 0.5 * peak else ""
+            strength = "!" if value >= 0.5 * top else ""
             parts.append(f"{mark[0]}{text}{mark[1]}{strength}{value:.3g}")
         else:
             parts.append(text)
-    return parts
+    return parts, peak
 
 
 def clip_around(parts: list[str], center: int, width: int) -> str:
@@ -76,9 +93,11 @@ def _tokens(results: MineResults, ids: np.ndarray, values: np.ndarray) -> str:
     return ", ".join(f"{results.token_text(t)!r} {v:.3g}" for t, v in zip(ids.tolist(), values.tolist(), strict=True))
 
 
-def _line(results: MineResults, ex: dict, prefix: int, width: int, label: str) -> str:
-    text = render_window(results, ex["token_ids"][prefix:], ex["activations"][prefix:], width=width)
-    return f"{label} score {ex['score']:.3g}  doc {ex['document']} @ {ex['window_start']}: {text}"
+def _line(results: MineResults, ex: dict, width: int, label: str) -> str:
+    role = results.peak_role(ex) if results.has_turns() else None
+    where = f"doc {ex['document']} @ {ex['window_start']}" + (
+        f", peak in {role}" if role else "")
+    return f"{label} score {ex['score']:.3g}  {where}: {render_window(results, ex, width=width)}"
 
 
 def format_feature(results: MineResults, feature_id: int, n_examples: int = 5, width: int = 0,
@@ -86,20 +105,24 @@ def format_feature(results: MineResults, feature_id: int, n_examples: int = 5, w
     i = results.feature_index(feature_id)
     density = results.density[i]
     lines = [f"feature {feature_id}: max {results.max[i]:.3g}, active on {density:.4%} of "
-             f"{results.tokens_scored:,} scored tokens",
-             f"  histogram {sparkline(results, i)}"]
+             f"{results.tokens_scored:,} scored tokens"]
+    by_role = results.density_by_role() if results.has_turns() else {}
+    if by_role:
+        scored = results.tokens_scored_by_role
+        lines.append("  by role: " + " · ".join(f"{d[i]:.4%} of {int(scored[ROLE[r]]):,} {r} tokens"
+                                                for r, d in by_role.items()))
+    lines.append(f"  histogram {sparkline(results, i)}")
     lens = results.logit_lens
     if lens is not None:
         lines.append(f"  promoted:   {_tokens(results, lens.promoted_ids[i], lens.promoted_values[i])}")
         lines.append(f"  suppressed: {_tokens(results, lens.suppressed_ids[i], lens.suppressed_values[i])}")
-    prefix = len(results.attrs.get("sink_prefix", []))
     for rank, ex in enumerate(results.examples(feature_id)[:n_examples], 1):
-        lines.append(_line(results, ex, prefix, width, f"  #{rank}"))
+        lines.append(_line(results, ex, width, f"  #{rank}"))
     if n_samples > 0:
         for interval, windows in sorted(results.interval_samples(feature_id).items(), reverse=True):
             low, high = results.interval_bounds(interval)
             lines.append(f"  window max in [{low:.3g}, {high:.3g}): {len(windows)} sampled")
-            lines.extend(_line(results, ex, prefix, width, "    ~") for ex in windows[:n_samples])
+            lines.extend(_line(results, ex, width, "    ~") for ex in windows[:n_samples])
     return "\n".join(lines)
 
 

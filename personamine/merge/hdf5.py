@@ -19,11 +19,12 @@ import numpy as np
 
 from personamine.atomic import ensure_dir
 from personamine.errors import FeatureNotInFile, PersonamineError
+from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.model.logit_lens import LogitLens
-from personamine.roles import ROLES
+from personamine.roles import ROLE, ROLES
 
 FORMAT = "personamine.mine"
 FORMAT_VERSION = 3
@@ -274,6 +275,28 @@ class MineResults:
                 example["roles"] = self.roles[i, k, :n]
             out.append(example)
         return out
+
+    def shown(self, example: dict) -> np.ndarray:
+        """bool [n]: the example's tokens a reader sees, i.e. all but the sink prefix fed before its window (by role
+        where the file stores roles; before version 3, the prefix is the first tokens of a window's first span)."""
+        n = len(example["token_ids"])
+        if "roles" in example:
+            return (example["roles"] != ROLE["prefix"]) & (example["token_ids"] != TOKEN_FILL)
+        keep = np.asarray(example["token_ids"]) != TOKEN_FILL
+        if example.get("span_start", 0) == 0:
+            keep[: min(n, len(np.atleast_1d(self.attrs.get("sink_prefix", []))))] = False
+        return keep
+
+    def has_turns(self) -> bool:
+        """Whether the mined corpus was conversations (tokens of roles other than plain text were seen)."""
+        seen = self.tokens_seen_by_role
+        return seen is not None and bool(seen[ROLE["system"]: ROLE["template"] + 1].any())
+
+    def peak_role(self, example: dict) -> str | None:
+        """The role of the example's highest-activation token, None where the file has no roles."""
+        if "roles" not in example or not len(example["activations"]):
+            return None
+        return ROLES[int(example["roles"][int(np.argmax(example["activations"]))])]
 
     def interval_samples(self, feature_id: int) -> dict[int, list[dict]]:
         """The feature's interval samples: interval index -> windows (same keys as ``examples``), by key."""

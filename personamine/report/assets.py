@@ -47,6 +47,12 @@ section.feature .stats { color: var(--muted); }
 .tok { border-radius: 2px; }
 .tok.on { box-shadow: inset 0 -2px rgba(var(--hot), .9); }
 .tok.piece { color: #0550ae; font-style: italic; }
+.tok.r-template { color: var(--muted); font-size: 11px; }
+.tok.r-assistant { border-bottom: 2px solid rgba(130, 80, 223, .45); }
+.ctx .turn { font: 600 10px sans-serif; text-transform: uppercase; letter-spacing: .04em; padding: 0 4px;
+             margin: 0 4px 0 2px; border-radius: 3px; color: #fff; background: #8c959f; user-select: none; }
+.ctx .turn.assistant { background: var(--persona); } .ctx .turn.user { background: #57606a; }
+.ctx .turn.system { background: #9a6700; }
 details.more summary { cursor: pointer; color: var(--muted); font-size: 12px; padding: 4px 6px; }
 .interval-head { font-size: 12px; color: var(--muted); margin: 10px 0 2px; }
 .chips { display: flex; flex-wrap: wrap; gap: 4px; }
@@ -100,6 +106,7 @@ JS = r"""
                 (m.n_documents || 0).toLocaleString() + " documents",
                 m.tokens_scored.toLocaleString() + " tokens scored", "ctx " + m.ctx_len,
                 "top " + m.top_k + (m.per_interval ? " + " + m.per_interval + " per interval" : "")];
+    if (m.scored_by_role) bits.push("conversations, scoring " + Object.keys(m.scored_by_role).join(" + ") + " turns");
     if (m.discovery) bits.push("discovery " + m.discovery);
     h.appendChild(el("div", "meta", bits.join(" · ")));
     h.appendChild(el("div", "meta", m.file + " (format v" + m.format_version + ")"));
@@ -133,6 +140,13 @@ JS = r"""
             ["max", function (f) { return f.max; }, 0, "its largest activation on a scored corpus token"],
             ["mean", function (f) { return f.mean; }, 0, "its mean activation over the tokens where it is active"],
             ["top token", topToken, 2, "the token with the highest activation in its best context"]);
+  var SCORED = D.meta.scored_by_role || {}, AFTER_DENSITY = COLS.length - 3;  // conversations: per scored role
+  Object.keys(SCORED).forEach(function (role, k) {
+    COLS.splice(AFTER_DENSITY + k, 0, ["density " + role,
+      function (f) { return f.by_role ? f.by_role[role] : null; }, 1,
+      "share of the " + SCORED[role].toLocaleString() + " scored " + role + " tokens on which the feature is active"]);
+  });
+  var ROLE_NAMES = D.meta.roles || [];
   var SCORE_COL = 3, INDEX_ROWS = 50;  // longer indexes fold after this many rows (a button unfolds them)
 
   function negative(f) { return !!(f.disc && f.disc.score !== null && f.disc.score < 0); }
@@ -200,17 +214,25 @@ JS = r"""
     show();
   }
 
+  // In a conversation each turn opens with a label of its role; template tokens (headers, delimiters) are muted
+  // and the Assistant's tokens underlined. The peak token's role is named after the position.
   function windowRow(w, fmax) {
-    var row = el("div", "ctx");
+    var row = el("div", "ctx"), turn = null, best = 0;
     row.appendChild(el("span", "score", fmt(w.s)));
     w.t.forEach(function (id, j) {
-      var t = tok(id), a = w.a[j], s = el("span", "tok" + (t[2] ? " piece" : "") + (a > 0 ? " on" : ""), t[0]);
+      var t = tok(id), a = w.a[j], role = w.r ? ROLE_NAMES[w.r[j]] : null;
+      if (a > w.a[best]) best = j;
+      if (role === "template") turn = null;
+      else if (role && role !== turn) { row.appendChild(el("span", "turn " + role, role)); turn = role; }
+      var s = el("span", "tok" + (t[2] ? " piece" : "") + (a > 0 ? " on" : "") + (role ? " r-" + role : ""), t[0]);
       if (a > 0) s.style.backgroundColor = "rgba(255, 98, 0, " + Math.min(1, a / fmax).toFixed(3) + ")";
       s.setAttribute("data-a", a);
-      s.setAttribute("title", "activation " + fmt(a) + " | token " + id + (t[1] ? " " + JSON.stringify(t[1]) : ""));
+      s.setAttribute("title", "activation " + fmt(a) + " | token " + id + (t[1] ? " " + JSON.stringify(t[1]) : "") +
+                     (role ? " | " + role : ""));
       row.appendChild(s);
     });
-    row.appendChild(el("span", "where", "doc " + w.d + " @ " + w.w));
+    row.appendChild(el("span", "where", "doc " + w.d + " @ " + w.w +
+                       (w.r && w.t.length ? " · peak in " + ROLE_NAMES[w.r[best]] : "")));
     return row;
   }
 
@@ -313,7 +335,9 @@ JS = r"""
   // A new kind of content is a new function added to one of these lists.
   function statsLine(f) {
     var d = f.disc, box = el("div", "stats", "max " + fmt(f.max) + " · active on " + pct(f.density) +
-        " of scored tokens (" + f.active.toLocaleString() + ") · mean when active " + fmt(f.mean));
+        " of scored tokens (" + f.active.toLocaleString() + ") · mean when active " + fmt(f.mean) +
+        Object.keys(f.by_role || {}).map(function (r) { return " · " + pct(f.by_role[r]) + " of " + r + " tokens"; })
+          .join(""));
     if (!d) return box;
     var disc = el("span", negative(f) ? "neg" : null, " · discovery rank " + d.rank + ", score " +
         (negative(f) ? "▼ " : "") + fmt(d.score) + ", fires on " + pct(d.persona) + " of persona prompts" +

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from personamine.errors import PersonamineError
-from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.hdf5 import MineResults
 from personamine.merge.samples import INTERVAL_STEP
+from personamine.roles import ROLES
 
 if TYPE_CHECKING:
     from personamine.jobs.discover import DiscoveryResults
@@ -55,33 +55,35 @@ def feature_order(results: MineResults, features: list[int] | None,
     return [f for _, f in sorted((rank.get(f, len(rank) + pos), f) for pos, f in enumerate(ids))]
 
 
-def _window(results: MineResults, token_ids: np.ndarray, acts: np.ndarray, score: float, document: int,
-            start: int, prefix: int, used: set[int]) -> dict:
-    ids = token_ids[prefix:].astype(np.int64)
-    keep = ids != TOKEN_FILL
-    used.update(ids[keep].tolist())
-    return {"s": _round([score])[0], "d": document, "w": start, "t": ids[keep].tolist(),
-            "a": _round(acts[prefix:][keep])}
+def _window(results: MineResults, ex: dict, used: set[int], turns: bool) -> dict:
+    keep = results.shown(ex)
+    ids = ex["token_ids"][keep].astype(np.int64)
+    used.update(ids.tolist())
+    out = {"s": _round([ex["score"]])[0], "d": ex["document"], "w": ex["window_start"], "t": ids.tolist(),
+           "a": _round(ex["activations"][keep])}
+    if turns:  # role codes (ROLES) per shown token: the page labels each turn and marks the Assistant's
+        out["r"] = ex["roles"][keep].astype(int).tolist()
+    return out
 
 
 def feature_entry(results: MineResults, feature_id: int, discovery: DiscoveryResults | None,
                   used: set[int]) -> dict:
     i = results.feature_index(feature_id)
-    prefix = len(np.atleast_1d(results.attrs.get("sink_prefix", [])))
+    turns = results.has_turns() and results.roles is not None
     active = int(results.active_tokens[i])
     entry: dict = {
         "id": int(feature_id), "max": _round([results.max[i]])[0], "density": float(results.density[i]),
         "active": active, "mean": _round([results.activation_sum[i] / active])[0] if active else 0.0,
         "hist": [[int(b), int(c)] for b, c in enumerate(results.histogram[i].tolist()) if c],
-        "top": [_window(results, ex["token_ids"], ex["activations"], ex["score"], ex["document"],
-                        ex["window_start"], prefix, used) for ex in results.examples(feature_id)],
+        "top": [_window(results, ex, used, turns) for ex in results.examples(feature_id)],
         # Highest interval first; inside one, by score (the file keeps them by sampling key).
-        "intervals": [[interval, [_window(results, ex["token_ids"], ex["activations"], ex["score"], ex["document"],
-                                          ex["window_start"], prefix, used)
+        "intervals": [[interval, [_window(results, ex, used, turns)
                                   for ex in sorted(windows, key=lambda w: -w["score"])]]
                       for interval, windows in sorted(results.interval_samples(feature_id).items(), reverse=True)],
         "lens": None, "disc": None,
     }
+    if turns:
+        entry["by_role"] = {role: float(d[i]) for role, d in results.density_by_role().items()}
     hosted = results.attrs.get("sae_neuronpedia")
     if hosted:  # a plain link: the page itself stays offline
         from personamine.saes.neuronpedia import feature_url
@@ -127,6 +129,9 @@ def report_data(results: MineResults, features: list[int] | None = None,
         "n_features_in_file": int(results.feature_ids.size), "format_version": a.get("format_version"),
         "per_interval": int(results.samples.per_interval) if results.samples is not None else None,
         "discovery": str(discovery.path) if discovery is not None else None,
+        "roles": list(ROLES) if results.has_turns() else None,
+        "scored_by_role": ({ROLES[r]: int(n) for r, n in enumerate(results.tokens_scored_by_role.tolist()) if n}
+                           if results.has_turns() else None),
     }
     interval_edges = results.interval_edges
     return {

@@ -17,6 +17,8 @@ from personamine.shards.plan import Piece
 from personamine.shards.run import MiningEngine
 from personamine.shards.windows import capture_windows, scored_tokens
 
+PREFLIGHT_MIN_TOKENS = 256  # fewer scored tokens than this and the variance explained is mostly noise
+
 
 @torch.inference_mode()
 def preflight_engine(engine: MiningEngine, pieces: list[Piece], n_tokens: int,
@@ -47,7 +49,9 @@ def preflight_engine(engine: MiningEngine, pieces: list[Piece], n_tokens: int,
                 break
         if got >= n_tokens:
             break
-    if got == 0:  # rows with no text, or no token of a scored role: mining itself says which, with the counts
+    # Rows with no text or no token of a scored role (mining itself says which, with the counts), or a corpus too
+    # small for the variance explained to mean anything: the check is skipped, with a warning after mining.
+    if got < min(n_tokens, PREFLIGHT_MIN_TOKENS):
         return None
     rows = {i: torch.cat(parts)[:n_tokens] for i, parts in hidden.items()}
     return preflight(engine.sae, rows.pop(layer), layer=layer, neighbours=rows, min_fve=min_fve,
