@@ -83,6 +83,7 @@ class MineConfig:
                                     "median norm (0: off)")
     dedupe: bool = knob(True, "windows whose fed tokens are identical count once")
     samples_per_interval: int = knob(5, "interval samples kept per feature and activation interval (0: none)")
+    negatives_per_feature: int = knob(20, "non-activating windows kept per feature, for explanation scoring (0: none)")
     # execution
     n_shards: int = knob(16, "pieces of work the corpus is split into (checkpointed one by one)")
     batch_tokens: int | None = knob(None, "fed positions per batch (default: 2048 on CPU, 32768 on GPU)")
@@ -106,6 +107,8 @@ class MineConfig:
             raise PersonamineError(f"top_k must be at least 1, got {self.top_k}")
         if self.samples_per_interval < 0:
             raise PersonamineError(f"samples_per_interval must not be negative, got {self.samples_per_interval}")
+        if self.negatives_per_feature < 0:
+            raise PersonamineError(f"negatives_per_feature must not be negative, got {self.negatives_per_feature}")
         if self.n_shards < 1:
             raise PersonamineError(f"n_shards must be at least 1, got {self.n_shards}")
         if self.backend not in ("local", "ray"):

@@ -17,6 +17,7 @@ from personamine.jobs.features import resolve_features
 from personamine.jobs.workdir import WorkDir
 from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.hdf5 import write_results
+from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -57,20 +58,24 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
     return {i: (str(p), tokenizer.decode([i])) for i, p in zip(ids, pieces, strict=True)}
 
 
-def reduce_results(results: Iterable[ShardResult]) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
+def reduce_results(results: Iterable[ShardResult]) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None,
+                                                             NegativeBuffer | None]:
     """Merge shard results in the order given: pass them in shard order (selections do not depend on the order;
     float sums would). Results are consumed one at a time, so a generator keeps one shard in memory.
 
-    Interval samples are None when any shard has none (a checkpoint written before they existed).
+    Interval samples (non-activating examples) are None when any shard has none (a checkpoint written before they
+    existed).
     """
     stream = iter(results)
     first = next(stream)
-    buffer, stats, samples = first.buffer, first.stats, first.samples
+    buffer, stats, samples, negatives = first.buffer, first.stats, first.samples, first.negatives
     for result in stream:
         buffer = buffer.merge(result.buffer)
         stats = stats.merge(result.stats)
         samples = samples.merge(result.samples) if samples is not None and result.samples is not None else None
-    return buffer, stats, samples
+        negatives = negatives.merge(result.negatives) if negatives is not None and result.negatives is not None \
+            else None
+    return buffer, stats, samples, negatives
 
 
 def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
@@ -124,14 +129,15 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
             run_local(cfg, plan.features, todo, on_result, progress.tokens)
     finally:
         progress.close()
-    buffer, stats, samples = reduce_results(work.load(s) for s in plan.shards)
+    buffer, stats, samples, negatives = reduce_results(work.load(s) for s in plan.shards)
     lens = _logit_lens(cfg, plan)
     shown = [buffer.entries.windows.token_ids.ravel()] + (
         [samples.entries.windows.token_ids.ravel()] if samples is not None else []) + (
+        [negatives.entries.windows.token_ids.ravel()] if negatives is not None else []) + (
         [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
     return write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats,
                          attrs=output_attrs(cfg, plan, stats), vocab=_vocab(plan.tokenizer, np.concatenate(shown)),
-                         samples=samples, logit_lens=lens)
+                         samples=samples, logit_lens=lens, negatives=negatives)
 
 
 def output_attrs(cfg: MineConfig, plan: Plan, stats: FeatureStats) -> dict[str, Any]:

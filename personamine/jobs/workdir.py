@@ -10,6 +10,7 @@ import numpy as np
 from personamine.atomic import atomic_write_bytes
 from personamine.config import EXECUTION_FIELDS, MineConfig
 from personamine.errors import PersonamineError
+from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -54,6 +55,8 @@ class WorkDir:
         arrays.update({f"stats_{k}": v for k, v in result.stats.arrays().items()})
         if result.samples is not None:
             arrays.update({f"samples_{k}": v for k, v in result.samples.arrays().items()})
+        if result.negatives is not None:
+            arrays.update({f"negatives_{k}": v for k, v in result.negatives.arrays().items()})
         arrays["seconds"] = np.float64(result.seconds)
         blob = io.BytesIO()
         np.savez(blob, **arrays)
@@ -66,4 +69,7 @@ class WorkDir:
             stats = FeatureStats.from_arrays({k[6:]: data[k] for k in data.files if k.startswith("stats_")})
             sample_arrays = {k[8:]: data[k] for k in data.files if k.startswith("samples_")}
             samples = SampleBuffer.from_arrays(sample_arrays, dedupe=self.config.dedupe) if sample_arrays else None
-            return ShardResult(shard, buffer, stats, float(data["seconds"]), samples)
+            negative_arrays = {k[10:]: data[k] for k in data.files if k.startswith("negatives_")}
+            negatives = NegativeBuffer.from_arrays(negative_arrays, dedupe=self.config.dedupe) if negative_arrays \
+                else None
+            return ShardResult(shard, buffer, stats, float(data["seconds"]), samples, negatives)

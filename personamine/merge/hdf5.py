@@ -2,6 +2,8 @@
 
 Version 2 added the ``samples/`` group (interval samples, see ``personamine.merge.samples``) and the
 ``logit_lens/`` group; everything else is as in version 1, and version 1 files still read (no samples, no lens).
+The optional ``negatives/`` group (non-activating examples, ``personamine.merge.negatives``) came later within
+version 2: readers that predate it ignore it, and files without it read with no negatives.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import h5py
 import numpy as np
 
 from personamine.errors import PersonamineError
+from personamine.merge.negatives import NegativeBuffer, read_negatives, write_negatives
 from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -48,7 +51,7 @@ def _blocks(n: int, row_bytes: int) -> list[tuple[int, int]]:
 
 def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuffer, stats: FeatureStats,
                   attrs: dict, vocab: dict[int, tuple[str, str]] | None = None, samples: SampleBuffer | None = None,
-                  logit_lens: LogitLens | None = None) -> Path:
+                  logit_lens: LogitLens | None = None, negatives: NegativeBuffer | None = None) -> Path:
     path = Path(path)
     tmp, f = atomic_h5(path)
     try:
@@ -70,6 +73,8 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
                 st.attrs[key] = int(value)
             if samples is not None:
                 _write_samples(f.create_group("samples"), samples)
+            if negatives is not None:
+                write_negatives(f.create_group("negatives"), negatives)
             if logit_lens is not None:
                 lens = f.create_group("logit_lens")
                 for key, value in logit_lens.attrs.items():
@@ -175,6 +180,7 @@ class MineResults:
     samples: SampleBuffer | None = None  # None in version 1 files
     interval_edges: np.ndarray | None = None
     logit_lens: LogitLens | None = None
+    negatives: NegativeBuffer | None = None  # None in files written before non-activating examples existed
 
     @property
     def density(self) -> np.ndarray:
@@ -213,6 +219,16 @@ class MineResults:
                 "token_ids": tokens[:n], "activations": acts[:n]})
         return out
 
+    def non_activating(self, feature_id: int) -> list[dict]:
+        """The feature's non-activating windows (score 0 on every scored token), by sampling key; same keys as
+        ``examples``, activations all zero. Empty for a file written without them."""
+        if self.negatives is None:
+            return []
+        n = self.negatives.entries.take(self.negatives.rows_of(self.feature_index(feature_id)))
+        return [{"score": 0.0, "document": int(doc), "window_start": int(start), "token_ids": tokens[:length],
+                 "activations": np.zeros(int(length), np.float32)}
+                for doc, start, length, tokens in zip(n.document, n.window_start, n.length, n.token_ids, strict=True)]
+
     def interval_bounds(self, interval: int) -> tuple[float, float]:
         """[low, high) of an interval; the first and last intervals also hold values beyond their edges."""
         edges = self.interval_edges if self.interval_edges is not None else INTERVAL_EDGES
@@ -249,10 +265,12 @@ def read_results(path: str | Path, features: Iterable[int] | None = None) -> Min
             return ds[()] if rows is None else ds[rows]
 
         top, st = f["top"], f["stats"]
-        samples, interval_edges, lens = None, None, None
+        samples, interval_edges, lens, negatives = None, None, None, None
+        dedupe = bool(json.loads(attrs.get("config", "{}")).get("dedupe", True))
         if "samples" in f:
-            samples, interval_edges = _read_samples(f["samples"], dedupe=bool(json.loads(
-                attrs.get("config", "{}")).get("dedupe", True)), rows=rows)
+            samples, interval_edges = _read_samples(f["samples"], dedupe=dedupe, rows=rows)
+        if "negatives" in f:
+            negatives = read_negatives(f["negatives"], dedupe=dedupe, rows=rows)
         if "logit_lens" in f:
             g = f["logit_lens"]
             lens = LogitLens(**{name: per_feature(g[name]) for name in (
@@ -268,5 +286,5 @@ def read_results(path: str | Path, features: Iterable[int] | None = None) -> Min
             activation_sum=per_feature(st["activation_sum"]), max=per_feature(st["max"]),
             histogram=per_feature(st["histogram"]), histogram_edges=st["histogram_edges"][()],
             counters={k: int(v) for k, v in st.attrs.items()}, vocab_text=vocab_text, vocab_pieces=vocab_pieces,
-            samples=samples, interval_edges=interval_edges, logit_lens=lens,
+            samples=samples, interval_edges=interval_edges, logit_lens=lens, negatives=negatives,
         )

@@ -14,6 +14,7 @@ import torch
 
 from personamine.config import MineConfig
 from personamine.merge.entries import Entries, SparseRows, WindowTable
+from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -44,6 +45,7 @@ class ShardResult:
     stats: FeatureStats
     seconds: float = 0.0
     samples: SampleBuffer | None = None  # None: a checkpoint from before interval samples existed
+    negatives: NegativeBuffer | None = None  # None: a checkpoint from before non-activating examples existed
 
 
 def corpus_spec(config: MineConfig) -> CorpusSpec:
@@ -188,6 +190,11 @@ class _Accumulator:
         self.sample_limit = torch.full((n * N_INTERVALS,), KEY_NONE, dtype=torch.int64, device=dev)
         self.interval_edges = torch.tensor(INTERVAL_EDGES[1:-1], dtype=torch.float32, device=dev)
         self.top_pending, self.sample_pending = _Pending(), _Pending()
+        from personamine.shards.negatives import NegativeGatherer
+
+        self.negatives = NegativeBuffer.empty(cfg.ctx_len, cfg.negatives_per_feature, cfg.dedupe)
+        self.negative_gatherer = NegativeGatherer(n, cfg.negatives_per_feature, cfg.dedupe, dev)
+        self.negative_pending = _Pending()
 
     def add(self, windows: WindowTable, tokens: _ScoredTokens, start: int, end: int, acts: torch.Tensor) -> None:
         """acts: [P, F_chunk], one row per scored token (nonnegative: thresholded ReLU)."""
@@ -209,6 +216,9 @@ class _Accumulator:
             self.top_pending.add(found)
         if self.samples.per_interval > 0:
             self._add_samples(windows, nz, start, end, scores)
+        if self.negatives.per_feature > 0 and (
+                found := self.negative_gatherer.gather(windows, tokens.window, start, end, scores)) is not None:
+            self.negative_pending.add(found)
 
     def _add_samples(self, windows: WindowTable, nz: _Nonzeros, start: int, end: int, scores: torch.Tensor) -> None:
         dev = scores.device
@@ -228,6 +238,8 @@ class _Accumulator:
             self._flush_top()
         if self.sample_pending.due(len(self.samples)):
             self._flush_samples()
+        if self.negative_pending.due(len(self.negatives)):
+            self._flush_negatives()
 
     def _flush_top(self) -> None:
         if (new := self.top_pending.take()) is not None:
@@ -237,6 +249,14 @@ class _Accumulator:
         if (new := self.sample_pending.take()) is not None:
             limit = self.samples.update(new).thresholds(self.active.numel()).reshape(-1)
             self.sample_limit = torch.from_numpy(limit).to(self.sample_limit.device)
+
+    def _flush_negatives(self) -> None:
+        if (new := self.negative_pending.take()) is not None:
+            self.negative_gatherer.update_limits(self.negatives.update(new))
+
+    def non_activating(self) -> NegativeBuffer:
+        self._flush_negatives()
+        return self.negatives
 
     def top(self) -> TopKBuffer:
         self._flush_top()
@@ -330,4 +350,5 @@ def run_shard(engine: MiningEngine, shard: Shard, on_batch: Callable[[int], None
             acc.end_batch()
             if on_batch is not None:
                 on_batch(fed)
-    return ShardResult(shard, acc.top(), acc.stats(counters), time.perf_counter() - began, acc.interval_samples())
+    return ShardResult(shard, acc.top(), acc.stats(counters), time.perf_counter() - began, acc.interval_samples(),
+                       acc.non_activating())
