@@ -1,6 +1,7 @@
 """personamine: find the SAE features a chat model uses for its Assistant self, and mine a corpus for them.
 
-Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.read_results(path)``.
+Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.read_results(path)``,
+``personamine.explain(...)``, ``personamine.read_explanations(path)``.
 Imports are lazy so ``import personamine`` stays cheap.
 """
 
@@ -10,8 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MineConfig", "PersonamineError", "__version__", "discover", "mine", "read_discovery", "read_results",
-           "report"]
+__all__ = ["ExplainConfig", "MineConfig", "PersonamineError", "__version__", "discover", "explain", "mine",
+           "read_discovery", "read_explanations", "read_results", "report"]
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +40,14 @@ def __getattr__(name: str) -> Any:
         from personamine.report import report
 
         return report
+    if name in ("explain", "ExplainConfig"):
+        from personamine.jobs import explain as _explain
+
+        return getattr(_explain, name)
+    if name == "read_explanations":
+        from personamine.autointerp.store import read_explanations
+
+        return read_explanations
     if name == "PersonamineError":
         from personamine.errors import PersonamineError
 

@@ -187,6 +187,29 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 
+def _explain_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.explain import ExplainConfig
+
+    parser.description = ("Explain each mined feature with an LLM (in process, or any OpenAI-compatible server) and "
+                          "score the explanations by detection and fuzzing (personamine.explain).")
+    parser.add_argument("results", help="a mining HDF5 file")
+    add_config_flags(parser, ExplainConfig, skip=frozenset({"results"}))
+    parser.add_argument("--table", type=int, default=20, metavar="N", help="print the first N features (default 20)")
+
+
+@command("explain")(_explain_flags)
+def _explain(args: argparse.Namespace) -> int:
+    from personamine.autointerp.store import read_explanations
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.explain import ExplainConfig, explain
+
+    path = explain(ExplainConfig(**overrides_from_args(args, ExplainConfig)))  # RESULTS fills the results field
+    print(read_explanations(path).table(args.table))
+    print(f"wrote {path}")
+    return 0
+
+
 def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="a mining HDF5 file")
     parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: RESULTS with .html)")
