@@ -215,6 +215,8 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: RESULTS with .html)")
     parser.add_argument("--discovery", default=None, help="a discovery file: adds scores and per-prompt activations")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
+    parser.add_argument("--explanations", default=None, help="an explanations file (personamine explain): adds "
+                                                             "each feature's explanation and scores")
 
 
 @command("report")(_report_flags)
@@ -223,7 +225,9 @@ def _report(args: argparse.Namespace) -> int:
     from personamine.report import report
 
     features = parse_feature_list(args.features) if args.features else None
-    print(f"wrote {report(args.results, args.output, discovery=args.discovery, features=features)}")
+    path = report(args.results, args.output, discovery=args.discovery, features=features,
+                  explanations=args.explanations)
+    print(f"wrote {path}")
     return 0
 
 

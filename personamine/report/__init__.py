@@ -15,12 +15,14 @@ __all__ = ["report"]
 
 
 def report(results: str | Path | MineResults, output: str | Path | None = None, *,
-           discovery: str | Path | None = None, features: list[int] | None = None) -> Path:
+           discovery: str | Path | None = None, features: list[int] | None = None,
+           explanations: str | Path | None = None) -> Path:
     """Write an offline HTML report of a mining file; return its path.
 
     ``results``: a mining HDF5 file (or what ``read_results`` returned). ``output``: default ``<results>.html``
     beside it. ``discovery``: a discovery file, adding its score, persona/control firing and per-prompt activations.
     ``features``: only these ids, in this order (default: all, in discovery rank order when a discovery file is given).
+    ``explanations``: a file written by ``personamine.explain``, adding each feature's explanation and scores.
     """
     res = results if isinstance(results, MineResults) else read_results(results, features)
     disc = None
@@ -29,7 +31,13 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
 
         disc = read_discovery(discovery)
     out = Path(output) if output is not None else res.path.with_suffix(".html")
-    page = render_page(report_data(res, features, disc), title=f"personamine report: {res.path.name}")
+    data = report_data(res, features, disc)
+    extra = ""
+    if explanations is not None:
+        from personamine.report.explanations import explanations_html
+
+        extra = explanations_html(explanations, [f["id"] for f in data["features"]])
+    page = render_page(data, title=f"personamine report: {res.path.name}", extra=extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))
     return out

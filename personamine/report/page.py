@@ -20,7 +20,8 @@ def script_json(data: object) -> str:
     return text
 
 
-def render_page(data: dict, title: str) -> str:
+def render_page(data: dict, title: str, extra: str = "") -> str:
+    """``extra``: markup appended after the page's own script (a section that adds itself, like explanations)."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -32,5 +33,5 @@ def render_page(data: dict, title: str) -> str:
         "<div id=\"pm-features\"></div></main>"
         "<noscript>This report renders with JavaScript (inline, no network access).</noscript>"
         f"<script type=\"application/json\" id=\"pm-data\">{script_json(data)}</script>"
-        f"<script>{JS}</script></body></html>\n"
+        f"<script>{JS}</script>{extra}</body></html>\n"
     )
