@@ -45,7 +45,7 @@ BACKENDS = ("local", "openai")
 class ExplainConfig:
     results: str = knob("", "the mining file (HDF5) whose features to explain")
     discovery: str | None = knob(None, "a discovery file: show the explainer each feature's persona/control prompts")
-    features: list[int] | str = knob(help="feature ids (1,5,9 or 3-6); default: every feature in the file",
+    features: list[int] | str = knob(help="feature ids (1,5,9 or 3-6); default (or 'all'): every feature in the file",
                                      factory=list)
     output: str | None = knob(None, "the explanations file to write (default: RESULTS with .explanations.h5)")
     # explainer
@@ -79,7 +79,7 @@ class ExplainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.features, str):
-            self.features = parse_feature_list(self.features)
+            self.features = [] if self.features == "all" else parse_feature_list(self.features)
         if isinstance(self.scorers, str):
             self.scorers = [s for s in self.scorers.split(",") if s]
         if not self.results:

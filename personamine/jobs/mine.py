@@ -63,8 +63,8 @@ def reduce_results(results: Iterable[ShardResult]) -> tuple[TopKBuffer, FeatureS
     """Merge shard results in the order given: pass them in shard order (selections do not depend on the order;
     float sums would). Results are consumed one at a time, so a generator keeps one shard in memory.
 
-    Interval samples (non-activating examples) are None when any shard has none (a checkpoint written before they
-    existed).
+    Interval samples, and non-activating examples, are None when any shard has none (a checkpoint written before
+    they existed).
     """
     stream = iter(results)
     first = next(stream)

@@ -21,6 +21,7 @@ from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
 from personamine.model.sae import SaeEncoder, SaeInfo, read_sae_info, resolve_sae_files, validate_sae
 from personamine.shards.corpus import Corpus, CorpusSpec
+from personamine.shards.negatives import NegativeGatherer
 from personamine.shards.plan import Shard
 from personamine.shards.windows import (
     Window,
@@ -190,8 +191,6 @@ class _Accumulator:
         self.sample_limit = torch.full((n * N_INTERVALS,), KEY_NONE, dtype=torch.int64, device=dev)
         self.interval_edges = torch.tensor(INTERVAL_EDGES[1:-1], dtype=torch.float32, device=dev)
         self.top_pending, self.sample_pending = _Pending(), _Pending()
-        from personamine.shards.negatives import NegativeGatherer
-
         self.negatives = NegativeBuffer.empty(cfg.ctx_len, cfg.negatives_per_feature, cfg.dedupe)
         self.negative_gatherer = NegativeGatherer(n, cfg.negatives_per_feature, cfg.dedupe, dev)
         self.negative_pending = _Pending()
