@@ -101,9 +101,8 @@ def main() -> None:
         ratio = (n / (batched["explanation"] + batched["scoring"])) / (1 / (single["explanation"] + single["scoring"]))
         print(f"batched / unbatched throughput: {ratio:.2f}x   (load average after {load_average()})")
         print(f"explanation only (no scoring): {60 * batched['explanation_calls'] / batched['explanation']:.1f}/min")
-        print("excerpt of what the model wrote (feature, explanation):")
-        for f, text in zip(ex.feature_ids.tolist(), ex.explanations, strict=True):
-            print(f"  {f}: {text[:160]}")
+        print("what the model wrote, and its scores:")
+        print(ex.table(width=300))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class ExplanationResults:
         lines = [head]
         for row, fid in enumerate(self.feature_ids.tolist()[:n]):
             accs = " ".join(f"{_fmt(self.scores[s]['balanced_accuracy'][row]):>9}" for s in self.scorers)
-            text = self.explanations[row] + ("" if self.parsed[row] else " (unparsed)")
+            text = ("" if self.parsed[row] else "(unparsed) ") + self.explanations[row]
             lines.append(f"{fid:>8} {accs}  {text[:width]}")
         return "\n".join(lines)
 
