@@ -1,7 +1,7 @@
 """A real OpenAI-compatible chat server on 127.0.0.1 for the HTTP backend's tests: a real model (transformers,
 greedy) behind ``http.server``, with ``/v1/models`` and ``/v1/chat/completions`` (``logprobs``/``top_logprobs``),
-and switchable faults: answer 503 or hang past the client's timeout for the first N requests, or send a malformed
-body for every k-th one. Written from the OpenAI API reference, independently of personamine's client."""
+and switchable faults: answer 503, hang up, or hang past the client's timeout for the first requests, or send a
+malformed body for every k-th one. Written from the OpenAI API reference, independently of personamine's client."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ import torch
 
 
 class ChatServer:
-    def __init__(self, model_dir, name: str = "tiny-chat", *, fail_first: int = 0, hang_first: int = 0,
-                 hang_seconds: float = 0.0, malformed_every: int = 0, reject_all: bool = False) -> None:
+    def __init__(self, model_dir, name: str = "tiny-chat", *, fail_first: int = 0, drop_next: int = 0,
+                 hang_next: int = 0, hang_seconds: float = 0.0, malformed_every: int = 0,
+                 reject_all: bool = False) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.name = name
-        self.fail_first, self.hang_first, self.hang_seconds = fail_first, hang_first, hang_seconds
+        self.fail_first, self.drop_next, self.hang_next = fail_first, drop_next, hang_next
+        self.hang_seconds = hang_seconds
         self.malformed_every, self.reject_all = malformed_every, reject_all
         self.posts = 0  # chat requests received, faults included
         self.authorization: str | None = None
@@ -79,7 +81,10 @@ class ChatServer:
                     return self._send(400, b'{"error": {"message": "bad request"}}')
                 if n <= server.fail_first:
                     return self._send(503, b'{"error": {"message": "overloaded"}}')
-                if n <= server.fail_first + server.hang_first:
+                if n <= server.fail_first + server.drop_next:
+                    self.close_connection = True  # hang up without an answer
+                    return None
+                if n <= server.fail_first + server.drop_next + server.hang_next:
                     time.sleep(server.hang_seconds)  # past the client's timeout: it has hung up
                     return self._send(503, b"{}")
                 if server.malformed_every and n % server.malformed_every == 0:

@@ -94,7 +94,7 @@ def test_batch_candidates_one_per_content_in_key_order():
 def runs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path_factory):
     """1 shard, 7 shards with small batches, and the 7 again from their checkpoints alone."""
     tmp = tmp_path_factory.mktemp("negatives")
-    kw = dict(max_documents=40, negatives_per_feature=4)
+    kw = dict(max_documents=24, negatives_per_feature=4)
     one = personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp / "a",
                                          n_shards=1, **kw))
     seven = personamine.mine(**mine_kwargs(tiny_model_dir, str(tiny_sae_dir), tiny_corpus_jsonl, tmp / "b",
@@ -120,7 +120,7 @@ def test_negatives_equal_brute_force_and_never_fire(runs, tiny_model_dir, tiny_s
 
     ae, _ = resolve_sae_files(str(tiny_sae_dir), SAE_LAYER)
     bos = AutoTokenizer.from_pretrained(tiny_model_dir).bos_token_id
-    windows = reference_windows(tiny_model_dir, ae, load_texts(tiny_corpus_jsonl)[:40], layer=SAE_LAYER,
+    windows = reference_windows(tiny_model_dir, ae, load_texts(tiny_corpus_jsonl)[:24], layer=SAE_LAYER,
                                 features=FEATURES, ctx_len=16, prefix=[bos])
     expected = reference_negatives(windows, FEATURES, m=4)
     by_window = {(w.document, w.window_start): w for w in windows}
