@@ -1,8 +1,9 @@
 """personamine: find the SAE features a chat model uses for its Assistant self, and mine a corpus for them.
 
 Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.steer(...)``,
-``personamine.read_results(path)``, ``personamine.read_steering(path)``, ``personamine.load_sae(...)`` (any supported
-SAE layout: see ``personamine.saes``).
+``personamine.explain(...)``, ``personamine.read_results(path)``, ``personamine.read_steering(path)``,
+``personamine.read_explanations(path)``, ``personamine.load_sae(...)`` (any supported SAE layout: see
+``personamine.saes``).
 Imports are lazy so ``import personamine`` stays cheap.
 """
 
@@ -12,8 +13,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MineConfig", "PersonamineError", "SteerConfig", "__version__", "discover", "load_sae", "mine",
-           "read_discovery", "read_results", "read_steering", "report", "steer"]
+__all__ = ["ExplainConfig", "MineConfig", "PersonamineError", "SteerConfig", "__version__", "discover", "explain",
+           "load_sae", "mine", "read_discovery", "read_explanations", "read_results", "read_steering", "report",
+           "steer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -57,6 +59,14 @@ def __getattr__(name: str) -> Any:
         from personamine.saes import load_sae
 
         return load_sae
+    if name in ("explain", "ExplainConfig"):
+        from personamine.jobs import explain as _explain
+
+        return getattr(_explain, name)
+    if name == "read_explanations":
+        from personamine.autointerp.store import read_explanations
+
+        return read_explanations
     if name == "PersonamineError":
         from personamine.errors import PersonamineError
 

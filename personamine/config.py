@@ -138,6 +138,7 @@ class MineConfig:
                                     "median norm (0: off)")
     dedupe: bool = knob(True, "windows whose fed tokens are identical count once")
     samples_per_interval: int = knob(5, "interval samples kept per feature and activation interval (0: none)")
+    negatives_per_feature: int = knob(20, "non-activating windows kept per feature, for explanation scoring (0: none)")
     # execution
     n_shards: int | None = knob(None, "group the units into this many pieces of work, each checkpointed (default: "
                                       "one per unit; the output does not depend on it)")
@@ -161,7 +162,8 @@ class MineConfig:
         at_least(self, 4, "ctx_len")
         at_least(self, 1, "top", "top_k", "n_shards", "batch_tokens", "feature_chunk", "max_documents", "max_tokens",
                  "unit_bytes", "example_len", "stride")
-        at_least(self, 0, "samples_per_interval", "norm_filter", "max_shard_retries", "sae_trainer", "preflight_tokens")
+        at_least(self, 0, "samples_per_interval", "negatives_per_feature", "norm_filter", "max_shard_retries",
+                 "sae_trainer", "preflight_tokens")
         if self.score_roles is not None:
             unknown = [r for r in self.score_roles if r not in CONTENT_ROLES]
             if unknown or not self.score_roles:

@@ -105,3 +105,15 @@ def tiny_corpus_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_corpus_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The jsonl corpus minus its two malformed rows, as parquet."""
     return fx.write_corpus_parquet(tmp_path_factory.mktemp("corpus-parquet") / "corpus.parquet")
+
+
+@pytest.fixture(scope="session")
+def tiny_mining_file(tiny_model_dir: Path, tiny_sae_dir: Path, tiny_corpus_jsonl: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mining file of 10 features of the tiny SAE with top windows, interval samples and negatives."""
+    import personamine
+
+    return personamine.mine(model=str(tiny_model_dir), layer=fx.SAE_LAYER, sae=str(tiny_sae_dir),
+                            corpus=str(tiny_corpus_jsonl), features=list(range(0, 40, 4)), ctx_len=16, top_k=8,
+                            samples_per_interval=3, negatives_per_feature=6, n_shards=1, progress=False,
+                            output=str(tmp_path_factory.mktemp("tiny-mined") / "mine.h5"))

@@ -41,6 +41,20 @@ class RefDoc:
 
 
 @dataclass
+class RefWindow:
+    """A fed window as a negative candidate: its scored tokens' count, each feature's max over them, and the display
+    span around its last scored token (where mining places a negative's span)."""
+
+    document: int
+    window_start: int
+    fed: tuple[int, ...]
+    n_scored: int
+    maxima: np.ndarray  # [len(features)]
+    span: tuple[int, ...]
+    span_start: int
+
+
+@dataclass
 class RefStats:
     active: dict[int, int] = field(default_factory=dict)
     values: dict[int, list[float]] = field(default_factory=dict)  # every nonzero activation, for exact sums
@@ -48,6 +62,7 @@ class RefStats:
     role_active: dict[tuple[int, int], int] = field(default_factory=dict)
     role_scored: dict[int, int] = field(default_factory=dict)
     tokens_scored: int = 0
+    windows: list[RefWindow] = field(default_factory=list)
 
     def exact_sum(self, f: int) -> float:
         return math.fsum(self.values.get(f, []))
@@ -126,6 +141,10 @@ def reference_mine(model_dir: Path, ae_path: Path, docs: list[RefDoc], *, layer:
             codes = sae.encode(h)
             mask = torch.tensor(scored, dtype=torch.float32)[:, None]
             acts = (codes[:, features] * mask).numpy()
+            last = max((i for i, s in enumerate(scored) if s), default=-1)
+            lo = 0 if len(fed) <= width else min(max(last - before, 0), len(fed) - width)
+            stats.windows.append(RefWindow(doc.index, start, tuple(fed), sum(scored), acts.max(0),
+                                           tuple(fed[lo:lo + width]), lo))
             for j, f in enumerate(features):
                 column = acts[:, j]
                 for i in np.nonzero(column > 0)[0]:
@@ -152,6 +171,41 @@ def reference_mine(model_dir: Path, ae_path: Path, docs: list[RefDoc], *, layer:
             kept.append(e)
         result[f] = kept if top_k is None else kept[:top_k]
     return result, stats
+
+
+_M64 = 2**64 - 1
+
+
+def splitmix64_int(x: int) -> int:
+    """Reference splitmix64 on Python ints (Steele, Lea & Flood 2014), independent of the numpy version."""
+    z = (x + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def key_int(document: int, start: int) -> int:
+    return splitmix64_int(splitmix64_int(document) ^ start) >> 1
+
+
+def reference_negatives(windows: list[RefWindow], features: list[int], m: int, dedupe: bool = True,
+                        document_key=None) -> dict[int, list[RefWindow]]:
+    """Per feature, the m smallest-key windows with a scored token where it never fires, one per distinct fed
+    content (the smallest-key copy). ``document_key(document)``: the identity the key hashes (default: itself)."""
+    doc_key = document_key or (lambda d: d)
+    result = {}
+    ordered = sorted(windows, key=lambda w: (key_int(doc_key(w.document), w.window_start), w.document,
+                                             w.window_start))
+    for j, f in enumerate(features):
+        kept, seen = [], set()
+        for w in ordered:
+            if w.n_scored == 0 or dedupe and w.fed in seen:
+                continue
+            seen.add(w.fed)  # a content that fires somewhere is not a negative in any copy either
+            if float(w.maxima[j]) == 0 and len(kept) < m:
+                kept.append(w)
+        result[f] = kept
+    return result
 
 
 def reference_topk(model_dir: Path, ae_path: Path, texts: list[object], *, layer: int, features: list[int],

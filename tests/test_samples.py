@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 from fixtures import SAE_LAYER, sae_file
-from reference import line_uids, load_texts, reference_topk
+from reference import key_int, line_uids, load_texts, reference_topk
 from test_mine import FEATURES, TIE, UNIT_BYTES, mine_kwargs
 
 import personamine
@@ -25,18 +25,6 @@ from personamine.merge.stats import HISTOGRAM_EDGES
 _M64 = 2**64 - 1
 
 
-def _splitmix64_int(x: int) -> int:
-    """Reference splitmix64 on Python ints (Steele, Lea & Flood 2014), independent of the numpy version."""
-    z = (x + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
-
-def _key_int(document: int, start: int) -> int:
-    return _splitmix64_int(_splitmix64_int(document) ^ start) >> 1
-
-
 def _interval_ref(score: float) -> int:
     """Edges compared in float32, as the histogram does; first and last interval open-ended."""
     s = np.float32(score)
@@ -51,7 +39,7 @@ def test_splitmix64_matches_published_sequence():
     states = np.array([(1234567 + k * 0x9E3779B97F4A7C15) & _M64 for k in range(5)], dtype=np.uint64)
     assert splitmix64(states).tolist() == expected
     docs, starts = np.array([0, 1, 7, 123456789, 2**40]), np.array([0, 63, 0, 4096, 5])
-    assert window_key(docs, starts).tolist() == [_key_int(int(d), int(s)) for d, s in zip(docs, starts, strict=True)]
+    assert window_key(docs, starts).tolist() == [key_int(int(d), int(s)) for d, s in zip(docs, starts, strict=True)]
     assert (window_key(docs, starts) >= 0).all()
 
 
@@ -82,7 +70,7 @@ def _naive(c: Entries, m: int, dedupe: bool, key_document: list[int] | None = No
     for j in range(len(c)):
         cell = (int(c.feature[j]), _interval_ref(float(c.score[j])))
         doc_key = int(c.document[j]) if key_document is None else key_document[j]
-        cells.setdefault(cell, []).append((_key_int(doc_key, int(c.window_start[j])),
+        cells.setdefault(cell, []).append((key_int(doc_key, int(c.window_start[j])),
                                            int(c.document[j]), int(c.window_start[j]), tuple(c.token_ids[j].tolist())))
     kept = set()
     for cell, items in cells.items():

@@ -331,6 +331,30 @@ def _demo_steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.jobs.cliargs import add_config_flags
+    from personamine.jobs.explain import ExplainConfig
+
+    parser.description = ("Explain each mined feature with an LLM (in process, or any OpenAI-compatible server) and "
+                          "score the explanations by detection and fuzzing (personamine.explain).")
+    parser.add_argument("results", help="a mining HDF5 file")
+    add_config_flags(parser, ExplainConfig, skip=frozenset({"results"}))
+    parser.add_argument("--table", type=int, default=20, metavar="N", help="print the first N features (default 20)")
+
+
+@command("explain", "explain mined features with an LLM and score the explanations by detection and fuzzing")(
+    _explain_flags)
+def _explain(args: argparse.Namespace) -> int:
+    from personamine.autointerp.store import read_explanations
+    from personamine.jobs.cliargs import overrides_from_args
+    from personamine.jobs.explain import ExplainConfig, explain
+
+    path = explain(ExplainConfig(**overrides_from_args(args, ExplainConfig)))  # RESULTS fills the results field
+    print(read_explanations(path).table(args.table))
+    print(f"wrote {path}")
+    return 0
+
+
 def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Write one self-contained offline HTML page of a mining file: index, histograms, logit "
                           "lens, contexts, interval samples, and with a discovery file the per-prompt activations "
@@ -340,6 +364,8 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--discovery", default=None, help="a discovery file: adds scores and per-prompt activations")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
     parser.add_argument("--steering", default=None, help="a steering file (personamine steer): adds its section")
+    parser.add_argument("--explanations", default=None, help="an explanations file (personamine explain): adds "
+                                                             "each feature's explanation and scores")
 
 
 @command("report", "write one self-contained offline HTML report of a mining file")(_report_flags)
@@ -348,7 +374,8 @@ def _report(args: argparse.Namespace) -> int:
     from personamine.report import report
 
     features = parse_feature_list(args.features) if args.features else None
-    path = report(args.results, args.output, discovery=args.discovery, features=features, steering=args.steering)
+    path = report(args.results, args.output, discovery=args.discovery, features=features, steering=args.steering,
+                  explanations=args.explanations)
     print(f"wrote {path}")
     return 0
 

@@ -21,6 +21,7 @@ from personamine.jobs.features import resolve_features
 from personamine.jobs.workdir import DamagedCheckpoint, WorkDir
 from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.hdf5 import write_results
+from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -71,17 +72,20 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
     return {i: (str(p), tokenizer.decode([i])) for i, p in zip(ids, pieces, strict=True)}
 
 
-def reduce_results(parts: Iterable[tuple[TopKBuffer, FeatureStats, SampleBuffer | None]]
-                   ) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
+def reduce_results(parts: Iterable[tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]]
+                   ) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]:
     """Merge pieces' results. Every merge is exact, so the order does not matter; a generator keeps one piece in
-    memory at a time. Interval samples are None when any piece has none (a checkpoint from before they existed)."""
+    memory at a time. Interval samples, and non-activating examples, are None when any piece has none (a checkpoint
+    from before they existed)."""
     stream = iter(parts)
-    buffer, stats, samples = next(stream)
-    for other_buffer, other_stats, other_samples in stream:
+    buffer, stats, samples, negatives = next(stream)
+    for other_buffer, other_stats, other_samples, other_negatives in stream:
         buffer = buffer.merge(other_buffer)
         stats = stats.merge(other_stats)
         samples = samples.merge(other_samples) if samples is not None and other_samples is not None else None
-    return buffer, stats, samples
+        negatives = negatives.merge(other_negatives) if negatives is not None and other_negatives is not None \
+            else None
+    return buffer, stats, samples, negatives
 
 
 def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
@@ -155,7 +159,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
                 backend.run(schedule, on_result, progress.batch)
             names, offsets = schedule.final()
             try:
-                buffer, stats, samples = reduce_results(work.load(name) for name in names)
+                buffer, stats, samples, negatives = reduce_results(work.load(name) for name in names)
                 break
             except DamagedCheckpoint:
                 continue  # set aside with a warning: the next round mines its piece again
@@ -172,16 +176,18 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
         warnings.warn(f"pre-flight skipped: the corpus's first units had fewer than {PREFLIGHT_MIN_TOKENS} scored "
                       "tokens to check the SAE on",
                       stacklevel=2)
-    for part in (buffer, samples):
+    for part in (buffer, samples, negatives):
         if part is not None:
             part.entries.windows.document = global_documents(part.entries.windows.document, offsets)
     lens = _logit_lens(cfg, plan)
     shown = [buffer.entries.windows.token_ids.ravel()] + (
         [samples.entries.windows.token_ids.ravel()] if samples is not None else []) + (
+        [negatives.entries.windows.token_ids.ravel()] if negatives is not None else []) + (
         [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
     attrs = {**output_attrs(cfg, plan, manifest, stats, len(names)), **(checked.attrs() if checked else {})}
     path = write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats, attrs=attrs,
-                         vocab=_vocab(plan.tokenizer, np.concatenate(shown)), samples=samples, logit_lens=lens)
+                         vocab=_vocab(plan.tokenizer, np.concatenate(shown)), samples=samples, logit_lens=lens,
+                         negatives=negatives)
     if not cfg.keep_work_dir:
         work.remove()
     return path

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from personamine.merge.hdf5 import MineResults
-from personamine.roles import ROLE, ROLES
+from personamine.roles import ROLE
 
 
 def render_window(results: MineResults, example: dict, *, mark: str = "«»", width: int = 0) -> str:
@@ -21,22 +21,14 @@ def render_window(results: MineResults, example: dict, *, mark: str = "«»", wi
 
 def _example_parts(results: MineResults, example: dict, mark: str) -> tuple[list[str], int]:
     """The example's printed pieces and the index of the peak token's piece."""
-    keep = results.shown(example)
-    ids, acts = example["token_ids"][keep], example["activations"][keep]
-    roles = example["roles"][keep] if "roles" in example and results.has_turns() else None
+    ids, acts, labels = results.reading(example)
     top = float(acts.max()) if acts.size else 0.0
     best = int(acts.argmax()) if acts.size else 0
     parts: list[str] = []
-    peak, turn = 0, None
-    for j, (tid, value) in enumerate(zip(ids.tolist(), acts.tolist(), strict=True)):
-        if roles is not None:
-            role = ROLES[int(roles[j])]
-            if role == "template":  # headers and delimiters: never scored, replaced by the turn's label
-                turn = None
-                continue
-            if role != turn:
-                parts.append(f"{' ' if parts else ''}‹{role}› ")
-                turn = role
+    peak = 0
+    for j, (tid, value, label) in enumerate(zip(ids.tolist(), acts.tolist(), labels, strict=True)):
+        if label is not None:
+            parts.append(f"{' ' if parts else ''}‹{label}› ")
         text = results.token_text(tid).replace("\n", "⏎")
         if j == best:
             peak = len(parts)

@@ -24,6 +24,7 @@ from personamine.atomic import atomic_write_bytes, check_writable, ensure_dir
 from personamine.config import EXECUTION_FIELDS, MineConfig
 from personamine.corpus import Manifest, describe_change
 from personamine.errors import PersonamineError
+from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -127,6 +128,8 @@ class WorkDir:
         arrays.update({f"stats_{k}": v for k, v in result.stats.arrays().items()})
         if result.samples is not None:
             arrays.update({f"samples_{k}": v for k, v in result.samples.arrays().items()})
+        if result.negatives is not None:
+            arrays.update({f"negatives_{k}": v for k, v in result.negatives.arrays().items()})
         for unit, counts in zip(result.coverage.units, result.doc_tokens, strict=True):
             arrays[f"doc_tokens_{unit.index}"] = counts
         arrays["seconds"] = np.float64(result.seconds)
@@ -158,14 +161,17 @@ class WorkDir:
         with self._open_npz(name) as data:
             return np.array(data[f"doc_tokens_{unit}"])
 
-    def load(self, name: str) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None]:
+    def load(self, name: str) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]:
         with self._open_npz(name) as data:
             buffer = TopKBuffer.from_arrays(
                 {k[7:]: data[k] for k in data.files if k.startswith("buffer_")}, dedupe=self.config.dedupe)
             stats = FeatureStats.from_arrays({k[6:]: data[k] for k in data.files if k.startswith("stats_")})
             sample_arrays = {k[8:]: data[k] for k in data.files if k.startswith("samples_")}
             samples = SampleBuffer.from_arrays(sample_arrays, dedupe=self.config.dedupe) if sample_arrays else None
-            return buffer, stats, samples
+            negative_arrays = {k[10:]: data[k] for k in data.files if k.startswith("negatives_")}
+            negatives = NegativeBuffer.from_arrays(negative_arrays, dedupe=self.config.dedupe) if negative_arrays \
+                else None
+            return buffer, stats, samples, negatives
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -102,6 +102,15 @@ class WindowTable:
                            (self.span_start[rows] + start).astype(np.int32), self.fingerprint[rows],
                            self.fingerprint2[rows])
 
+    def around(self, rows: np.ndarray, peak: np.ndarray, width: int, before: int
+               ) -> tuple[np.ndarray, WindowTable, np.ndarray]:
+        """Rows ``rows`` cut to the ``width`` tokens around position ``peak[i]``, with ``before`` tokens before it
+        where the window allows: (each row's index in the returned table, which holds each distinct span once, and
+        each row's span start)."""
+        start = np.clip(peak - before, 0, np.maximum(self.length[rows].astype(np.int64) - width, 0))
+        keys, inverse = np.unique(rows * (1 << 32) + start, return_inverse=True)
+        return inverse.ravel().astype(np.int64), self.spans(keys >> 32, keys & ((1 << 32) - 1), width), start
+
 
 _WINDOW_FIELDS = ("document", "window_start", "length", "token_ids", "roles", "span_start", "fingerprint",
                   "fingerprint2")

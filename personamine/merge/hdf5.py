@@ -3,7 +3,9 @@
 Version 2 added the ``samples/`` group (interval samples, see ``personamine.merge.samples``) and the
 ``logit_lens/`` group. Version 3 checksums every array dataset (HDF5's Fletcher-32 filter, which any HDF5 reader
 verifies on read) and stores the vocabulary's strings as UTF-8 bytes with offsets, so they are checksummed too
-(variable-length strings live in a heap no filter covers). Versions 1 and 2 still read.
+(variable-length strings live in a heap no filter covers); it also stores token roles and display spans, and
+the optional ``negatives/`` group (non-activating examples, ``personamine.merge.negatives``). Versions 1 and 2
+still read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 
 from personamine.atomic import ensure_dir
 from personamine.errors import FeatureNotInFile, PersonamineError
-from personamine.merge.entries import TOKEN_FILL
+from personamine.merge.entries import TOKEN_FILL, Entries, WindowTable
+from personamine.merge.negatives import NegativeBuffer, no_activations
 from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
 from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -78,7 +81,7 @@ def _blocks(n: int, row_bytes: int) -> list[tuple[int, int]]:
 
 def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuffer, stats: FeatureStats,
                   attrs: dict, vocab: dict[int, tuple[str, str]] | None = None, samples: SampleBuffer | None = None,
-                  logit_lens: LogitLens | None = None) -> Path:
+                  logit_lens: LogitLens | None = None, negatives: NegativeBuffer | None = None) -> Path:
     path = Path(path)
     tmp, f = atomic_h5(path)
     try:
@@ -107,6 +110,8 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
                 st.attrs[key] = int(value)
             if samples is not None:
                 _write_samples(f.create_group("samples"), samples)
+            if negatives is not None:
+                _write_negatives(f.create_group("negatives"), negatives)
             if logit_lens is not None:
                 lens = f.create_group("logit_lens")
                 for key, value in logit_lens.attrs.items():
@@ -161,6 +166,39 @@ def _write_samples(group: h5py.Group, samples: SampleBuffer) -> None:
     for lo, hi in _blocks(n, t * 9):
         rows = entries.take(np.arange(lo, hi))
         token_ids[lo:hi], activations[lo:hi], roles[lo:hi] = rows.token_ids, rows.activations, rows.roles
+
+
+def _write_negatives(group: h5py.Group, buffer: NegativeBuffer) -> None:
+    """Each window once (a few dozen serve every feature in an all-features run), and entries that point at it."""
+    group.attrs["per_feature"] = buffer.per_feature
+    e = buffer.entries
+    dataset(group, "feature_row", e.feature.astype(np.int64))
+    dataset(group, "key", buffer.key.astype(np.int64))
+    dataset(group, "window", e.window.astype(np.int64))
+    w = e.windows
+    for name in ("document", "window_start", "length", "span_start"):
+        dataset(group, name, getattr(w, name))
+    dataset(group, "token_ids", w.token_ids.astype(np.int32), packed=True)
+    dataset(group, "roles", w.roles.astype(np.int8), packed=True)
+
+
+def _read_negatives(group: h5py.Group, dedupe: bool, rows: np.ndarray | None, read: _Checked) -> NegativeBuffer:
+    """The group as a buffer; with ``rows`` (sorted feature rows of the file) only those, renumbered 0..n-1."""
+    feature, key, window = (read(group[name]) for name in ("feature_row", "key", "window"))
+    if rows is not None:  # entries are sorted by feature row
+        bounds = np.searchsorted(feature, np.stack([rows, rows + 1]))
+        pick = np.concatenate([np.arange(lo, hi) for lo, hi in bounds.T] + [np.zeros(0, np.int64)])
+        feature, key, window = np.searchsorted(rows, feature[pick]), key[pick], window[pick]
+    table = WindowTable.build(*(read(group[name]) for name in ("document", "window_start", "length", "token_ids")),
+                              roles=read(group["roles"]) if "roles" in group else None)
+    if "span_start" in group:
+        table.span_start = read(group["span_start"]).astype(np.int32)
+    entries = Entries(feature.astype(np.int64), np.zeros(feature.size, np.float32), window.astype(np.int64),
+                      no_activations(feature.size), table)
+    if rows is not None:
+        entries = entries.take(np.arange(len(entries)))  # drop the windows no wanted feature uses
+    return NegativeBuffer(entries, np.zeros(feature.size, np.int64), key.astype(np.int64),
+                          int(group.attrs["per_feature"]), dedupe)
 
 
 class _Checked:
@@ -239,6 +277,7 @@ class MineResults:
     active_tokens_by_role: np.ndarray | None = None  # int64 [F, R]
     tokens_scored_by_role: np.ndarray | None = None  # int64 [R]
     tokens_seen_by_role: np.ndarray | None = None  # int64 [R]
+    negatives: NegativeBuffer | None = None  # None in files written before non-activating examples existed
 
     @property
     def density(self) -> np.ndarray:
@@ -287,6 +326,22 @@ class MineResults:
             keep[: min(n, len(np.atleast_1d(self.attrs.get("sink_prefix", []))))] = False
         return keep
 
+    def reading(self, example: dict) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """What a reader is shown of an example: its token ids and activations without the sink prefix and, in a
+        conversation, without the template's own tokens (headers, delimiters: never scored), and per token the role
+        whose turn it opens (None inside a turn, and everywhere in a plain text)."""
+        keep = self.shown(example)
+        turns = self.has_turns() and "roles" in example
+        roles = example["roles"][keep] if turns else None
+        if roles is not None:
+            content = roles != ROLE["template"]
+            starts = content & np.concatenate([[True], (roles[1:] != roles[:-1]) | ~content[:-1]])
+            labels = [ROLES[int(r)] if st else None for r, st in zip(roles[content], starts[content], strict=True)]
+            keep = np.flatnonzero(keep)[content]
+        else:
+            labels = [None] * int(keep.sum())
+        return example["token_ids"][keep], example["activations"][keep], labels
+
     def has_turns(self) -> bool:
         """Whether the mined corpus was conversations (tokens of roles other than plain text were seen)."""
         seen = self.tokens_seen_by_role
@@ -313,6 +368,22 @@ class MineResults:
             if self.roles is not None:
                 example["roles"] = roles[r, :n]
             out.setdefault(int(interval[r]), []).append(example)
+        return out
+
+    def non_activating(self, feature_id: int) -> list[dict]:
+        """The feature's non-activating windows (score 0 on every scored token), by sampling key; same keys as
+        ``examples``, activations all zero. Empty for a file written without them."""
+        if self.negatives is None:
+            return []
+        n = self.negatives.entries.take(self.negatives.rows_of(self.feature_index(feature_id)))
+        out = []
+        for r, (doc, start, length, tokens) in enumerate(zip(n.document, n.window_start, n.length, n.token_ids,
+                                                             strict=True)):
+            example = {"score": 0.0, "document": int(doc), "window_start": int(start), "token_ids": tokens[:length],
+                       "activations": np.zeros(int(length), np.float32), "span_start": int(n.span_start[r])}
+            if self.roles is not None:
+                example["roles"] = n.roles[r, :length]
+            out.append(example)
         return out
 
     def interval_bounds(self, interval: int) -> tuple[float, float]:
@@ -364,10 +435,12 @@ def _read(path: Path, f: h5py.File, features: Iterable[int] | None) -> MineResul
     if "n_tokens_scored" in attrs and int(attrs["n_tokens_scored"]) != tokens_scored:
         raise PersonamineError(f"{str(path)!r} is damaged: stats/tokens_scored ({tokens_scored}) disagrees with the "
                                f"file's n_tokens_scored ({attrs['n_tokens_scored']})")
-    samples, interval_edges, lens = None, None, None
+    samples, interval_edges, lens, negatives = None, None, None, None
+    dedupe = bool(json.loads(attrs.get("config", "{}")).get("dedupe", True))
     if "samples" in f:
-        samples, interval_edges = _read_samples(f["samples"], dedupe=bool(json.loads(
-            attrs.get("config", "{}")).get("dedupe", True)), rows=rows, read=read)
+        samples, interval_edges = _read_samples(f["samples"], dedupe=dedupe, rows=rows, read=read)
+    if "negatives" in f:
+        negatives = _read_negatives(f["negatives"], dedupe=dedupe, rows=rows, read=read)
     if "logit_lens" in f:
         g = f["logit_lens"]
         lens = LogitLens(**{name: per_feature(g[name]) for name in (
@@ -384,6 +457,7 @@ def _read(path: Path, f: h5py.File, features: Iterable[int] | None) -> MineResul
         histogram=per_feature(st["histogram"]), histogram_edges=read(st["histogram_edges"]),
         counters={k: int(v) for k, v in st.attrs.items() if k != "role_names"}, vocab_text=vocab_text,
         vocab_pieces=vocab_pieces, samples=samples, interval_edges=interval_edges, logit_lens=lens,
+        negatives=negatives,
         roles=per_feature(top["roles"]) if "roles" in top else None,
         span_start=per_feature(top["span_start"]) if "span_start" in top else None,
         active_tokens_by_role=per_feature(st["active_tokens_by_role"]) if "active_tokens_by_role" in st else None,

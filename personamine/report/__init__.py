@@ -16,13 +16,14 @@ __all__ = ["report"]
 
 def report(results: str | Path | MineResults, output: str | Path | None = None, *,
            discovery: str | Path | None = None, features: list[int] | None = None,
-           steering: str | Path | None = None) -> Path:
+           steering: str | Path | None = None, explanations: str | Path | None = None) -> Path:
     """Write an offline HTML report of a mining file; return its path.
 
     ``results``: a mining HDF5 file (or what ``read_results`` returned). ``output``: default ``<results>.html``
     beside it. ``discovery``: a discovery file, adding its score, persona/control firing and per-prompt activations.
     ``features``: only these ids, in this order (default: all, in discovery rank order when a discovery file is given).
     ``steering``: a ``personamine steer`` file, adding a steering section (metrics, curves, generations).
+    ``explanations``: a file written by ``personamine.explain``, adding each feature's explanation and scores.
     """
     if output is not None:
         check_writable(output, "report")  # before reading anything
@@ -35,12 +36,17 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     out = Path(output) if output is not None else res.path.with_suffix(".html")
     check_writable(out, "report")
     data = report_data(res, features, disc)
+    shown = [f["id"] for f in data["features"]]
     extra = ""
     if steering is not None:
         from personamine.report.steering import steering_html
         from personamine.steering.hdf5 import read_steering
 
-        extra = steering_html(read_steering(steering), [f["id"] for f in data["features"]])
+        extra += steering_html(read_steering(steering), shown)
+    if explanations is not None:
+        from personamine.report.explanations import explanations_html
+
+        extra += explanations_html(explanations, shown)
     page = render_page(data, title=f"personamine report: {res.path.name}", extra=extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))

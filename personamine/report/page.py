@@ -21,7 +21,8 @@ def script_json(data: object) -> str:
 
 
 def render_page(data: dict, title: str, extra: str = "") -> str:
-    """The page; ``extra`` is HTML appended after the features (the steering section)."""
+    """``extra``: markup appended after the page's own script (sections that add themselves: steering,
+    explanations)."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -30,8 +31,8 @@ def render_page(data: dict, title: str, extra: str = "") -> str:
         "script-src 'unsafe-inline'; img-src data:\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         "<header class=\"run\" id=\"pm-header\"></header><main><h2>Features</h2><div id=\"pm-index\"></div>"
-        f"<div id=\"pm-features\"></div></main>{extra}"
+        "<div id=\"pm-features\"></div></main>"
         "<noscript>This report renders with JavaScript (inline, no network access).</noscript>"
         f"<script type=\"application/json\" id=\"pm-data\">{script_json(data)}</script>"
-        f"<script>{JS}</script></body></html>\n"
+        f"<script>{JS}</script>{extra}</body></html>\n"
     )

@@ -16,6 +16,7 @@ import torch
 from personamine.config import MineConfig
 from personamine.corpus.conversations import ChatRenderer
 from personamine.merge.entries import Entries, SparseRows, WindowTable
+from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
@@ -23,6 +24,7 @@ from personamine.model.loading import LoadedModel, load_model
 from personamine.roles import CONTENT_ROLES, ROLE, ROLES
 from personamine.saes import Sae, load_checked, sae_spec
 from personamine.shards.documents import UnitDocuments, UnitTally
+from personamine.shards.negatives import NegativeGatherer
 from personamine.shards.plan import Coverage, Piece
 from personamine.shards.windows import (
     WindowBatch,
@@ -44,6 +46,7 @@ class PieceResult:
     doc_tokens: list[np.ndarray]  # per unit read, each row's token count (finds a max_tokens cut)
     seconds: float = 0.0
     samples: SampleBuffer | None = None  # None: a checkpoint from before interval samples existed
+    negatives: NegativeBuffer | None = None  # None: a checkpoint from before non-activating examples existed
 
 
 def load_sae_for(config: MineConfig, loaded: LoadedModel) -> Sae:
@@ -199,6 +202,10 @@ class _Accumulator:
         self.sample_limit = torch.full((n * N_INTERVALS,), KEY_NONE, dtype=torch.int64, device=dev)
         self.interval_edges = torch.tensor(INTERVAL_EDGES[1:-1], dtype=torch.float32, device=dev)
         self.top_pending, self.sample_pending = _Pending(), _Pending()
+        self.negatives = NegativeBuffer.empty(self.span, cfg.negatives_per_feature, cfg.dedupe)
+        self.negative_gatherer = NegativeGatherer(n, cfg.negatives_per_feature, cfg.dedupe, dev, self.span,
+                                                  self.before_peak)
+        self.negative_pending = _Pending()
 
     def add(self, windows: WindowTable, tokens: _ScoredTokens, start: int, end: int, acts: torch.Tensor) -> None:
         """acts: [P, F_chunk], one row per scored token (nonnegative: thresholded ReLU)."""
@@ -221,6 +228,10 @@ class _Accumulator:
             self.top_pending.add(found)
         if self.samples.per_interval > 0:
             self._add_samples(windows, nz, start, end, scores)
+        if self.negatives.per_feature > 0 and (
+                found := self.negative_gatherer.gather(windows, tokens.window, tokens.position, start, end,
+                                                       scores)) is not None:
+            self.negative_pending.add(found)
 
     def _add_samples(self, windows: WindowTable, nz: _Nonzeros, start: int, end: int, scores: torch.Tensor) -> None:
         dev = scores.device
@@ -240,6 +251,8 @@ class _Accumulator:
             self._flush_top()
         if self.sample_pending.due(len(self.samples)):
             self._flush_samples()
+        if self.negative_pending.due(len(self.negatives)):
+            self._flush_negatives()
 
     def _flush_top(self) -> None:
         if (new := self.top_pending.take()) is not None:
@@ -249,6 +262,14 @@ class _Accumulator:
         if (new := self.sample_pending.take()) is not None:
             limit = self.samples.update(new).thresholds(self.active.numel()).reshape(-1)
             self.sample_limit = torch.from_numpy(limit).to(self.sample_limit.device)
+
+    def _flush_negatives(self) -> None:
+        if (new := self.negative_pending.take()) is not None:
+            self.negative_gatherer.update_limits(self.negatives.update(new))
+
+    def non_activating(self) -> NegativeBuffer:
+        self._flush_negatives()
+        return self.negatives
 
     def top(self) -> TopKBuffer:
         self._flush_top()
@@ -304,12 +325,10 @@ def _spans(windows: WindowTable, window: np.ndarray, entry: np.ndarray, position
     heads[1:] = entry[first][1:] != entry[first][:-1]
     peak = np.zeros(window.size, np.int64)
     peak[entry[first][heads]] = position[first][heads]
-    start = np.clip(peak - before, 0, np.maximum(windows.length[window].astype(np.int64) - span, 0))
-    keys, inverse = np.unique(window * (1 << 32) + start, return_inverse=True)
-    table = windows.spans(keys >> 32, keys & ((1 << 32) - 1), span)
+    rows, table, start = windows.around(window, peak, span, before)
     offset = position - start[entry]
     keep = (offset >= 0) & (offset < span)
-    return inverse.ravel().astype(np.int64), table, entry[keep], offset[keep], values[keep]
+    return rows, table, entry[keep], offset[keep], values[keep]
 
 
 class _ScoredTokens:
@@ -378,4 +397,4 @@ def run_piece(engine: MiningEngine, piece: Piece,
     stats = acc.stats(counters, role_seen.cpu().numpy(), role_scored.cpu().numpy())
     return PieceResult(piece, coverage, acc.top(), stats,
                        [np.asarray(t.doc_tokens, np.int32) for t in tallies], time.perf_counter() - began,
-                       acc.interval_samples())
+                       acc.interval_samples(), acc.non_activating())
