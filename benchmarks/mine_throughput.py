@@ -45,6 +45,7 @@ from _common import (  # noqa: E402
     machine,
     mib,
     offline,
+    placeholder_sae,
     print_table,
     today,
 )
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
                       progress=False, n_shards=1)
 
     # One engine only to cut windows and build batches (its SAE is a placeholder until the real ones exist).
-    probe_sae = args.sae or str(_placeholder_sae(workdir, loaded, args.layer))
+    probe_sae = args.sae or str(placeholder_sae(workdir, loaded, args.layer))
     probe = MiningEngine(base.replace(sae=probe_sae, allow_uncalibrated=True, features=[0]), np.array([0]), loaded)
     n_docs = count_documents(probe.corpus, loaded.tokenizer, None, args.tokens)
     shard = Shard(0, 0, n_docs)
@@ -372,15 +373,6 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
     tmp.cleanup()
     return summary
-
-
-def _placeholder_sae(workdir: Path, loaded, layer: int) -> Path:
-    """A 16-feature SAE that only lets an engine be built to cut windows; never used to encode."""
-    from fixtures import make_sae_release
-
-    root = workdir / "sae-placeholder"
-    make_sae_release(root, layer, loaded.hidden_size, 16, 4, threshold=-1.0, seed=0, lm_name=loaded.source)
-    return root
 
 
 if __name__ == "__main__":
