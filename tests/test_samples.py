@@ -120,6 +120,18 @@ def test_selection_is_exact_and_associative(dedupe):
             assert limit[f, k] == (keys.max() if keys.size == m else KEY_NONE)
 
 
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_selection_a_block_of_features_at_a_time_equals_one_selection(dedupe):
+    """As for the top-k (tests/test_topk.py): any group size of ``feature_blocks`` gives the same rows."""
+    from personamine.merge.samples import _select, interval_of, window_key
+
+    c = _random_candidates(np.random.default_rng(5), 3000, n_features=40)
+    interval, key = interval_of(c.score), window_key(c.document, c.window_start)
+    whole = _select(c, interval, key, 4, dedupe, block=len(c))
+    for block in (1, 37, 500):
+        np.testing.assert_array_equal(_select(c, interval, key, 4, dedupe, block=block), whole)
+
+
 @pytest.fixture(scope="module")
 def shard_runs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("samples")

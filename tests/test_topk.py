@@ -86,6 +86,19 @@ def test_incremental_updates_equal_one_update():
         np.testing.assert_array_equal(value, many.arrays()[name], err_msg=name)
 
 
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_selection_a_block_of_features_at_a_time_equals_one_selection(dedupe):
+    """Large pools are selected in groups of features (``feature_blocks``); any group size gives the same rows."""
+    from personamine.merge.entries import feature_blocks
+    from personamine.merge.topk import _select
+
+    cands = random_candidates(np.random.default_rng(3), 400, 0)
+    whole = _select(cands, K, dedupe, block=len(cands))
+    assert len(feature_blocks(cands.feature, 7)) > 1
+    for block in (1, 7, 50):
+        np.testing.assert_array_equal(_select(cands, K, dedupe, block=block), whole)
+
+
 def test_empty_buffer_conventions():
     d = TopKBuffer.empty(2, 3, 4).dense()
     assert np.isnan(d.score).all() and (d.document == -1).all() and (d.token_ids == TOKEN_FILL).all()

@@ -273,15 +273,32 @@ class Entries:
                               np.array(arrays["acts_value"])), table)
 
 
-def first_distinct(cell: np.ndarray, entries: Entries, order: np.ndarray) -> np.ndarray:
-    """Positions in ``order`` of the first (best) entry of each distinct (cell, window tokens), ascending.
+SELECT_BLOCK = 1 << 19  # entries selected at once: the sorts cost ~150 bytes of temporaries an entry
+
+
+def feature_blocks(feature: np.ndarray, block: int = SELECT_BLOCK) -> list[np.ndarray]:
+    """Row indices of ``feature`` in groups that cover contiguous, ascending feature ranges of about ``block`` rows
+    (a feature is never split). Buffers select each feature's entries independently, so selecting group by group
+    and concatenating gives the same rows, with temporaries bounded by the group: the first batch of an
+    all-features run brings millions of entries at once (20 non-activating windows for each of 131,072 features)."""
+    if feature.size <= block:
+        return [np.arange(feature.size)]
+    counts = np.bincount(feature)
+    group = ((np.cumsum(counts) - counts) // block)[feature]
+    order = np.argsort(group, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(group))[:-1])
+
+
+def first_distinct(cell: np.ndarray, window: np.ndarray, table: WindowTable, order: np.ndarray) -> np.ndarray:
+    """Positions in ``order`` of the first (best) entry of each distinct (cell, window tokens), ascending; entry i
+    shows row ``window[i]`` of ``table``.
 
     ``order`` must list entries sorted by cell. Windows are compared by fingerprint, then every entry dropped as a
     duplicate is checked token by token against the one kept; only on a fingerprint collision are full tokens compared.
     """
-    w = entries.window[order]
+    w = window[order]
     c = cell[order]
-    fp, fp2 = entries.windows.fingerprint[w], entries.windows.fingerprint2[w]
+    fp, fp2 = table.fingerprint[w], table.fingerprint2[w]
     by_key = np.lexsort((fp2, fp, c))  # stable: within one (cell, fingerprints), the best comes first
     c_s, fp_s, fp2_s = c[by_key], fp[by_key], fp2[by_key]
     starts = np.ones(by_key.size, bool)
@@ -290,7 +307,7 @@ def first_distinct(cell: np.ndarray, entries: Entries, order: np.ndarray) -> np.
     kept_for[by_key] = by_key[starts][np.cumsum(starts) - 1]
     dropped = by_key[~starts]
     if dropped.size:
-        t = entries.windows
+        t = table
         # One check per distinct pair of windows, not per entry: in an all-features run millions of entries share
         # a few hundred windows, and gathering their tokens per entry would cost gigabytes.
         pair = np.unique(w[dropped] * len(t) + w[kept_for[dropped]])

@@ -59,6 +59,5 @@ def batch_candidates(windows: WindowTable, dedupe: bool) -> tuple[np.ndarray, np
     key = window_key(windows.document, windows.window_start)
     order = np.lexsort((windows.window_start, windows.document, key))
     if dedupe and order.size:
-        everything = negative_entries(windows, np.arange(len(windows)), np.zeros(len(windows), np.int64))
-        order = order[first_distinct(everything.feature, everything, order)]
+        order = order[first_distinct(np.zeros(len(windows), np.int64), np.arange(len(windows)), windows, order)]
     return order, key[order]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from personamine.merge.entries import Entries, first_distinct
+from personamine.merge.entries import SELECT_BLOCK, Entries, feature_blocks, first_distinct
 from personamine.merge.stats import HISTOGRAM_EDGES
 
 INTERVAL_STEP = 5  # histogram bins per interval
@@ -134,17 +134,25 @@ class SampleBuffer:
                    np.array(arrays["key"], dtype=np.int64), int(arrays["per_interval"]), dedupe)
 
 
-def _select(entries: Entries, interval: np.ndarray, key: np.ndarray, per_interval: int, dedupe: bool) -> np.ndarray:
-    """Rows kept: per (feature, interval), the ``per_interval`` smallest keys (ties by document, start).
+def _select(entries: Entries, interval: np.ndarray, key: np.ndarray, per_interval: int, dedupe: bool,
+            block: int = SELECT_BLOCK) -> np.ndarray:
+    """Rows kept: per (feature, interval), the ``per_interval`` smallest keys (ties by document, start); a block of
+    features at a time (``feature_blocks``).
 
     With ``dedupe``, windows whose fed tokens are identical count once per cell (the smallest-key instance), as in
     the top-k; the m smallest distinct windows of a union come from the m smallest distinct of each part.
     """
-    w = entries.windows
-    order = np.lexsort((w.window_start[entries.window], w.document[entries.window], key, interval, entries.feature))
-    cell = entries.feature * N_INTERVALS + interval
+    return np.concatenate([rows[_select_rows(entries, rows, interval[rows], key[rows], per_interval, dedupe)]
+                           for rows in feature_blocks(entries.feature, block)])
+
+
+def _select_rows(entries: Entries, rows: np.ndarray, interval: np.ndarray, key: np.ndarray, per_interval: int,
+                 dedupe: bool) -> np.ndarray:
+    w, window, feature = entries.windows, entries.window[rows], entries.feature[rows]
+    order = np.lexsort((w.window_start[window], w.document[window], key, interval, feature))
+    cell = feature * N_INTERVALS + interval
     if dedupe and order.size:
-        order = order[first_distinct(cell, entries, order)]
+        order = order[first_distinct(cell, window, w, order)]
     cell = cell[order]
     rank = np.arange(order.size) - np.searchsorted(cell, cell, side="left")
     return order[rank < per_interval]

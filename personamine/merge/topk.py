@@ -16,17 +16,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from personamine.merge.entries import TOKEN_FILL, Entries, first_distinct
+from personamine.merge.entries import SELECT_BLOCK, TOKEN_FILL, Entries, feature_blocks, first_distinct
 
 
-def _select(entries: Entries, top_k: int, dedupe: bool) -> np.ndarray:
-    """Indices of the kept entries, sorted by (feature, rank)."""
-    w = entries.windows
-    order = np.lexsort((w.window_start[entries.window], w.document[entries.window],
-                        -entries.score.astype(np.float64), entries.feature))
+def _select(entries: Entries, top_k: int, dedupe: bool, block: int = SELECT_BLOCK) -> np.ndarray:
+    """Indices of the kept entries, sorted by (feature, rank); a block of features at a time (``feature_blocks``)."""
+    return np.concatenate([rows[_select_rows(entries, rows, top_k, dedupe)]
+                           for rows in feature_blocks(entries.feature, block)])
+
+
+def _select_rows(entries: Entries, rows: np.ndarray, top_k: int, dedupe: bool) -> np.ndarray:
+    w, window, feature = entries.windows, entries.window[rows], entries.feature[rows]
+    order = np.lexsort((w.window_start[window], w.document[window], -entries.score[rows].astype(np.float64), feature))
     if dedupe and order.size:
-        order = order[first_distinct(entries.feature, entries, order)]
-    feature = entries.feature[order]
+        order = order[first_distinct(feature, window, w, order)]
+    feature = feature[order]
     rank = np.arange(order.size) - np.searchsorted(feature, feature, side="left")
     return order[rank < top_k]
 
