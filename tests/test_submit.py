@@ -91,3 +91,21 @@ def test_bad_submissions_fail_before_reaching_a_cluster(tiny_model_dir, tiny_sae
     assert "is not valid TOML" in capsys.readouterr().err
     assert main(["submit", job, "--address", unreachable, "--entrypoint-resources", "[1]"]) == 2
     assert "must be a JSON object of numbers" in capsys.readouterr().err
+
+
+def test_mining_on_a_cluster_is_as_quiet_as_a_local_run(head, tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl,
+                                                        tmp_path):
+    """No Ray banner, no actor output: the same lines as a local run. --verbose brings Ray's own lines back."""
+    from fixtures import SAE_LAYER, personamine_cli
+
+    args = ["mine", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--sae", str(tiny_sae_dir),
+            "--corpus", str(tiny_corpus_jsonl), "--features", "1,2,3", "--ctx-len", "16", "--no-progress",
+            "--ray", head.gcs_address, "--num-actors", "1", "--actor-num-gpus", "0", "--actor-num-cpus", "1"]
+    quiet = personamine_cli(*args, "--output", str(tmp_path / "ray.h5"))
+    assert quiet.returncode == 0, quiet.stderr
+    # What a local run prints (tests/test_cli.py): the output's path, and a count of the fixture's two bad rows.
+    assert quiet.stdout == f"wrote {tmp_path / 'ray.h5'}\n", quiet.stdout
+    assert quiet.stderr == ("personamine: warning: 2 of 62 rows skipped (2 with nothing in 'text', 0 malformed); "
+                            "counted in the output's rows_skipped / rows_malformed\n"), quiet.stderr
+    loud = personamine_cli(*args, "--verbose", "--output", str(tmp_path / "loud.h5"))
+    assert loud.returncode == 0 and "Connecting to existing Ray cluster" in loud.stderr, loud.stderr

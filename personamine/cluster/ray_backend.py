@@ -36,7 +36,8 @@ KILL_ONCE_ENV = "PERSONAMINE_TEST_KILL_ONCE"  # "/path/to/marker:UNIT": SIGKILL 
 FAIL_UNIT_ENV = "PERSONAMINE_TEST_FAIL_UNIT"  # "UNIT": the piece that starts with that unit raises every time
 BATCH_DELAY_ENV = "PERSONAMINE_TEST_BATCH_DELAY"  # seconds to sleep after each batch: keeps actors mid-piece
 
-_WAIT_WARNING_S = 60.0
+_WAIT_WARNING_S = 60.0  # no actor placed after this long: say what one needs and what the cluster has
+_SLOW_START_S = 300.0  # placed actors still loading after this long
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,11 @@ def _remote_worker():
     return ray.remote(PieceWorker)
 
 
-def _test_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(TEST_ENV_PREFIX)}
+def _actor_env() -> dict[str, str]:
+    """What an actor inherits from the driver's environment wherever it runs: --verbose, and test-only faults."""
+    from personamine.verbosity import ENV
+
+    return {k: v for k, v in os.environ.items() if k.startswith(TEST_ENV_PREFIX) or k == ENV}
 
 
 def _cause(exc: BaseException) -> str:
@@ -155,8 +159,12 @@ class RayBackend:
         except ImportError as exc:
             raise PersonamineError("the Ray backend needs Ray: pip install 'personamine[ray]'") from exc
         if not ray.is_initialized():
+            from personamine.verbosity import verbose
+
+            loud = verbose()  # quiet as a local run: no Ray banner, and actors' own output only with --verbose
             try:
-                ray.init(address=self.config.ray_address or None)
+                ray.init(address=self.config.ray_address or None, logging_level=logging.INFO if loud else logging.ERROR,
+                         log_to_driver=loud)
             except ConnectionError as exc:
                 raise PersonamineError(f"cannot connect to Ray at {self.config.ray_address!r}: {exc}") from exc
             self.connected = True
@@ -201,7 +209,7 @@ class _Driver:
     def _spawn(self) -> None:
         options: dict[str, Any] = dict(num_gpus=self.spec.num_gpus, num_cpus=self.spec.num_cpus, max_restarts=0,
                                        max_task_retries=0, scheduling_strategy="SPREAD")
-        if env := _test_env():
+        if env := _actor_env():
             options["runtime_env"] = {"env_vars": env}
         actor = _remote_worker().options(**options).remote(self.config, self.features)
         self.starting[actor.ready.remote()] = actor
@@ -261,11 +269,21 @@ class _Driver:
                 raise RuntimeError("the schedule is not finished but has no piece to run")
             done, _ = ray.wait([*self.busy, *self.starting], num_returns=1, timeout=_WAIT_WARNING_S / 4)
             if not done:
-                if not self.busy and not warned and time.monotonic() - waiting_since > _WAIT_WARNING_S:
-                    log.warning("ray: still waiting for a mining actor to start (each needs num_gpus=%g, "
-                                "num_cpus=%g; cluster has %s)", self.spec.num_gpus, self.spec.num_cpus,
-                                ray.cluster_resources())
-                    warned = True
+                waited = time.monotonic() - waiting_since
+                if not self.busy and not warned and waited > _WAIT_WARNING_S:
+                    cluster = ray.cluster_resources()
+                    fits = cluster.get("GPU", 0.0) >= self.spec.num_gpus and \
+                        cluster.get("CPU", 0.0) >= self.spec.num_cpus
+                    # An actor the cluster can hold is placed and loading its model: say so only when slow.
+                    if not fits:
+                        log.warning("ray: still waiting for a mining actor to start (each needs num_gpus=%g, "
+                                    "num_cpus=%g; cluster has %s)", self.spec.num_gpus, self.spec.num_cpus,
+                                    cluster)
+                        warned = True
+                    elif waited > _SLOW_START_S:
+                        log.warning("ray: no mining actor has started after %.0f s (each loads the model and SAE: "
+                                    "is the model downloading on every node?)", waited)
+                        warned = True
                 continue
             waiting_since = time.monotonic()
             ref = done[0]

@@ -263,8 +263,9 @@ def _preflight(cfg: MineConfig, backend, manifest: Manifest):
 
 
 class _Progress:
-    """One bar for the mining phase: documents when the corpus's row count is known (parquet, arrow), the token
-    budget with ``max_tokens``, else units; tokens/s, and a closing line with the counts the summary uses."""
+    """One bar for the mining phase, with a total (so a percentage and an ETA): the token budget with
+    ``max_tokens``, else the corpus's units; the tokens scored so far, and a closing line with the counts the
+    summary uses."""
 
     def __init__(self, cfg: MineConfig, manifest: Manifest) -> None:
         self.cfg, self.manifest = cfg, manifest
