@@ -35,10 +35,10 @@ from _common import load_average, machine, offline, print_table, today  # noqa: 
 
 
 def _rows(corpus: str, column: str, n: int) -> list[object]:
-    from personamine.corpus import CorpusSpec, iter_rows, open_manifest
-
     """``n`` non-empty rows spread evenly over the corpus (the built-ins are in source order: bot Q/A, then human
     conversations; prose, then chat)."""
+    from personamine.corpus import CorpusSpec, iter_rows, open_manifest
+
     manifest = open_manifest(CorpusSpec(corpus, column=column))
     rows = [value for _, value in iter_rows(manifest) if value]
     return [rows[i] for i in np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)]

@@ -83,7 +83,7 @@ def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
     printed = run.stdout
     assert not any(noise in printed for noise in NOISE)
     lines = printed.splitlines()
-    assert lines[0] == f"personamine demo: {tiny_model_dir} layer {SAE_LAYER}, corpus {tiny_corpus_jsonl} (all offline)"
+    assert lines[0] == f"personamine demo: {tiny_model_dir} layer {SAE_LAYER}, mining {tiny_corpus_jsonl} (all offline)"
     assert lines[1] == f"SAE {tiny_sae_dir} (given)"
     found = personamine.read_discovery(out / "discover.h5")
     assert f"wrote {out / 'discover.h5'}: {found.summary()}; top features by mean(persona) - mean(control) at the " \

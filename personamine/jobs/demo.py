@@ -39,13 +39,13 @@ class DemoConfig:
     # A middle layer (10 of 30). Mining costs the forward through it: measured on 2 cores (2026-11-26), a later
     # run took 3:01-3:12 at layer 15 and 12; layers 0..10 leave margin under 3 minutes.
     layer: int = knob(10, "decoder layer read by the SAE, discovery and mining")
-    corpus: str = knob(DEMO_CORPUS, "corpus the SAE is trained on and mined (see mine --help)")
+    corpus: str = knob(DEMO_CORPUS, "corpus the SAE is trained on on first use (see mine --help)")
     sae: str | None = knob(None, "an SAE for this model and layer (default: train one on first use and cache it)")
     # SAE training (when sae is None): sized for ~4 minutes on 2 CPU cores
     dict_size: int = knob(4096, "features of the SAE trained on first use")
     k: int = knob(32, "active features per token of that SAE")
     train_tokens: int = knob(100_000, "tokens it is trained on")
-    # the built-in corpus's first ~1,000 documents hold the 200k mined tokens
+    # a text mine of the built-in corpus (--mine-corpus builtin:chat-and-prose) reads its first ~1,000 documents
     train_from_document: int = knob(4000, "first corpus document it is trained on (past the mined ones)")
     train_steps: int = knob(500, "its training steps")
     train_batch_size: int = knob(1024, "activations per training step")
@@ -138,7 +138,8 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
     began = time.perf_counter()
     cfg = resolve_config(DemoConfig, config, overrides, "demo")
     check_writable(cfg.output_dir, "output directory", directory=True)
-    say(f"personamine demo: {cfg.model} layer {cfg.layer}, corpus {cfg.corpus} (all offline)")
+    trained_on = f", SAE trained on {cfg.corpus}" if cfg.sae is None else ""
+    say(f"personamine demo: {cfg.model} layer {cfg.layer}, mining {cfg.mine_corpus}{trained_on} (all offline)")
     try:
         # Built-ins are materialised here on first use (the model's conversion shows its own progress bar), so a
         # missing data package is reported before anything else runs.

@@ -290,8 +290,11 @@ def first_distinct(cell: np.ndarray, entries: Entries, order: np.ndarray) -> np.
     kept_for[by_key] = by_key[starts][np.cumsum(starts) - 1]
     dropped = by_key[~starts]
     if dropped.size:
-        a, b = w[dropped], w[kept_for[dropped]]
         t = entries.windows
+        # One check per distinct pair of windows, not per entry: in an all-features run millions of entries share
+        # a few hundred windows, and gathering their tokens per entry would cost gigabytes.
+        pair = np.unique(w[dropped] * len(t) + w[kept_for[dropped]])
+        a, b = pair // len(t), pair % len(t)
         # Identical fed windows show identical spans: anything else is a collision of both hashes.
         if not (np.array_equal(t.length[a], t.length[b]) and np.array_equal(t.token_ids[a], t.token_ids[b])
                 and np.array_equal(t.span_start[a], t.span_start[b])):
