@@ -242,3 +242,43 @@ def placeholder_sae(workdir: Path, loaded, layer: int) -> Path:
     root = workdir / "sae-placeholder"
     make_sae_release(root, layer, loaded.hidden_size, 16, 4, threshold=-1.0, seed=0, lm_name=loaded.source)
     return root
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A piece of a corpus, as mining covers it
+# ---------------------------------------------------------------------------------------------------------------
+def leading_piece(engine, manifest, max_tokens: int | None, first_unit: int = 0):
+    """The ``Piece`` of whole documents in corpus order, from unit ``first_unit``, up to and including the one whose
+    tokens reach ``max_tokens`` (all of them without a budget): what ``mine`` covers with ``max_tokens`` when
+    ``first_unit`` is 0. The last unit gets the budget left, as the schedule hands it out (``shards.plan``); finding
+    that unit reads (tokenizes) the units once."""
+    from personamine.merge.stats import FeatureStats
+    from personamine.shards.documents import UnitTally
+    from personamine.shards.plan import Budget, Piece
+
+    units, left = [], max_tokens
+    for index in range(first_unit, len(manifest)):
+        units.append(manifest.ref(index))
+        if left is None:
+            continue
+        tally = UnitTally(index)
+        for _ in engine.documents.windows(units[-1], tally, FeatureStats.empty(0).counters, budget=Budget(tokens=left)):
+            pass
+        if tally.reached_budget:
+            return Piece(tuple(units), budget=Budget(tokens=left))
+        left -= tally.tokens
+    return Piece(tuple(units))
+
+
+def probe_batches(config, loaded, workdir: Path, max_tokens: int | None, first_unit: int = 0):
+    """(engine, piece, batches): an engine on a placeholder SAE (only to cut windows; ``config.sae`` is replaced),
+    the leading piece of ``config.corpus`` and the engine's own batches of it, as ``run_piece`` would build them."""
+    from personamine.corpus import open_manifest
+    from personamine.jobs.mine import corpus_spec
+    from personamine.merge.stats import FeatureStats
+    from personamine.shards.run import MiningEngine
+
+    placeholder = str(placeholder_sae(workdir, loaded, loaded.layer))
+    engine = MiningEngine(config.replace(sae=placeholder, allow_uncalibrated=True, features=[0]), np.array([0]), loaded)
+    piece = leading_piece(engine, open_manifest(corpus_spec(engine.config)), max_tokens, first_unit)
+    return engine, piece, list(engine.batches(piece, [], FeatureStats.empty(0).counters))

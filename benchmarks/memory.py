@@ -1,11 +1,13 @@
-"""Peak memory of what personamine loads, each case in a fresh subprocess (``ru_maxrss``).
+"""Peak memory of what personamine loads, each case in a fresh subprocess (Linux ``VmHWM``).
 
   model   the full model (``AutoModelForCausalLM``, every layer, as the seed loaded it) vs personamine's
           ``load_model`` (layers 0..L only);
   sae     an SAE file read whole (``torch.load``, and ``BatchTopKSAE.from_pretrained`` as the seed did) vs
           ``Sae.encoder`` reading only the targeted encoder rows through mmap (and all rows, for comparison);
-  mining  ``features="all"`` on a large random, calibrated SAE: the peak of ``run_shard`` and of a whole
-          ``personamine.mine`` run, with the sizes of the buffers that make them up.
+  mining  ``features="all"`` on a large random, calibrated SAE: the peak of ``run_piece`` over the leading
+          ``--mining-tokens`` of the corpus (one ``Piece``) and of a whole ``personamine.mine`` run with the same
+          budget (64 KiB units, so it runs several pieces: checkpoints, merge, HDF5), with the sizes of the
+          buffers that make them up.
 
     python benchmarks/memory.py            # model + sae (1.07 GB synthetic SAE) + mining (131,072 features)
     python benchmarks/memory.py --quick    # model + sae (151 MB synthetic SAE), no mining section
@@ -29,15 +31,19 @@ from _common import (  # noqa: E402
     PeakMemory,
     calibrated_sae,
     default_corpus,
+    leading_piece,
     load_average,
     machine,
     mib,
     offline,
     peak_rss_bytes,
     print_table,
+    probe_batches,
     rss_bytes,
     today,
 )
+
+MINE_UNIT_BYTES = 1 << 16  # units of the whole-run case: WikiText's first 20k tokens span 2 of them
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,7 +114,7 @@ def child(args: argparse.Namespace) -> dict:
                     else np.arange(dict_size))
         encoder = load_sae(args.path).encoder(features, device=torch.device("cpu"))
         out["bytes"] = encoder.nbytes
-    elif args.child in ("mining-run-shard", "mining-mine"):
+    elif args.child in ("mining-run-piece", "mining-mine"):
         out.update(_mining_child(args))
     else:
         raise SystemExit(f"unknown child {args.child}")
@@ -122,44 +128,49 @@ def _mining_child(args: argparse.Namespace) -> dict:
 
     import personamine
     from personamine.config import MineConfig
-    from personamine.shards.plan import Shard, count_documents
-    from personamine.shards.run import MiningEngine, run_shard
+    from personamine.corpus import open_manifest
+    from personamine.jobs.mine import corpus_spec
+    from personamine.shards.run import MiningEngine, run_piece
 
     work = Path(args.path)
     sae = str(work / f"sae-{args.mining_dict}")
     cfg = MineConfig(model=args.model, layer=args.layer, sae=sae, corpus=args.corpus, features="all",
-                     max_tokens=args.mining_tokens, progress=False, n_shards=2, output=str(work / "mine-all.h5"),
-                     work_dir=str(work / "mine-all.work"))
+                     max_tokens=args.mining_tokens, progress=False, output=str(work / "mine-all.h5"),
+                     work_dir=str(work / "mine-all.work"), allow_low_fve=True)  # a random SAE explains little
     if args.child == "mining-mine":
         import shutil
 
+        # Small units, so that the token budget spans several pieces: each checkpointed, then merged.
+        cfg = cfg.replace(unit_bytes=MINE_UNIT_BYTES, keep_work_dir=True)
         shutil.rmtree(cfg.work_dir, ignore_errors=True)
         with PeakMemory() as mem:
             path = personamine.mine(cfg)
-        size = sum(p.stat().st_size for p in Path(cfg.work_dir).glob("*.npz"))
-        return {"rss_growth": mem.peak - mem.start, "output_bytes": path.stat().st_size, "checkpoint_bytes": size}
+        checkpoints = list(Path(cfg.work_dir).glob("*.npz"))
+        return {"rss_growth": mem.peak - mem.start, "output_bytes": path.stat().st_size,
+                "checkpoint_bytes": sum(p.stat().st_size for p in checkpoints), "pieces": len(checkpoints)}
     engine = MiningEngine(cfg, np.arange(args.mining_dict))
-    n_docs = count_documents(engine.corpus, engine.loaded.tokenizer, None, args.mining_tokens)
+    piece = leading_piece(engine, open_manifest(corpus_spec(cfg)), args.mining_tokens)
     loaded_rss = rss_bytes()
     with PeakMemory() as mem:
-        result = run_shard(engine, Shard(0, 0, n_docs))
-    buffer = {k: int(v.nbytes) for k, v in result.buffer.arrays().items()}
-    samples = {}
-    if getattr(result, "samples", None) is not None:
-        samples = {k: int(v.nbytes) for k, v in result.samples.arrays().items()}
+        result = run_piece(engine, piece)
+    sizes = {name: {k: int(v.nbytes) for k, v in buffer.arrays().items()}
+             for name, buffer in (("buffer", result.buffer), ("samples", result.samples),
+                                  ("negatives", result.negatives)) if buffer is not None}
     stats = {k: int(getattr(result.stats, k).nbytes)
-             for k in ("active_tokens", "sum_whole", "sum_frac", "max", "histogram")}
+             for k in ("active_tokens", "sum_whole", "sum_frac", "max", "histogram", "role_active")}
     entries = result.buffer.entries
-    n_features, top_k, ctx_len = result.buffer.shape
+    n_features, top_k, width = result.buffer.shape
     return {
         "loaded_rss": loaded_rss, "run_peak": mem.peak, "run_growth": mem.peak - loaded_rss,
-        "encoder_bytes": engine.encoder.weight.numel() * 4, "buffer_bytes": buffer, "samples_bytes": samples,
+        "encoder_bytes": engine.encoder.nbytes, "buffer_bytes": sizes["buffer"],
+        "samples_bytes": sizes.get("samples", {}), "negatives_bytes": sizes.get("negatives", {}),
         "stats_bytes": stats, "tokens_fed": result.stats.counters["tokens_fed"],
         "n_windows": result.stats.counters["n_windows"], "entries": len(entries),
         "distinct_windows": len(entries.windows), "nonzero_activations": int(entries.acts.value.size),
-        "activation_cells": len(entries) * ctx_len, "run_seconds": result.seconds,
-        # The layout before entries were compact: every slot of [F, K] and [F, K, T], filled or not.
-        "dense_layout_bytes": n_features * top_k * (ctx_len * 8 + 24),
+        "activation_cells": len(entries) * width, "run_seconds": result.seconds, "span": width,
+        # The layout before entries were compact: every slot of [F, K] and [F, K, T], filled or not (``DenseTopK``:
+        # score, document, window start, length, span start; token id, activation, role per token).
+        "dense_layout_bytes": n_features * top_k * (width * 9 + 28),
     }
 
 
@@ -193,25 +204,14 @@ def synthetic_sae(path: Path, dict_size: int, dim: int) -> Path:
 
 def mining_sae(args: argparse.Namespace, work: Path) -> None:
     """The calibrated random SAE of the mining section, built in this process (the model is needed once)."""
-    import numpy as np
-
     from personamine.config import MineConfig
     from personamine.model.loading import load_model
-    from personamine.shards.plan import Shard, count_documents
-    from personamine.shards.run import MiningEngine
 
     if (work / f"sae-{args.mining_dict}").is_dir():
         return
-    from fixtures import make_sae_release
-
     loaded = load_model(args.model, args.layer, dtype="float32", device="cpu")
-    placeholder = work / "sae-placeholder"  # lets an engine cut windows; never encodes
-    make_sae_release(placeholder, args.layer, loaded.hidden_size, 16, 4, -1.0, 0, lm_name=loaded.source)
-    cfg = MineConfig(model=args.model, layer=args.layer, sae=str(placeholder), corpus=args.corpus,
-                     features=[0], allow_uncalibrated=True, progress=False)
-    probe = MiningEngine(cfg, np.array([0]), loaded)
-    n_docs = count_documents(probe.corpus, loaded.tokenizer, None, 8192)
-    batches = probe.batches(Shard(0, 0, n_docs), {"n_documents": 0, "rows_skipped": 0})
+    cfg = MineConfig(model=args.model, layer=args.layer, corpus=args.corpus, progress=False)
+    _, _, batches = probe_batches(cfg, loaded, work, 8192)
     calibrated_sae(work, loaded, batches, layer=args.layer, dict_size=args.mining_dict)
 
 
@@ -274,10 +274,10 @@ def main(argv: list[str] | None = None) -> dict:
         mining_sae(args, work)
         print(f"(built the calibrated {args.mining_dict:,}-feature SAE in {time.perf_counter() - t0:.0f} s)",
               flush=True)
-        shard = run_child(args, "mining-run-shard", work)
+        piece = run_child(args, "mining-run-piece", work)
         whole = run_child(args, "mining-mine", work)
-        summary["mining"] = {"run_shard": shard, "mine": whole}
-        print_mining(args, shard, whole, base, summary)
+        summary["mining"] = {"run_piece": piece, "mine": whole}
+        print_mining(args, piece, whole, base, summary)
 
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
@@ -285,33 +285,38 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def print_mining(args: argparse.Namespace, shard: dict, whole: dict, base: int, summary: dict) -> None:
-    buf = shard["buffer_bytes"]
-    samples = sum(shard["samples_bytes"].values())
-    stats = sum(shard["stats_bytes"].values())
-    print(f"## features=\"all\" on a {args.mining_dict:,}-feature SAE, {shard['tokens_fed']:,} tokens fed "
-          f"({shard['n_windows']:,} windows), run_shard {shard['run_seconds']:.0f} s")
+def print_mining(args: argparse.Namespace, piece: dict, whole: dict, base: int, summary: dict) -> None:
+    buf = piece["buffer_bytes"]
+    samples = sum(piece["samples_bytes"].values())
+    negatives = sum(piece["negatives_bytes"].values())
+    stats = sum(piece["stats_bytes"].values())
+    print(f"## features=\"all\" on a {args.mining_dict:,}-feature SAE, {piece['tokens_fed']:,} tokens fed "
+          f"({piece['n_windows']:,} windows of ctx 64, display spans of {piece['span']}), run_piece "
+          f"{piece['run_seconds']:.0f} s")
     rows = [
-        ["engine loaded (model + encoder + corpus)", mib(shard["loaded_rss"]), ""],
-        ["  of which encoder weights (fp32)", mib(shard["encoder_bytes"]), ""],
-        ["run_shard peak", mib(shard["run_peak"]), f"+{mib(shard['run_growth'])} over loaded"],
+        ["engine loaded (model + encoder + corpus)", mib(piece["loaded_rss"]), ""],
+        ["  of which encoder weights (fp32)", mib(piece["encoder_bytes"]), ""],
+        ["run_piece peak", mib(piece["run_peak"]), f"+{mib(piece['run_growth'])} over loaded"],
         ["  TopKBuffer, all", mib(sum(buf.values())),
-         f"the dense [F,K,T] layout it replaced: {mib(shard['dense_layout_bytes'])} MiB"],
-        ["    window table (each window once: ids, tokens)",
+         f"the dense [F,K,T] layout it replaced: {mib(piece['dense_layout_bytes'])} MiB"],
+        ["    window table (each span once: ids, tokens, roles)",
          mib(sum(v for k, v in buf.items() if k.startswith("windows_"))), ""],
         ["    entries (feature, score, window row)", mib(buf["feature"] + buf["score"] + buf["window"]), ""],
         ["    per-token activations (nonzeros only)", mib(sum(v for k, v in buf.items() if k.startswith("acts_"))),
          ""],
         ["  interval samples (SampleBuffer)", mib(samples), ""],
-        ["  stats (counts, sums, max, histogram)", mib(stats), ""],
-        ["personamine.mine peak growth (2 shards: checkpoint, merge, HDF5)", mib(whole["rss_growth"]),
+        ["  non-activating examples (NegativeBuffer)", mib(negatives), ""],
+        ["  stats (counts, sums, max, histogram, per role)", mib(stats), ""],
+        [f"personamine.mine peak growth ({whole['pieces']} piece{'s' * (whole['pieces'] != 1)}: checkpoints, merge, "
+         "HDF5)",
+         mib(whole["rss_growth"]),
          f"checkpoints {mib(whole['checkpoint_bytes'])} MiB, output {mib(whole['output_bytes'])} MiB"],
     ]
     summary["mining_table"] = print_table(["", "MiB", "note"], rows)
-    entries, distinct = shard["entries"], shard["distinct_windows"]
-    nz, cells = shard["nonzero_activations"], shard["activation_cells"]
-    print(f"\nbuffer entries filled: {entries:,}; distinct windows among them: {distinct:,} "
-          f"({entries / max(distinct, 1):,.0f} entries per window); nonzero per-token activations: {nz:,} of "
+    entries, distinct = piece["entries"], piece["distinct_windows"]
+    nz, cells = piece["nonzero_activations"], piece["activation_cells"]
+    print(f"\nbuffer entries filled: {entries:,}; distinct spans among them: {distinct:,} "
+          f"({entries / max(distinct, 1):,.0f} entries per span); nonzero per-token activations: {nz:,} of "
           f"{cells:,} ({nz / max(cells, 1):.1%})")
 
 

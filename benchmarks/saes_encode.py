@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--features", type=int, default=20)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--chunk", type=int, default=8192)
+    p.add_argument("--quick", action="store_true", help="512 tokens, 4,096 features")
     args = p.parse_args(argv)
+    if args.quick:
+        args.tokens, args.d_sae = min(args.tokens, 512), min(args.d_sae, 4096)
     import numpy as np
     import torch
 

@@ -15,6 +15,7 @@ and, for contrast, the same on plain text (``builtin:chat-and-prose``) fed after
 
     python benchmarks/sink_positions.py                    # SmolLM2 (ChatML), 300 conversations, layers 5-25
     python benchmarks/sink_positions.py --model DIR --layers 10,15 --n 100
+    python benchmarks/sink_positions.py --quick            # 50 of each, layers 10 and 15
 """
 
 from __future__ import annotations
@@ -112,7 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ratio", type=float, default=10.0, help="a massive norm: this many times the median")
     parser.add_argument("--norm-filter", type=float, default=10.0, help="the filter's multiple, as mine's")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--quick", action="store_true", help="50 conversations and texts, layers 10 and 15")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.layers = min(args.n, 50), "10,15"
     offline()
     torch.set_num_threads(2)
     from transformers import AutoModelForCausalLM
