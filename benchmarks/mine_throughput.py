@@ -169,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.corpus = args.corpus or default_corpus()
     args.conv_ctx = [int(c) for c in args.conv_ctx.split(",") if c.strip()]
     strides = [None if s.strip().lower() == "none" else int(s) for s in args.conv_strides.split(",") if s.strip()]
+    if not args.conv_ctx:  # --conv-ctx '': the text phases only, whatever the strides say
+        strides = []
     if len(strides) != len(args.conv_ctx):
         p.error("--conv-strides needs one stride per --conv-ctx")
     args.conv_strides = strides
