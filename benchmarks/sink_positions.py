@@ -107,16 +107,17 @@ def measure(model, tokenizer, windows, layers: list[int], ratio: float, norm_fil
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:smollm2-135m-instruct")
-    parser.add_argument("--layers", default="5,10,15,20,25", help="comma-separated decoder layers")
+    parser.add_argument("--layers", default=None, help="comma-separated decoder layers (default 5,10,15,20,25)")
     parser.add_argument("--n", type=int, default=300, help="conversations (and texts) measured")
     parser.add_argument("--ctx-len", type=int, default=256)
     parser.add_argument("--ratio", type=float, default=10.0, help="a massive norm: this many times the median")
     parser.add_argument("--norm-filter", type=float, default=10.0, help="the filter's multiple, as mine's")
     parser.add_argument("--json", default=None, help="also write the figures here")
-    parser.add_argument("--quick", action="store_true", help="50 conversations and texts, layers 10 and 15")
+    parser.add_argument("--quick", action="store_true", help="50 of each; layers 10 and 15 unless --layers")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.layers = min(args.n, 50), "10,15"
+        args.n = min(args.n, 50)
+    args.layers = args.layers or ("10,15" if args.quick else "5,10,15,20,25")
     offline()
     torch.set_num_threads(2)
     from transformers import AutoModelForCausalLM
