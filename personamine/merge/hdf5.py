@@ -407,6 +407,8 @@ def read_results(path: str | Path, features: Iterable[int] | None = None) -> Min
     with f:
         try:
             return _read(path, f, features)
+        except PersonamineError:  # already says what is wrong (FeatureNotInFile is a KeyError too)
+            raise
         except (KeyError, OSError) as exc:  # a damaged object header or link table
             raise PersonamineError(f"{str(path)!r} is damaged or incomplete: {exc}") from exc
 
