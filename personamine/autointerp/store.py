@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import h5py
 import numpy as np
 
 from personamine.autointerp.scoring import METRICS
-from personamine.errors import PersonamineError
 
 FORMAT = "personamine.explain"
 FORMAT_VERSION = 1
@@ -102,61 +100,48 @@ def write_explanations(path: str | Path, results: ExplanationResults) -> Path:
     from personamine.merge.hdf5 import atomic_h5
 
     path = Path(path)
-    tmp, f = atomic_h5(path)
-    try:
-        with f:
-            for key, value in results.attrs.items():
-                f.attrs[key] = value
-            f.attrs["format"], f.attrs["format_version"] = FORMAT, FORMAT_VERSION
-            f.attrs["config"] = json.dumps(results.config, sort_keys=True)
-            f.create_dataset("feature_ids", data=np.asarray(results.feature_ids, np.int64))
-            f.create_dataset("explanation", data=results.explanations, dtype=_STR)
-            f.create_dataset("explanation_parsed", data=np.asarray(results.parsed, bool))
-            for scorer, metrics in results.scores.items():
-                g = f.create_group(f"scores/{scorer}")
-                for metric in METRICS:
-                    g.create_dataset(metric, data=np.asarray(metrics[metric], np.float64))
-            c = f.create_group("calls")
-            calls = results.calls
-            c.create_dataset("feature_id", data=np.array([x.feature_id for x in calls], np.int64))
-            for name, values in (("kind", [x.kind for x in calls]),
-                                 ("prompt", [json.dumps(x.messages, ensure_ascii=False) for x in calls]),
-                                 ("response", [x.response for x in calls]), ("error", [x.error or "" for x in calls])):
-                c.create_dataset(name, data=values, dtype=_STR, compression="gzip" if name == "prompt" else None)
-            c.create_dataset("attempts", data=np.array([x.attempts for x in calls], np.int32))
-            c.create_dataset("cached", data=np.array([x.cached for x in calls], bool))
-            a = f.create_group("answers")
-            ans = results.answers
-            for name, dtype in (("feature_id", np.int64), ("call", np.int64), ("truth", np.int8),
-                                ("document", np.int64), ("window_start", np.int64)):
-                a.create_dataset(name, data=np.array([getattr(x, name) for x in ans], dtype))
-            a.create_dataset("prediction", data=np.array([-1 if x.prediction is None else x.prediction for x in ans],
-                                                          np.int8))
-            a.create_dataset("probability", data=np.array(
-                [math.nan if x.probability is None else x.probability for x in ans], np.float32))
-            a.create_dataset("scorer", data=[x.scorer for x in ans], dtype=_STR)
-            a.create_dataset("source", data=[x.source for x in ans], dtype=_STR)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_h5(path) as f:
+        for key, value in results.attrs.items():
+            f.attrs[key] = value
+        f.attrs["format"], f.attrs["format_version"] = FORMAT, FORMAT_VERSION
+        f.attrs["config"] = json.dumps(results.config, sort_keys=True)
+        f.create_dataset("feature_ids", data=np.asarray(results.feature_ids, np.int64))
+        f.create_dataset("explanation", data=results.explanations, dtype=_STR)
+        f.create_dataset("explanation_parsed", data=np.asarray(results.parsed, bool))
+        for scorer, metrics in results.scores.items():
+            g = f.create_group(f"scores/{scorer}")
+            for metric in METRICS:
+                g.create_dataset(metric, data=np.asarray(metrics[metric], np.float64))
+        c = f.create_group("calls")
+        calls = results.calls
+        c.create_dataset("feature_id", data=np.array([x.feature_id for x in calls], np.int64))
+        for name, values in (("kind", [x.kind for x in calls]),
+                             ("prompt", [json.dumps(x.messages, ensure_ascii=False) for x in calls]),
+                             ("response", [x.response for x in calls]), ("error", [x.error or "" for x in calls])):
+            c.create_dataset(name, data=values, dtype=_STR, compression="gzip" if name == "prompt" else None)
+        c.create_dataset("attempts", data=np.array([x.attempts for x in calls], np.int32))
+        c.create_dataset("cached", data=np.array([x.cached for x in calls], bool))
+        a = f.create_group("answers")
+        ans = results.answers
+        for name, dtype in (("feature_id", np.int64), ("call", np.int64), ("truth", np.int8),
+                            ("document", np.int64), ("window_start", np.int64)):
+            a.create_dataset(name, data=np.array([getattr(x, name) for x in ans], dtype))
+        a.create_dataset("prediction", data=np.array([-1 if x.prediction is None else x.prediction for x in ans],
+                                                      np.int8))
+        a.create_dataset("probability", data=np.array(
+            [math.nan if x.probability is None else x.probability for x in ans], np.float32))
+        a.create_dataset("scorer", data=[x.scorer for x in ans], dtype=_STR)
+        a.create_dataset("source", data=[x.source for x in ans], dtype=_STR)
     return path
 
 
 def read_explanations(path: str | Path) -> ExplanationResults:
     """Read a file written by ``personamine.explain``."""
+    from personamine.merge.hdf5 import open_h5, plain_attrs
+
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise PersonamineError(f"cannot open explanations file {str(path)!r}: {exc}") from exc
-    with f:
-        if f.attrs.get("format") != FORMAT:
-            raise PersonamineError(f"{str(path)!r} is not a personamine explanations file")
-        if int(f.attrs["format_version"]) > FORMAT_VERSION:
-            raise PersonamineError(f"{str(path)!r} has format version {int(f.attrs['format_version'])}; upgrade "
-                                   "personamine to read it")
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    with open_h5(path, FORMAT, FORMAT_VERSION, "explanations") as f:
+        attrs = plain_attrs(f)
         scores = {s: {m: f[f"scores/{s}/{m}"][()] for m in f[f"scores/{s}"]} for s in f.get("scores", {})}
         c, a = f["calls"], f["answers"]
         calls = [Call(int(fid), kind, json.loads(prompt), response, error or None, int(att), bool(cached))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -416,33 +415,27 @@ def _write(path: Path, cfg: DiscoverConfig, extra: dict, ranking: Ranking, perso
 
     utf8 = h5py.string_dtype("utf-8")
 
-    tmp, f = atomic_h5(path)
-    try:
-        with f:
-            attrs = {**extra, "format": DISCOVERY_FORMAT, "format_version": FORMAT_VERSION, "model": cfg.model,
-                     "layer": cfg.layer, "sae": cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "")
-                     + f"@trainer_{cfg.sae_trainer}", "position": cfg.position, "controls": cfg.control,
-                     "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__}
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            rank = f.create_group("ranking")
-            for name in ("feature_ids", "score", "persona_mean", "control_mean", "persona_firing", "control_firing"):
-                value = getattr(ranking, name)
-                rank.create_dataset(name, data=value.astype(np.int64 if name == "feature_ids" else np.float64))
-            prompts = f.create_group("prompts")
-            for kind, items in (("persona", persona), ("control", control)):
-                prompts.create_dataset(f"{kind}_text", data=[p.text for p in items], dtype=utf8)
-                prompts.create_dataset(f"{kind}_rendered", data=[p.rendered for p in items], dtype=utf8)
-                prompts.create_dataset(f"{kind}_n_positions", data=np.array([len(p.positions) for p in items],
-                                                                            dtype=np.int64))
-            acts = f.create_group("activations")
-            acts.attrs["feature_ids"] = ranking.feature_ids[: persona_top.shape[1]]
-            acts.create_dataset("persona", data=persona_top.astype(np.float32))
-            acts.create_dataset("control", data=control_top.astype(np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_h5(path) as f:
+        attrs = {**extra, "format": DISCOVERY_FORMAT, "format_version": FORMAT_VERSION, "model": cfg.model,
+                 "layer": cfg.layer, "sae": cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "")
+                 + f"@trainer_{cfg.sae_trainer}", "position": cfg.position, "controls": cfg.control,
+                 "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__}
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        rank = f.create_group("ranking")
+        for name in ("feature_ids", "score", "persona_mean", "control_mean", "persona_firing", "control_firing"):
+            value = getattr(ranking, name)
+            rank.create_dataset(name, data=value.astype(np.int64 if name == "feature_ids" else np.float64))
+        prompts = f.create_group("prompts")
+        for kind, items in (("persona", persona), ("control", control)):
+            prompts.create_dataset(f"{kind}_text", data=[p.text for p in items], dtype=utf8)
+            prompts.create_dataset(f"{kind}_rendered", data=[p.rendered for p in items], dtype=utf8)
+            prompts.create_dataset(f"{kind}_n_positions", data=np.array([len(p.positions) for p in items],
+                                                                        dtype=np.int64))
+        acts = f.create_group("activations")
+        acts.attrs["feature_ids"] = ranking.feature_ids[: persona_top.shape[1]]
+        acts.create_dataset("persona", data=persona_top.astype(np.float32))
+        acts.create_dataset("control", data=control_top.astype(np.float32))
     return path
 
 
@@ -502,22 +495,12 @@ class DiscoveryResults:
 
 def read_discovery(path: str | Path) -> DiscoveryResults:
     """Read a file written by :func:`discover`."""
-    import h5py
-
     from personamine.jobs.features import DISCOVERY_FORMAT
+    from personamine.merge.hdf5 import open_h5, plain_attrs
 
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise PersonamineError(f"cannot open discovery file {str(path)!r}: {exc}") from exc
-    with f:
-        if f.attrs.get("format") != DISCOVERY_FORMAT:
-            raise PersonamineError(f"{str(path)!r} is not a personamine discovery file")
-        version = int(f.attrs["format_version"])
-        if version > FORMAT_VERSION:
-            raise PersonamineError(f"{str(path)!r} has format version {version}; upgrade personamine to read it")
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    with open_h5(path, DISCOVERY_FORMAT, FORMAT_VERSION, "discovery") as f:
+        attrs = plain_attrs(f)
         rank, prompts, acts = f["ranking"], f["prompts"], f["activations"]
 
         def texts(name: str) -> list[str]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,14 +34,48 @@ FORMAT = "personamine.mine"
 FORMAT_VERSION = 3
 
 
-def atomic_h5(path: Path):
-    """Open a temp file beside ``path``; the caller renames it into place only after a clean close."""
+@contextmanager
+def atomic_h5(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file written to a temp file beside ``path`` and renamed into place only after a clean close: on any
+    error nothing is left. An OSError (disk full, quota, a path that vanished) is the user's to fix: one line."""
     ensure_dir(path.parent, "output directory")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        return tmp, h5py.File(tmp, "w", track_order=True)
+        f = h5py.File(tmp, "w", track_order=True)
     except OSError as exc:
         raise PersonamineError(f"cannot write {str(path)!r}: {exc}") from exc
+    try:
+        with f:
+            yield f
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PersonamineError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def open_h5(path: Path, fmt: str, version: int, kind: str, opened_as: str | None = None) -> Iterator[h5py.File]:
+    """A personamine file of format ``fmt`` opened for reading, refused in one line when it cannot be opened, is
+    another kind of file (``kind``: "is not a personamine {kind} file") or is newer than ``version``."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise PersonamineError(f"cannot open {opened_as or kind} file {str(path)!r}: {exc}") from exc
+    with f:
+        if f.attrs.get("format") != fmt:
+            raise PersonamineError(f"{str(path)!r} is not a personamine {kind} file")
+        found = int(f.attrs["format_version"])
+        if found > version:
+            raise PersonamineError(f"{str(path)!r} has format version {found}; upgrade personamine to read it")
+        yield f
+
+
+def plain_attrs(obj: h5py.HLObject) -> dict:
+    """An HDF5 object's attributes as Python values (numpy scalars unwrapped)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in obj.attrs.items()}
 
 
 _BLOCK_BYTES = 64 << 20  # dense rows built at a time while writing: the compact buffers never expand whole
@@ -83,54 +118,45 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
                   attrs: dict, vocab: dict[int, tuple[str, str]] | None = None, samples: SampleBuffer | None = None,
                   logit_lens: LogitLens | None = None, negatives: NegativeBuffer | None = None) -> Path:
     path = Path(path)
-    tmp, f = atomic_h5(path)
-    try:
-        with f:
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            dataset(f, "feature_ids", np.asarray(feature_ids, np.int64))
-            _write_top(f.create_group("top"), buffer)
-            st = f.create_group("stats")
-            # The one scalar (no filter can cover it) is also the file's n_tokens_scored attribute: read_results
-            # cross-checks them.
-            st.create_dataset("tokens_scored", data=np.int64(stats.counters["tokens_scored"]))
-            dataset(st, "active_tokens", stats.active_tokens.astype(np.int64))
-            dataset(st, "activation_sum", stats.activation_sum.astype(np.float64))
-            dataset(st, "max", stats.max.astype(np.float32))
-            dataset(st, "histogram", stats.histogram.astype(np.int64), packed=True)
-            dataset(st, "histogram_edges", HISTOGRAM_EDGES)
-            if stats.role_active is not None:
-                st.attrs["role_names"] = json.dumps(ROLES)
-                dataset(st, "active_tokens_by_role", stats.role_active.astype(np.int64))
-                dataset(st, "tokens_scored_by_role", stats.role_scored.astype(np.int64))
-                dataset(st, "tokens_seen_by_role", stats.role_seen.astype(np.int64))
-            for key, value in stats.counters.items():
-                st.attrs[key] = int(value)
-            if samples is not None:
-                _write_samples(f.create_group("samples"), samples)
-            if negatives is not None:
-                _write_negatives(f.create_group("negatives"), negatives)
-            if logit_lens is not None:
-                lens = f.create_group("logit_lens")
-                for key, value in logit_lens.attrs.items():
-                    lens.attrs[key] = value
-                for name, value in logit_lens.arrays().items():
-                    dataset(lens, name, value)
-            if vocab:
-                ids = np.array(sorted(vocab), dtype=np.int32)
-                tok = f.create_group("tokens")
-                dataset(tok, "ids", ids)
-                _strings(tok, "pieces", [vocab[i][0] for i in ids])
-                _strings(tok, "text", [vocab[i][1] for i in ids])
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full, quota, a path that vanished: the user's to fix, and nothing is left
-        tmp.unlink(missing_ok=True)
-        raise PersonamineError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_h5(path) as f:
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        dataset(f, "feature_ids", np.asarray(feature_ids, np.int64))
+        _write_top(f.create_group("top"), buffer)
+        st = f.create_group("stats")
+        # The one scalar (no filter can cover it) is also the file's n_tokens_scored attribute: read_results
+        # cross-checks them.
+        st.create_dataset("tokens_scored", data=np.int64(stats.counters["tokens_scored"]))
+        dataset(st, "active_tokens", stats.active_tokens.astype(np.int64))
+        dataset(st, "activation_sum", stats.activation_sum.astype(np.float64))
+        dataset(st, "max", stats.max.astype(np.float32))
+        dataset(st, "histogram", stats.histogram.astype(np.int64), packed=True)
+        dataset(st, "histogram_edges", HISTOGRAM_EDGES)
+        if stats.role_active is not None:
+            st.attrs["role_names"] = json.dumps(ROLES)
+            dataset(st, "active_tokens_by_role", stats.role_active.astype(np.int64))
+            dataset(st, "tokens_scored_by_role", stats.role_scored.astype(np.int64))
+            dataset(st, "tokens_seen_by_role", stats.role_seen.astype(np.int64))
+        for key, value in stats.counters.items():
+            st.attrs[key] = int(value)
+        if samples is not None:
+            _write_samples(f.create_group("samples"), samples)
+        if negatives is not None:
+            _write_negatives(f.create_group("negatives"), negatives)
+        if logit_lens is not None:
+            lens = f.create_group("logit_lens")
+            for key, value in logit_lens.attrs.items():
+                lens.attrs[key] = value
+            for name, value in logit_lens.arrays().items():
+                dataset(lens, name, value)
+        if vocab:
+            ids = np.array(sorted(vocab), dtype=np.int32)
+            tok = f.create_group("tokens")
+            dataset(tok, "ids", ids)
+            _strings(tok, "pieces", [vocab[i][0] for i in ids])
+            _strings(tok, "text", [vocab[i][1] for i in ids])
     return path
 
 
@@ -401,26 +427,17 @@ def read_results(path: str | Path, features: Iterable[int] | None = None) -> Min
     checksum is a ``PersonamineError`` naming it."""
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise PersonamineError(f"cannot open results file {str(path)!r}: {exc}") from exc
-    with f:
-        try:
+        with open_h5(path, FORMAT, FORMAT_VERSION, "mining", opened_as="results") as f:
             return _read(path, f, features)
-        except PersonamineError:  # already says what is wrong (FeatureNotInFile is a KeyError too)
-            raise
-        except (KeyError, OSError) as exc:  # a damaged object header or link table
-            raise PersonamineError(f"{str(path)!r} is damaged or incomplete: {exc}") from exc
+    except PersonamineError:  # already says what is wrong (FeatureNotInFile is a KeyError too)
+        raise
+    except (KeyError, OSError) as exc:  # a damaged object header or link table
+        raise PersonamineError(f"{str(path)!r} is damaged or incomplete: {exc}") from exc
 
 
 def _read(path: Path, f: h5py.File, features: Iterable[int] | None) -> MineResults:
     read = _Checked(path, f)
-    if f.attrs.get("format") != FORMAT:
-        raise PersonamineError(f"{str(path)!r} is not a personamine mining file")
-    version = int(f.attrs["format_version"])
-    if version > FORMAT_VERSION:
-        raise PersonamineError(f"{str(path)!r} has format version {version}; upgrade personamine to read it")
-    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    attrs = plain_attrs(f)
     vocab_text, vocab_pieces = {}, {}
     if "tokens" in f:
         ids = read(f["tokens/ids"]).tolist()
@@ -447,7 +464,7 @@ def _read(path: Path, f: h5py.File, features: Iterable[int] | None) -> MineResul
         g = f["logit_lens"]
         lens = LogitLens(**{name: per_feature(g[name]) for name in (
             "promoted_ids", "promoted_values", "suppressed_ids", "suppressed_values")},
-                         attrs={k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
+                         attrs=plain_attrs(g))
     return MineResults(
         path=path, attrs=attrs, config=json.loads(attrs.get("config", "{}")),
         feature_ids=feature_ids if rows is None else feature_ids[rows],

@@ -6,14 +6,11 @@ Intervention 0 is always the unsteered model; every array with a leading ``I`` a
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
-
-from personamine.errors import PersonamineError
 
 FORMAT = "personamine.steer"
 FORMAT_VERSION = 1
@@ -112,53 +109,43 @@ def write_steering(path: str | Path, results: SteeringResults) -> Path:
     from personamine.merge.hdf5 import atomic_h5
 
     path = Path(path)
-    tmp, f = atomic_h5(path)
-    try:
-        with f:
-            for key, value in results.attrs.items():
-                f.attrs[key] = value
-            f.attrs["format"], f.attrs["format_version"] = FORMAT, FORMAT_VERSION
-            f.attrs["config"] = json.dumps(results.config, sort_keys=True)
-            g = f.create_group("features")
-            g["ids"] = results.feature_ids.astype(np.int64)
-            for name in ("feature_scale", "encoder_decoder_dot", "decoder_norm", "prompt_max"):
-                g[name.removeprefix("feature_")] = getattr(results, name).astype(np.float64)
-            g = f.create_group("interventions")
-            g.create_dataset("name", data=results.names, dtype=_STR)
-            g.create_dataset("kind", data=results.kinds, dtype=_STR)
-            g["alpha"] = results.alphas.astype(np.float64)
-            g["perplexity"] = results.perplexity.astype(np.float64)
-            t = f.create_group("terms")
-            t["intervention"] = results.term_intervention.astype(np.int64)
-            t["feature"] = results.term_feature.astype(np.int64)
-            t.create_dataset("kind", data=results.term_kind, dtype=_STR)
-            t["value"], t["given"] = results.term_value.astype(np.float64), results.term_given.astype(np.float64)
-            t.create_dataset("where", data=results.term_where, dtype=_STR)
-            c = f.create_group("continuations")
-            c.create_dataset("set_names", data=results.set_names, dtype=_STR)
-            c.create_dataset("text", data=results.continuations, dtype=_STR)
-            c["set"] = results.continuation_set.astype(np.int64)
-            for kind, data in results.sets.items():
-                s = f.create_group(kind)
-                s.create_dataset("text", data=data.text, dtype=_STR)
-                s.create_dataset("rendered", data=data.rendered, dtype=_STR)
-                s["logprob"], s["kl"] = data.logprob.astype(np.float64), data.kl.astype(np.float64)
-                s.create_dataset("tokens", data=data.tokens.astype(np.int32), compression="gzip")
-                s["length"], s["finished"] = data.length.astype(np.int32), data.finished.astype(bool)
-                s.create_dataset("responses", data=np.array(data.responses, dtype=object).reshape(
-                    data.length.shape), dtype=_STR)
-                st = s.create_group("term_stats")
-                for name, values in data.term_stats.items():
-                    st[name] = values
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_h5(path) as f:
+        for key, value in results.attrs.items():
+            f.attrs[key] = value
+        f.attrs["format"], f.attrs["format_version"] = FORMAT, FORMAT_VERSION
+        f.attrs["config"] = json.dumps(results.config, sort_keys=True)
+        g = f.create_group("features")
+        g["ids"] = results.feature_ids.astype(np.int64)
+        for name in ("feature_scale", "encoder_decoder_dot", "decoder_norm", "prompt_max"):
+            g[name.removeprefix("feature_")] = getattr(results, name).astype(np.float64)
+        g = f.create_group("interventions")
+        g.create_dataset("name", data=results.names, dtype=_STR)
+        g.create_dataset("kind", data=results.kinds, dtype=_STR)
+        g["alpha"] = results.alphas.astype(np.float64)
+        g["perplexity"] = results.perplexity.astype(np.float64)
+        t = f.create_group("terms")
+        t["intervention"] = results.term_intervention.astype(np.int64)
+        t["feature"] = results.term_feature.astype(np.int64)
+        t.create_dataset("kind", data=results.term_kind, dtype=_STR)
+        t["value"], t["given"] = results.term_value.astype(np.float64), results.term_given.astype(np.float64)
+        t.create_dataset("where", data=results.term_where, dtype=_STR)
+        c = f.create_group("continuations")
+        c.create_dataset("set_names", data=results.set_names, dtype=_STR)
+        c.create_dataset("text", data=results.continuations, dtype=_STR)
+        c["set"] = results.continuation_set.astype(np.int64)
+        for kind, data in results.sets.items():
+            s = f.create_group(kind)
+            s.create_dataset("text", data=data.text, dtype=_STR)
+            s.create_dataset("rendered", data=data.rendered, dtype=_STR)
+            s["logprob"], s["kl"] = data.logprob.astype(np.float64), data.kl.astype(np.float64)
+            s.create_dataset("tokens", data=data.tokens.astype(np.int32), compression="gzip")
+            s["length"], s["finished"] = data.length.astype(np.int32), data.finished.astype(bool)
+            s.create_dataset("responses", data=np.array(data.responses, dtype=object).reshape(
+                data.length.shape), dtype=_STR)
+            st = s.create_group("term_stats")
+            for name, values in data.term_stats.items():
+                st[name] = values
     return path
-
-
-def _attrs(obj: h5py.HLObject) -> dict:
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in obj.attrs.items()}
 
 
 def _strings(ds: h5py.Dataset) -> list:
@@ -167,18 +154,11 @@ def _strings(ds: h5py.Dataset) -> list:
 
 def read_steering(path: str | Path) -> SteeringResults:
     """Read a file written by ``personamine.steer``."""
+    from personamine.merge.hdf5 import open_h5, plain_attrs
+
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise PersonamineError(f"cannot open steering file {str(path)!r}: {exc}") from exc
-    with f:
-        if f.attrs.get("format") != FORMAT:
-            raise PersonamineError(f"{str(path)!r} is not a personamine steering file")
-        version = int(f.attrs["format_version"])
-        if version > FORMAT_VERSION:
-            raise PersonamineError(f"{str(path)!r} has format version {version}; upgrade personamine to read it")
-        attrs = _attrs(f)
+    with open_h5(path, FORMAT, FORMAT_VERSION, "steering") as f:
+        attrs = plain_attrs(f)
         g, t, c = f["features"], f["terms"], f["continuations"]
         sets = {}
         for kind in SETS:
