@@ -100,11 +100,8 @@ def write_explanations(path: str | Path, results: ExplanationResults) -> Path:
     from personamine.merge.hdf5 import atomic_h5
 
     path = Path(path)
-    with atomic_h5(path) as f:
-        for key, value in results.attrs.items():
-            f.attrs[key] = value
-        f.attrs["format"], f.attrs["format_version"] = FORMAT, FORMAT_VERSION
-        f.attrs["config"] = json.dumps(results.config, sort_keys=True)
+    config = json.dumps(results.config, sort_keys=True)
+    with atomic_h5(path, FORMAT, FORMAT_VERSION, {**results.attrs, "config": config}) as f:
         f.create_dataset("feature_ids", data=np.asarray(results.feature_ids, np.int64))
         f.create_dataset("explanation", data=results.explanations, dtype=_STR)
         f.create_dataset("explanation_parsed", data=np.asarray(results.parsed, bool))

@@ -415,13 +415,11 @@ def _write(path: Path, cfg: DiscoverConfig, extra: dict, ranking: Ranking, perso
 
     utf8 = h5py.string_dtype("utf-8")
 
-    with atomic_h5(path) as f:
-        attrs = {**extra, "format": DISCOVERY_FORMAT, "format_version": FORMAT_VERSION, "model": cfg.model,
-                 "layer": cfg.layer, "sae": cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "")
-                 + f"@trainer_{cfg.sae_trainer}", "position": cfg.position, "controls": cfg.control,
-                 "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__}
-        for key, value in attrs.items():
-            f.attrs[key] = value
+    attrs = {**extra, "model": cfg.model, "layer": cfg.layer,
+             "sae": cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "") + f"@trainer_{cfg.sae_trainer}",
+             "position": cfg.position, "controls": cfg.control, "config": json.dumps(cfg.to_dict(), sort_keys=True),
+             "personamine_version": __version__}
+    with atomic_h5(path, DISCOVERY_FORMAT, FORMAT_VERSION, attrs) as f:
         rank = f.create_group("ranking")
         for name in ("feature_ids", "score", "persona_mean", "control_mean", "persona_firing", "control_firing"):
             value = getattr(ranking, name)

@@ -35,9 +35,10 @@ FORMAT_VERSION = 3
 
 
 @contextmanager
-def atomic_h5(path: Path) -> Iterator[h5py.File]:
+def atomic_h5(path: Path, fmt: str, version: int, attrs: dict) -> Iterator[h5py.File]:
     """An HDF5 file written to a temp file beside ``path`` and renamed into place only after a clean close: on any
-    error nothing is left. An OSError (disk full, quota, a path that vanished) is the user's to fix: one line."""
+    error nothing is left. An OSError (disk full, quota, a path that vanished) is the user's to fix: one line.
+    The file's attributes are ``attrs``, then its ``format`` and ``format_version``, which ``open_h5`` checks."""
     ensure_dir(path.parent, "output directory")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -46,6 +47,8 @@ def atomic_h5(path: Path) -> Iterator[h5py.File]:
         raise PersonamineError(f"cannot write {str(path)!r}: {exc}") from exc
     try:
         with f:
+            f.attrs.update(attrs)
+            f.attrs["format"], f.attrs["format_version"] = fmt, version
             yield f
         os.replace(tmp, path)
     except OSError as exc:
@@ -118,11 +121,7 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
                   attrs: dict, vocab: dict[int, tuple[str, str]] | None = None, samples: SampleBuffer | None = None,
                   logit_lens: LogitLens | None = None, negatives: NegativeBuffer | None = None) -> Path:
     path = Path(path)
-    with atomic_h5(path) as f:
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
+    with atomic_h5(path, FORMAT, FORMAT_VERSION, attrs) as f:
         dataset(f, "feature_ids", np.asarray(feature_ids, np.int64))
         _write_top(f.create_group("top"), buffer)
         st = f.create_group("stats")

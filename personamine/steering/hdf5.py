@@ -109,11 +109,8 @@ def write_steering(path: str | Path, results: SteeringResults) -> Path:
     from personamine.merge.hdf5 import atomic_h5
 
     path = Path(path)
-    with atomic_h5(path) as f:
-        for key, value in results.attrs.items():
-            f.attrs[key] = value
-        f.attrs["format"], f.attrs["format_version"] = FORMAT, FORMAT_VERSION
-        f.attrs["config"] = json.dumps(results.config, sort_keys=True)
+    config = json.dumps(results.config, sort_keys=True)
+    with atomic_h5(path, FORMAT, FORMAT_VERSION, {**results.attrs, "config": config}) as f:
         g = f.create_group("features")
         g["ids"] = results.feature_ids.astype(np.int64)
         for name in ("feature_scale", "encoder_decoder_dot", "decoder_norm", "prompt_max"):
