@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.valid.raw"
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 BUILTIN_CORPUS = "builtin:chat-and-prose"
-SAE_FIRING_PER_TOKEN = 32  # like the k=32 trainer of the Llama-3.1-8B release (NOTES §1)
+SAE_FIRING_PER_TOKEN = 32  # like the k=32 trainer of andyrdt/saes-llama-3.1-8b-instruct (trainer_0)
 
 # tests/fixtures.py builds the SAE files the tests use; the benchmarks reuse it instead of a second writer.
 sys.path.insert(0, str(ROOT / "tests"))

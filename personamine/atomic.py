@@ -12,6 +12,8 @@ from personamine.errors import PersonamineError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``data`` written to ``path`` whole or not at all; a failed write (disk full, quota) is one line naming the
+    file and the cause, and leaves nothing."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
@@ -19,6 +21,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _os_error("write", path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -95,6 +95,9 @@ class MineConfig:
     preflight_tokens: int = knob(4096, "scored tokens the pre-flight quality check measures the SAE on (0: skip)")
     min_fve: float = knob(0.5, "pre-flight: refuse an SAE that explains less of the captured variance than this")
     allow_low_fve: bool = knob(False, "run even if the pre-flight quality check fails (it warns instead)")
+    allow_nonfinite: bool = knob(False, "read a NaN or infinite activation as 0, count it (activations_nonfinite) "
+                                        "and warn, instead of stopping the run (default: the first one is an error "
+                                        "naming its feature, document and token)")
     # features: explicit ids, "all", or the top N of a discovery file
     features: list[int] | str = knob(help="feature ids (1,5,9 or 3-6) or 'all'", factory=list)
     features_from: str | None = knob(None, "a discovery file: mine its top-ranked features")

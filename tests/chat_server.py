@@ -17,7 +17,7 @@ import torch
 class ChatServer:
     def __init__(self, model_dir, name: str = "tiny-chat", *, fail_first: int = 0, drop_next: int = 0,
                  hang_next: int = 0, hang_seconds: float = 0.0, malformed_every: int = 0,
-                 reject_all: bool = False) -> None:
+                 reject_all: bool = False, edit=None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(model_dir)
@@ -26,6 +26,7 @@ class ChatServer:
         self.fail_first, self.drop_next, self.hang_next = fail_first, drop_next, hang_next
         self.hang_seconds = hang_seconds
         self.malformed_every, self.reject_all = malformed_every, reject_all
+        self.edit = edit  # called on each completion body before it is sent (to play another server's habits)
         self.posts = 0  # chat requests received, faults included
         self.authorization: str | None = None
         self.sent: list[dict] = []  # every well-formed completion body sent
@@ -92,6 +93,8 @@ class ChatServer:
                     return self._send(200, bad[n // server.malformed_every % 3])
                 with server.lock:  # one generation at a time
                     reply = server.completion(body)
+                    if server.edit is not None:
+                        server.edit(reply)
                     server.sent.append(reply)
                 self._send(200, json.dumps(reply).encode())
 

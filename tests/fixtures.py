@@ -238,6 +238,15 @@ def layer_activations(
 # ------------------------------------------------------------------------------------------------
 # SAE releases (dictionary_learning layout: <root>/resid_post_layer_{L}/trainer_{i}/{ae.pt,config.json})
 # ------------------------------------------------------------------------------------------------
+def batchtopk_sae_class() -> type[BatchTopKSAE]:
+    """dictionary_learning's ``BatchTopKSAE``, imported the way train-sae imports it: the package is installed with
+    ``--no-deps`` (requirements/no-deps.txt), where its ``__init__`` cannot import nnsight, so any process (a
+    benchmark's included) must go through this, not through ``import dictionary_learning``."""
+    from personamine.jobs.train_sae import dictionary_learning_trainers
+
+    return dictionary_learning_trainers().BatchTopKSAE
+
+
 def build_batchtopk_sae(
     activation_dim: int,
     dict_size: int,
@@ -248,10 +257,9 @@ def build_batchtopk_sae(
 ) -> BatchTopKSAE:
     """Randomly initialised ``BatchTopKSAE`` (encoder = decoder^T, as the library inits it)."""
     import torch
-    from dictionary_learning.trainers import BatchTopKSAE
 
     torch.manual_seed(seed)
-    sae = BatchTopKSAE(activation_dim, dict_size, k)
+    sae = batchtopk_sae_class()(activation_dim, dict_size, k)
     with torch.no_grad():
         sae.threshold.fill_(float(threshold))
         if b_dec is not None:

@@ -1,4 +1,4 @@
-"""Real Ray for tests, started and ended safely on a shared machine (NOTES §5).
+"""Real Ray for tests, started and ended safely on a shared machine (`ray stop` would end every Ray on it).
 
 Import this module before anything imports ``ray``: token auth is configured from the environment when Ray is
 imported. Every Ray started here lives under its own short temp dir, which also names it: ``leftover_processes``
@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
@@ -205,3 +206,38 @@ def assert_identical_datasets(a: str | Path, b: str | Path) -> None:
     da, db = hdf5_datasets(a), hdf5_datasets(b)
     assert da.keys() == db.keys() and len(da) > 10
     assert [k for k in da if da[k] != db[k]] == []
+
+
+@contextlib.contextmanager
+def simulated_cluster(n_workers: int, connect: bool) -> Iterator[tuple[Any, list, Path]]:
+    """A multi-node Ray on this machine (``ray.cluster_utils.Cluster``): a CPU-less head (only a driver connects
+    there) and ``n_workers`` worker nodes with one CPU each, under a private short temp dir. ``connect``: this
+    process is the driver (TMPDIR is restored once connected); else the nodes are only waited for, and TMPDIR stays
+    pointed at the cluster while it runs, so a driver started in a subprocess finds it. Yields (cluster, worker
+    nodes, temp dir); on exit every Ray process it started is gone, or the exit fails naming what is left."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    temp = short_temp_dir()
+    (temp / "ray").mkdir()  # Cluster records its address in $TMPDIR/ray, kept private here
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(temp)
+    cluster = None
+    try:
+        cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False,
+                                                                    temp_dir=str(temp / "r")))
+        workers = [cluster.add_node(num_cpus=1) for _ in range(n_workers)]
+        if connect:
+            cluster.connect()
+            _restore("TMPDIR", old)
+        else:
+            cluster.wait_for_nodes()
+        yield cluster, workers, temp
+    finally:
+        _restore("TMPDIR", old)
+        ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+        left = _wait_gone(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"Ray processes left behind: {left}"

@@ -110,12 +110,12 @@ def reference_mine(model_dir: Path, ae_path: Path, docs: list[RefDoc], *, layer:
                    dedupe: bool = True, top_k: int | None = None, example_len: int = 64,
                    score_roles: tuple[int, ...] = CONTENT_ROLES) -> tuple[dict[int, list[RefEntry]], RefStats]:
     """Every window alone through the full model; the top windows per feature and the statistics of every token."""
-    from dictionary_learning.trainers import BatchTopKSAE
+    from fixtures import batchtopk_sae_class
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    sae = BatchTopKSAE.from_pretrained(str(ae_path), device="cpu")
+    sae = batchtopk_sae_class().from_pretrained(str(ae_path), device="cpu")
     special = set(tok.all_special_ids) | set(prefix) | {tok.pad_token_id}
     entries: dict[int, list[RefEntry]] = {f: [] for f in features}
     stats = RefStats()

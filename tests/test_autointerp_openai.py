@@ -3,12 +3,15 @@ plumbing and log-probability scoring, the cache, transient failures (retried), m
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from chat_server import ChatServer, reference_probability
 
 import personamine
 from personamine.autointerp.backend import Request
 from personamine.autointerp.openai_http import OpenAIBackend
+from personamine.autointerp.scoring import answer_probabilities
 from personamine.jobs.cli import main
 
 SMALL = dict(features=[4, 28], n_explain=3, n_test=2, n_negatives=2, explanation_tokens=12, progress=False)
@@ -126,3 +129,31 @@ def test_unreachable_and_rejecting_servers_fail_in_one_line(tiny_model_dir, tiny
     assert code == 2 and not out.exists()
     assert err.startswith("personamine: error: every explanation request failed; the first: HTTP 400")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("listing", ["listed, same float", "listed, another float", "not listed"])
+def test_p_yes_counts_the_generated_token_once(tiny_model_dir, listing):
+    """Restated from the docs: at the answer position P(yes) sums the generated token's own ``logprob`` and every
+    ``top_logprobs`` entry of another token. A ``top_logprobs`` entry with the generated token's text is that token
+    again: it counts once, at the token's own ``logprob``, even when the server printed a different float for it
+    (counting it twice would give (0.5 + 0.5 + 0.1) / 1.45 here); a generated token the server does not list is
+    added."""
+    own = math.log(0.5)
+    again = {"listed, same float": [("1", own)], "listed, another float": [("1", round(own, 3))],
+             "not listed": []}[listing]
+    others = [("0", math.log(0.3)), (" yes", math.log(0.1)), ("No", math.log(0.05)), ("maybe", math.log(0.05))]
+
+    def answer_one(reply: dict) -> None:  # a real completion, then its answer made "1" with these alternatives
+        choice = reply["choices"][0]
+        choice["message"]["content"] = "1"
+        choice["logprobs"] = {"content": [{"token": "1", "logprob": own, "top_logprobs": [
+            {"token": t, "logprob": lp} for t, lp in [*again, *others]]}]}
+
+    with ChatServer(tiny_model_dir, edit=answer_one) as server:
+        backend = OpenAIBackend(base_url=server.url, concurrency=1)
+        (response,) = backend.complete([Request.chat([{"role": "user", "content": "Does it fire?"}], max_tokens=1,
+                                                     top_logprobs=5)])
+        backend.close()
+    assert response.error is None and response.tokens == ["1"]
+    assert response.logprobs == [[("1", own), *others]]
+    assert answer_probabilities(response.tokens, response.logprobs, 1) == [pytest.approx(0.6 / 0.95)]

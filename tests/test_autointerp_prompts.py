@@ -71,3 +71,36 @@ def test_parse_explanation():
     assert parse_explanation("Explanation: x\n[EXPLANATION]: y\nmore") == ("y", True)
     assert parse_explanation("no format here\nsecond") == ("no format here", False)
     assert parse_explanation("") == ("", False)
+
+
+DETECTION_SYSTEM_TEXT = (
+    "You are checking an explanation of one feature of a language model. The feature fires on some tokens of a "
+    "text, and the explanation says which. For each text you are shown, decide whether the feature, as the "
+    "explanation describes it, fires anywhere in that text.")
+FUZZING_SYSTEM_TEXT = (
+    "You are checking an explanation of one feature of a language model. The feature fires on some tokens of a "
+    "text, and the explanation says which. In each text you are shown, some tokens are marked <<like this>>. Decide "
+    "whether the marked tokens are the ones the feature fires on, as the explanation describes it.")
+
+
+def test_detection_and_fuzzing_prompts_word_for_word():
+    """Both scorers' prompts exactly as the docs print them: they share the user message's layout and differ in the
+    system prompt and the question (detection: "Does the feature fire in ...?"; fuzzing: "Are the marked tokens in
+    ... the ones the feature fires on?")."""
+    one_answer = " Answer with one digit: 1 for yes, 0 for no."
+    five_answers = (" Answer with a list of 5 digits, one per text in order, 1 for yes and 0 for no, like "
+                    "[0,1,0,1,0].")
+    texts = ["t1", "<<t2>>", "t3", "t4", "t5"]
+    listed = "Text 1: t1\nText 2: <<t2>>\nText 3: t3\nText 4: t4\nText 5: t5"
+    cases = {
+        ("detection", 1): (DETECTION_SYSTEM_TEXT, "Text: t1", "Does the feature fire in this text?" + one_answer),
+        ("detection", 5): (DETECTION_SYSTEM_TEXT, listed, "Does the feature fire in each text?" + five_answers),
+        ("fuzzing", 1): (FUZZING_SYSTEM_TEXT, "Text: t1",
+                         "Are the marked tokens in this text the ones the feature fires on?" + one_answer),
+        ("fuzzing", 5): (FUZZING_SYSTEM_TEXT, listed,
+                         "Are the marked tokens in each text the ones the feature fires on?" + five_answers),
+    }
+    for (scorer, n), (system, body, question) in cases.items():
+        assert judge_messages(scorer, "cat words", texts[:n]) == [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"Explanation: cat words\n\n{body}\n\n{question}"}], (scorer, n)

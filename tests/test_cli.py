@@ -91,8 +91,8 @@ def test_mine_prints_only_its_own_lines(tiny_model_dir, tiny_sae_dir, tiny_corpu
     quiet = personamine_cli(*args, "--no-progress", "--output", str(tmp_path / "a.h5"))
     assert quiet.returncode == 0, quiet.stderr
     # The fixture corpus has a null and an integer text: the one line a user should see, a count of skipped rows.
-    skipped = ("personamine: warning: 2 of 62 rows skipped (2 with nothing in 'text', 0 malformed); counted in the "
-               "output's rows_skipped / rows_malformed\n")
+    skipped = ("personamine: warning: 2 of 62 rows skipped (1 with nothing in 'text', 1 not a string, 0 malformed); "
+               "counted in the output's rows_skipped / rows_malformed\n")
     assert quiet.stdout == f"wrote {tmp_path / 'a.h5'}\n" and quiet.stderr == skipped
     with_bar = personamine_cli(*args, "--output", str(tmp_path / "b.h5"))
     assert with_bar.returncode == 0 and not any(noise in with_bar.stderr for noise in NOISE), with_bar.stderr

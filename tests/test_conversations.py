@@ -4,7 +4,9 @@ on the real templates of SmolLM2 (ChatML, with a default system prompt) and Llam
 from __future__ import annotations
 
 import fixtures as fx
+import numpy as np
 import pytest
+import torch
 
 from personamine.corpus.conversations import BadConversation, ChatRenderer, parse_turns
 from personamine.errors import PersonamineError
@@ -108,3 +110,55 @@ def test_no_chat_template_is_a_clear_error():
     tokenizer.chat_template = None
     with pytest.raises(PersonamineError, match="has no chat template, which a conversation corpus needs"):
         ChatRenderer(tokenizer)
+
+
+def _straddling_tokens(tokenizer, rendered, turns, header):
+    """(token text, template characters, content characters, the turn's role, the token's role) of each token whose
+    characters are partly a turn's content and partly the template's (``header``: the text before each content)."""
+    spans, cursor = [], 0
+    for turn in turns:
+        head = header.format(role=turn["role"])
+        at = rendered.text.index(head + turn["content"], cursor) + len(head)
+        spans.append((at, at + len(turn["content"]), turn["role"]))
+        cursor = at + len(turn["content"])
+    offsets = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert len(offsets) == len(rendered.ids)
+    out = []
+    for (a, b), code in zip(offsets, rendered.roles.tolist(), strict=True):
+        for lo, hi, role in spans:
+            inside = max(0, min(b, hi) - max(a, lo))
+            if 0 < inside < b - a:
+                out.append((rendered.text[a:b], b - a - inside, inside, role, ROLES[code]))
+    return out
+
+
+def test_a_token_straddling_a_role_header_and_its_content_takes_the_majority_role(smollm2):
+    """Restated from the docs: a token takes the role of most of its characters, a tie between the template and a
+    content going to the content. ChatML's header ends with a newline; when a turn's content starts with a newline
+    or a space, SmolLM2's tokenizer merges that newline with it into one token ("\\n\\n", "\\n "): one template
+    character, one content character, so the token is the content's, and is scored."""
+    import copy
+
+    from personamine.shards.windows import Document, build_batch, cut_windows
+
+    turns = [{"role": "user", "content": "\n Who are you?"}, {"role": "assistant", "content": "  I am SmolLM."},
+             {"role": "user", "content": "\n\nAnd?"}, {"role": "assistant", "content": " Fine."}]
+    rendered = ChatRenderer(smollm2).render(parse_turns(turns))
+    straddling = _straddling_tokens(smollm2, rendered, turns, "<|im_start|>{role}\n")
+    assert straddling == [("\n\n", 1, 1, "user", "user"), ("\n ", 1, 1, "assistant", "assistant"),
+                          ("\n\n", 1, 1, "user", "user")]  # " Fine." is not merged: "\n" then " Fine"
+    # Such a token is scored like the rest of its turn.
+    (window,) = cut_windows(Document(0, rendered.ids, rendered.roles, rendered=True), [], 4096)
+    batch = build_batch([[window]], ctx_len=4096, pad_id=0, special_ids=np.array(sorted(smollm2.all_special_ids)),
+                        device=torch.device("cpu"), score_roles=np.array([ROLE["user"], ROLE["assistant"]]))
+    offsets = smollm2(rendered.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    at = [i for i, (a, b) in enumerate(offsets) if rendered.text[a:b] in ("\n\n", "\n ")]
+    assert at and bool((batch.role_ok[0, at] & ~batch.special[0, at]).all())
+    # With two template characters against one content character, the template wins; two against two is a tie.
+    doubled = copy.deepcopy(smollm2)
+    doubled.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n\n{{ m['content'] }}<|im_end|>\n"
+                             "{% endfor %}")
+    turns = [{"role": "user", "content": "\n Hi"}, {"role": "assistant", "content": "\n\n Hi"}]
+    rendered = ChatRenderer(doubled).render(parse_turns(turns))
+    assert _straddling_tokens(doubled, rendered, turns, "<|im_start|>{role}\n\n") == [
+        ("\n\n\n", 2, 1, "user", "template"), ("\n\n\n\n", 2, 2, "assistant", "assistant")]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
 from ray_helpers import actor_threads, assert_identical_datasets
@@ -18,29 +15,8 @@ N_SHARDS = 8
 @pytest.fixture
 def cluster():
     """A CPU-less head (only the driver) and two worker nodes with one CPU each: one actor per worker node."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    temp = ray_helpers.short_temp_dir()
-    (temp / "ray").mkdir()  # Cluster records its address in $TMPDIR/ray, kept private here
-    old = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(temp)
-    c = None
-    try:
-        c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False,
-                                                              temp_dir=str(temp / "r")))
-        workers = [c.add_node(num_cpus=1) for _ in range(2)]
-        c.connect()
-        ray_helpers._restore("TMPDIR", old)
+    with ray_helpers.simulated_cluster(2, connect=True) as (c, workers, temp):
         yield c, workers
-    finally:
-        ray_helpers._restore("TMPDIR", old)
-        ray.shutdown()
-        if c is not None:
-            c.shutdown()
-        left = ray_helpers._wait_gone(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-        assert not left, f"Ray processes left behind: {left}"
 
 
 def test_losing_a_worker_node_mid_job_gives_the_same_output(cluster, tiny_model_dir, tiny_sae_dir,

@@ -111,22 +111,29 @@ def _through(model, tok, sae, intervention, ids, mask, pos):
     return seen["before"], seen["after"], acted, steering.record
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.8])
-def test_ablate_and_clamp_reach_their_targets_within_the_bound(tiny, tied_sae_dir, tmp_path, scale):
+def _busiest_feature(tiny, sae_dir):
+    """The tiny batch through an unsteered pass: (reference SAE, its threshold, (ids, mask, positions), the steering
+    SAE, the captured residuals, the acted positions, their reference codes, and the feature that fires on most of
+    them, so that checks on it cover many positions)."""
     from dictionary_learning.trainers import BatchTopKSAE
 
     model, tok = tiny
-    sae_dir = tied_sae_dir if scale == 1.0 else _perturbed_sae(tied_sae_dir, tmp_path / "sae", scale)
     reference = BatchTopKSAE.from_pretrained(str(sae_dir / f"resid_post_layer_{SAE_LAYER}/trainer_0/ae.pt"),
                                              device="cpu")
-    threshold = float(reference.threshold)
     ids, mask, pos = batch(tok)
     sae = SteerSae(open_sae(str(sae_dir), SAE_LAYER), FEATURES, torch.device("cpu"))
-    # A feature that fires on many of these tokens, so the checks below cover many positions.
     h0, _, acted, _ = _through(model, tok, sae, None, ids, mask, pos)
     with torch.no_grad():
         codes = reference.encode(h0[acted])
     f = int((codes > 0).sum(0).argmax())
+    return reference, float(reference.threshold), (ids, mask, pos), sae, h0, acted, codes, f
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.8])
+def test_ablate_and_clamp_reach_their_targets_within_the_bound(tiny, tied_sae_dir, tmp_path, scale):
+    model, tok = tiny
+    sae_dir = tied_sae_dir if scale == 1.0 else _perturbed_sae(tied_sae_dir, tmp_path / "sae", scale)
+    reference, threshold, (ids, mask, pos), sae, h0, acted, codes, f = _busiest_feature(tiny, sae_dir)
     ed = float(sae.encoder_decoder_dot()[sae.index(f)])
     assert ed == pytest.approx(scale, abs=1e-5)
     value = float(codes[:, f].max()) * 1.5
@@ -182,3 +189,46 @@ def test_generation_positions_follow_prefill_then_steps():
         assert torch.equal(at(ids), prefill)
         for _ in range(3):
             assert at(step).tolist() == [[each_step], [each_step]]
+
+
+def test_term_stats_cover_the_positions_the_schema_names(tiny, tied_sae_dir):
+    """Restated from the steering file's schema: per term, ``n_positions``, ``before_mean``, ``after_mean`` and
+    ``after_max`` cover EVERY position the intervention acted on; ``n_fired``, ``before_fired_mean``,
+    ``after_fired_mean`` and ``target_error`` only those where the term's feature fired before. In a combination
+    another term can make the feature fire where it had not: ``after_max`` sees that, ``target_error`` does not."""
+    model, tok = tiny
+    reference, threshold, (ids, mask, pos), sae, h0, acted, codes, f = _busiest_feature(tiny, tied_sae_dir)
+    # g: the other feature whose unit decoder direction raises f's pre-activation most.
+    e_f = sae.encoder_rows[sae.index(f)]
+    push = (sae.decoder / sae.decoder.norm(dim=-1, keepdim=True)) @ e_f
+    push[sae.index(f)] = -np.inf
+    g = int(FEATURES[int(push.argmax())])
+    k = float(push.max())
+    assert k > 0
+    # Ablate f and add g at 0.9 x the threshold / k: where f fired, its pre-activation becomes 0.9 x the threshold
+    # (e_f . d_f = 1: the ablation removes all of it), so it reads 0 and the ablation meets its target; where f was
+    # just below its threshold, the add lifts it above.
+    alpha = 0.9 * threshold / k
+    iv = Intervention("mixed", (Term("ablate", f), Term("add", g, alpha)))
+    h_before, h_after, acted, record = _through(model, tok, sae, iv, ids, mask, pos)
+    with torch.no_grad():
+        before = reference.encode(h_before[acted])[:, [f, g]].double()
+        after = reference.encode(h_after[acted])[:, [f, g]].double()
+    stats = record.summary()
+    n = int(acted.sum())
+    for t in range(2):  # term 0: ablate f, term 1: add g (its own feature's numbers)
+        b, a = before[:, t], after[:, t]
+        fired = b > 0
+        assert stats["n_positions"][t] == n and stats["n_fired"][t] == int(fired.sum())
+        assert stats["before_mean"][t] == pytest.approx(float(b.mean()), abs=1e-4)
+        assert stats["after_mean"][t] == pytest.approx(float(a.mean()), abs=1e-4)
+        assert stats["before_fired_mean"][t] == pytest.approx(float(b[fired].mean()), abs=1e-4)
+        assert stats["after_fired_mean"][t] == pytest.approx(float(a[fired].mean()), abs=1e-4)
+        assert stats["after_max"][t] == pytest.approx(float(a.max()), abs=1e-4)  # every acted position
+    b, a = before[:, 0], after[:, 0]
+    fired = b > 0
+    assert stats["target_error"][0] == pytest.approx(float(a[fired].abs().max()), abs=1e-4)  # fired only
+    assert stats["target_error"][0] < 1e-4  # the ablation reads 0 wherever f fired...
+    assert stats["after_max"][0] > threshold  # ...but the add made f fire where it had not
+    assert bool((a[~fired] > 0).any()) and float(a[fired].max()) < 1e-4
+    assert np.isnan(stats["target_error"][1])  # add has no target

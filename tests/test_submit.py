@@ -105,7 +105,7 @@ def test_mining_on_a_cluster_is_as_quiet_as_a_local_run(head, tiny_model_dir, ti
     assert quiet.returncode == 0, quiet.stderr
     # What a local run prints (tests/test_cli.py): the output's path, and a count of the fixture's two bad rows.
     assert quiet.stdout == f"wrote {tmp_path / 'ray.h5'}\n", quiet.stdout
-    assert quiet.stderr == ("personamine: warning: 2 of 62 rows skipped (2 with nothing in 'text', 0 malformed); "
-                            "counted in the output's rows_skipped / rows_malformed\n"), quiet.stderr
+    assert quiet.stderr == ("personamine: warning: 2 of 62 rows skipped (1 with nothing in 'text', 1 not a string, 0 "
+                            "malformed); counted in the output's rows_skipped / rows_malformed\n"), quiet.stderr
     loud = personamine_cli(*args, "--verbose", "--output", str(tmp_path / "loud.h5"))
     assert loud.returncode == 0 and "Connecting to existing Ray cluster" in loud.stderr, loud.stderr

@@ -18,6 +18,7 @@ from personamine.shards.windows import (
     capture_windows,
     cut_windows,
     pack_batches,
+    scored_tokens,
     sink_prefix_ids,
     special_token_ids,
 )
@@ -135,3 +136,72 @@ def test_sink_prefix(tiny_model_dir, tiny_model_dir_nobos):
     assert sink_prefix_ids(nobos) == [nobos.unk_token_id, nobos.bos_token_id]
     assert sink_prefix_ids(nobos, ["<pad>", "<s>"]) == [nobos.pad_token_id, nobos.bos_token_id]
     assert set(special_token_ids(tok, [tok.bos_token_id])) >= {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+
+
+@pytest.mark.parametrize("rendered", [False, True])
+@pytest.mark.parametrize("prefix, ctx_len, stride", [([1], 16, None), ([1], 16, 5), ([1, 2], 16, 1),
+                                                     ([1, 2], 16, 14), ([1, 2, 3], 9, 4)])
+def test_window_start_formula(prefix, ctx_len, stride, rendered):
+    """Restated from the docs: with p prefix tokens, C = ctx_len - p and S = stride (default C), window 0 feeds
+    tokens[0:C] after the prefix, or, for a conversation, tokens[0:ctx_len] as rendered with no prefix; window
+    j >= 1 scores tokens[first_j : first_j + S] with first_j = F + (j - 1) S (F = C, or ctx_len for a
+    conversation) and starts (window_start) C - S tokens earlier: window_start = F + (j - 1) S - (C - S)."""
+    p = len(prefix)
+    C = ctx_len - p
+    S = C if stride is None else stride
+    F = ctx_len if rendered else C
+    ids = list(range(100, 100 + 3 * ctx_len + 7))
+    windows = cut(0, ids, prefix, ctx_len, stride, rendered=rendered)
+    for j, w in enumerate(windows):
+        if j == 0:
+            fed = ids[:F] if rendered else prefix + ids[:C]
+            assert (w.start, w.score_from, w.tokens.tolist()) == (0, 0 if rendered else p, fed)
+            continue
+        first = F + (j - 1) * S
+        start = F + (j - 1) * S - (C - S)
+        assert start == j * S + (p if rendered else 0)  # the same, simplified
+        assert w.start == start
+        assert w.tokens.tolist() == prefix + ids[start:first + S]  # at most ctx_len positions
+        assert w.score_from == p + first - start == p + C - S
+        # Fed position i of window j holds document token window_start + i - p.
+        assert w.tokens[w.score_from] == ids[w.start + w.score_from - p]
+    assert len(windows) == 1 + -(-(len(ids) - F) // S)
+
+
+def test_norm_filter_median_is_over_the_windows_scored_eligible_tokens():
+    """Restated from the docs: a token is dropped when its residual norm exceeds norm_filter times the LOWER median
+    of the norms of its window's eligible tokens: in the window's scored part (not the sink prefix, not the
+    context), of a role in score_roles (not template, not another content role), not special. Per window, never
+    per batch. Every other reading of that set changes the decision on the token of norm 50 below."""
+    u, a, t = ROLE["user"], ROLE["assistant"], ROLE["template"]
+    # A 22-token conversation, prefix [1], ctx_len 12, stride 10: window 1 feeds [1] + doc[11:22], doc[11] as
+    # context and doc[12:22] as its scored part, so its fed position i holds doc[10 + i].
+    ids, roles = [5] * 22, [a] * 22
+    roles[12], roles[13], roles[21] = t, u, u
+    ids[14] = 0  # a special id (build() passes special ids 0 and 1), of the scored role, in the scored part
+    windows = cut(0, ids, [1], 12, 10, roles=np.array(roles, np.int8), rendered=True)
+    assert [(w.start, w.score_from) for w in windows] == [(0, 0), (11, 2)]
+    # Window 1: 0 prefix, 1 context, 2 template, 3 user, 4 special, 5-10 assistant (eligible), 11 user.
+    eligible_norms = [1.0, 2.0, 2.0, 8.0, 20.0, 50.0]
+    hidden = torch.zeros(2, 12, 4)
+    hidden[0, :, 0] = 1000.0  # window 0: all at 1000, so a batch-wide median would spare the 50
+    hidden[1, :, 0] = torch.tensor([1000.0] * 5 + eligible_norms + [1000.0])
+    batch = build([[w] for w in windows], 12, score_roles=np.array([a]))
+    assert batch.role_ok[1].logical_and(~batch.special[1]).nonzero().flatten().tolist() == [5, 6, 7, 8, 9, 10]
+    scored, outlier = scored_tokens(hidden, batch, 10.0)
+    assert sorted(eligible_norms)[(len(eligible_norms) - 1) // 2] == 2.0  # the lower median: 20 kept, 50 dropped
+    assert outlier.nonzero().tolist() == [[1, 10]]
+    assert scored[1].nonzero().flatten().tolist() == [5, 6, 7, 8, 9]
+    assert scored[0].all()  # window 0's own median is 1000
+    # The readings the docs rule out would each keep the 50: the upper median (8) or the mean (13.8) of the set,
+    # or a median that also counts any one prefix, context, template, other-role or special token (1000).
+    assert 50 <= 10 * sorted(eligible_norms)[len(eligible_norms) // 2] and 50 <= 10 * np.mean(eligible_norms)
+    assert 50 <= 10 * sorted([*eligible_norms, 1000.0])[len(eligible_norms) // 2]
+    # score_roles decides the set: scoring every content role brings the two user tokens (1000) into the median
+    # (now 8), so the 50 is kept and the user tokens themselves are dropped.
+    _, outlier_all_roles = scored_tokens(hidden, build([[w] for w in windows], 12), 10.0)
+    assert outlier_all_roles.nonzero().tolist() == [[1, 3], [1, 11]]
+    # A window without an eligible token has no median and drops nothing; norm_filter 0 disables the filter.
+    assert not scored_tokens(hidden, build([[w] for w in windows], 12, score_roles=np.array([ROLE["system"]])),
+                             10.0)[1].any()
+    assert not scored_tokens(hidden, batch, 0.0)[1].any()

@@ -1,5 +1,5 @@
 """Automated interpretability for mined features: an LLM explains each feature from its marked contexts, then the
-explanation is scored by detection and fuzzing on held-out windows (delphi's method; NOTES §11).
+explanation is scored by detection and fuzzing on held-out windows (delphi's method, github.com/EleutherAI/delphi).
 
 ``examples``: which windows the explainer and the scorers see; ``prompts``: what they are asked and how answers
 are parsed; ``scoring``: the arithmetic; ``backend``: one interface for every explainer model, with ``openai_http``

@@ -40,8 +40,22 @@ def parse_completion(data: object) -> Response:
         chosen = (str(item["token"]), float(item["logprob"]))
         alternatives = [(str(a["token"]), float(a["logprob"])) for a in item.get("top_logprobs") or []]
         tokens.append(chosen[0])
-        logprobs.append(alternatives if chosen in alternatives else [chosen, *alternatives])
+        logprobs.append(with_chosen(chosen, alternatives))
     return Response(text=text, tokens=tokens, logprobs=logprobs)
+
+
+def with_chosen(chosen: tuple[str, float], alternatives: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """A generated step's alternatives with the generated token in them exactly once, at its own log-probability.
+
+    The generated token may or may not be listed in ``top_logprobs`` as well (it is when it ranks among the top
+    ones; a sampled token need not), and a listed copy need not carry exactly the float of the token's own
+    ``logprob`` (so comparing (token, logprob) pairs would count it twice). The first entry with the generated
+    token's text is that token: it is replaced by the token's own entry, so the token counts once; otherwise the
+    token is put first."""
+    for i, (token, _) in enumerate(alternatives):
+        if token == chosen[0]:
+            return [*alternatives[:i], chosen, *alternatives[i + 1:]]
+    return [chosen, *alternatives]
 
 
 class OpenAIBackend:

@@ -1,4 +1,4 @@
-"""What the explainer and the scorers are asked, and how their answers are parsed (delphi's conventions, NOTES §11).
+"""What the explainer and the scorers are asked, and how their answers are parsed (delphi's conventions).
 
 Explanation: each example is one line of text where the tokens the feature fires on (above ``threshold`` x the
 example's max) are wrapped ``<<like this>>`` (consecutive ones as one span), followed by an ``Activations:`` line

@@ -3,7 +3,9 @@
 Each scored text has a truth (1: the feature fires / the marking is correct; 0: not) and, from the answer, a
 probability that it is 1 and a prediction. The probability comes from the log-probabilities of the answer tokens
 where the backend returned them: P(yes) / (P(yes) + P(no)), where P(yes) sums the probability of every returned
-alternative whose stripped, lowercased text is "1" or "yes" (P(no): "0" or "no"). The prediction is probability >
+alternative whose stripped, lowercased text is "1" or "yes" (P(no): "0" or "no"). The alternatives hold each token
+once: the HTTP backend's are the generated token (its own logprob) and every top_logprobs entry of another token
+(``openai_http.with_chosen``); the in-process backend's are distinct token ids. The prediction is probability >
 0.5, or else the digit parsed from the answer's text; a text with neither is unanswered and counted, not scored.
 """
 

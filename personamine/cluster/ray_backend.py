@@ -35,6 +35,9 @@ TEST_ENV_PREFIX = "PERSONAMINE_TEST_"
 KILL_ONCE_ENV = "PERSONAMINE_TEST_KILL_ONCE"  # "/path/to/marker:UNIT": SIGKILL the actor once, mid-piece
 FAIL_UNIT_ENV = "PERSONAMINE_TEST_FAIL_UNIT"  # "UNIT": the piece that starts with that unit raises every time
 BATCH_DELAY_ENV = "PERSONAMINE_TEST_BATCH_DELAY"  # seconds to sleep after each batch: keeps actors mid-piece
+# "/marker/dir;UNIT@BATCH,UNIT@BATCH,...": SIGKILL the actor running the piece that starts with UNIT after its
+# BATCH-th batch, once per entry (a marker file in the dir), whichever actor and driver runs it: a seeded chaos run
+KILL_PLAN_ENV = "PERSONAMINE_TEST_KILL_PLAN"
 
 _WAIT_WARNING_S = 60.0  # no actor placed after this long: say what one needs and what the cluster has
 _SLOW_START_S = 300.0  # placed actors still loading after this long
@@ -87,27 +90,44 @@ class PieceWorker:
         return preflight_engine(self.engine, pieces, n_tokens, min_fve)
 
 
+def _kill_once(marker: str) -> None:
+    try:  # O_EXCL: exactly one process ever creates the marker, so the kill happens once
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _test_fault_hook(piece: Piece) -> Callable[[int, int, int], None] | None:
-    """Test-only: after the piece's first batch, die by SIGKILL (once per marker file) or raise (every time)."""
+    """Test-only: after the piece's first batch, die by SIGKILL (once per marker file) or raise (every time); or
+    die after the batch a kill plan names."""
     kill, fail = os.environ.get(KILL_ONCE_ENV), os.environ.get(FAIL_UNIT_ENV)
     delay = float(os.environ.get(BATCH_DELAY_ENV, 0))
-    if not kill and not fail and not delay:
+    plan = os.environ.get(KILL_PLAN_ENV)
+    if not kill and not fail and not delay and not plan:
         return None
     first = piece.units[0].index
+    kills: dict[int, str] = {}  # batch number -> marker
+    if plan:
+        where, entries = plan.split(";", 1)
+        for entry in filter(None, entries.split(",")):
+            unit, batch = (int(x) for x in entry.split("@"))
+            if unit == first:
+                kills[batch] = os.path.join(where, f"kill-{unit}@{batch}")
+    batches = 0
 
     def after_batch(*_counts: int) -> None:
+        nonlocal batches
+        batches += 1
         time.sleep(delay)
+        if batches in kills:
+            _kill_once(kills[batches])
         if fail and int(fail) == first:
             raise RuntimeError(f"injected failure in {piece.name} ({FAIL_UNIT_ENV})")
         if kill:
             marker, index = kill.rsplit(":", 1)
-            if int(index) != first:
-                return
-            try:  # O_EXCL: exactly one process ever creates the marker, so the kill happens once
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return
-            os.kill(os.getpid(), signal.SIGKILL)
+            if int(index) == first:
+                _kill_once(marker)
 
     return after_batch
 

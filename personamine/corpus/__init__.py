@@ -14,8 +14,8 @@ from personamine.corpus.readers import MALFORMED, READERS
 from personamine.corpus.sources import one_format, resolve_files
 from personamine.errors import PersonamineError
 
-__all__ = ["MALFORMED", "CorpusFile", "CorpusSpec", "Manifest", "Resolved", "Unit", "UnitRef", "describe_change",
-           "iter_rows", "open_manifest", "resolve_corpus", "unit_rows"]
+__all__ = ["MALFORMED", "CorpusFile", "CorpusSpec", "Manifest", "Resolved", "Unit", "UnitRef", "check_column_type",
+           "describe_change", "iter_rows", "open_manifest", "resolve_corpus", "unit_rows"]
 
 DEFAULT_UNIT_BYTES = 8 << 20
 
@@ -64,6 +64,43 @@ def open_manifest(spec: CorpusSpec, resolved: Resolved | None = None) -> Manifes
     manifest = Manifest(spec.corpus, revision, spec.column, files, units)
     check_not_empty(manifest)
     return manifest
+
+
+_KINDS = {"text": ("strings", "text_column"), "tokens": ("lists of token ids", "tokens_column"),
+          "messages": ("lists of turns", "messages_column")}
+
+
+def _holds(kind: str, arrow_type) -> bool:
+    import pyarrow as pa
+
+    types = pa.types
+    if types.is_null(arrow_type):  # every value null: mining counts them as skipped
+        return True
+    if kind == "text":
+        return types.is_string(arrow_type) or types.is_large_string(arrow_type) or \
+            getattr(types, "is_string_view", lambda _: False)(arrow_type)
+    if not (types.is_list(arrow_type) or types.is_large_list(arrow_type) or types.is_fixed_size_list(arrow_type)):
+        return False
+    value = arrow_type.value_type
+    if kind == "tokens":
+        return types.is_integer(value) or types.is_null(value)
+    return types.is_struct(value) or types.is_map(value) or types.is_null(value)
+
+
+def check_column_type(manifest: Manifest, kind: str) -> None:
+    """Before any row is read: a file whose schema types the column (parquet, arrow, csv) must hold ``kind`` ("text",
+    "tokens" or "messages") there; a number column read as text is refused naming the file, the column and its
+    type (line formats have no schema: each row's value is checked as it is read)."""
+    what, flag = _KINDS[kind]
+    typer = getattr(READERS[manifest.files[0].format], "column_type", None)
+    if typer is None:
+        return
+    for index in sorted({unit.file for unit in manifest.units}):
+        file = manifest.files[index]
+        found = typer(file, manifest.column)
+        if not _holds(kind, found):
+            raise PersonamineError(f"corpus file {file.url!r}: column {manifest.column!r} holds {found}, not "
+                                   f"{what}; set {flag} to a column of {what}")
 
 
 def unit_rows(ref: UnitRef, column: str, skip_malformed: bool = False) -> Iterator[object]:

@@ -10,7 +10,9 @@ turn's content replaced by a unique marker, which splits the rendering into the 
 the real rendering must then be that text with each turn's content (or its ``strip()``, for templates that trim)
 in between. Characters of a turn's content get its role; everything else (role headers, delimiters, a default
 system prompt or date line the template inserts, a generation prompt) is ``template``. A token gets the role of
-the majority of its characters; special tokens are always ``template``.
+the majority of its characters (by the tokenizer's offsets), a tie between the template and a content going to the
+content: ChatML's header newline merged with a content's leading newline or space ("\n\n", "\n ") is the
+content's, and scored. Special tokens are always ``template``.
 """
 
 from __future__ import annotations

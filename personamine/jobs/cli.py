@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return COMMANDS[args.command].run(args)
         except PersonamineError as exc:
-            print(f"personamine: error: {exc}", file=sys.stderr)
+            print(f"personamine: error: {one_line(str(exc))}", file=sys.stderr)
             return 2
         except BrokenPipeError:
             # The reader went away (`personamine show ... | head`): stop quietly, as other Unix tools do. Later
@@ -144,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             detail = _INTERRUPTED.get(args.command)
             print(f"personamine: interrupted{f' ({detail})' if detail else ''}", file=sys.stderr)
             return 130
+
+
+def one_line(message: str) -> str:
+    """A message on one line whatever it quotes (HDF5's errors, for one, hold a newline inside their timestamp)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip()) if "\n" in message else message
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)

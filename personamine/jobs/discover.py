@@ -1,7 +1,7 @@
 """`personamine.discover(...)`: which SAE features fire when a chat model is asked about itself.
 
 Each prompt is rendered with the model's chat template as a user turn followed by the assistant's generation
-prompt, so the model reads it as addressed to the Assistant (NOTES §4). The residual stream after ``layer`` is
+prompt, so the model reads it as addressed to the Assistant. The residual stream after ``layer`` is
 read at one of three positions, every SAE feature is encoded exactly, and every prompt's feature vector is kept.
 Features are ranked by mean over the self-referential prompts minus mean over matched controls (the same
 question forms about someone or something else): a raw mean favours features that fire on every prompt.
@@ -198,7 +198,8 @@ def _positions(tokenizer, text: str, ids: list[int], roles: list[int], special: 
             raise PersonamineError("position 'assistant-header' needs a chat template; this tokenizer has none")
         without = _encode(tokenizer, _apply_template(tokenizer, text, config, generation_prompt=False))
         start = _generation_prompt_start(ids, without)
-    # Special tokens (BOS, role delimiters) carry the massive, input-independent activations of NOTES §4.
+    # Special tokens (BOS, role delimiters) carry massive, input-independent activations (Sun et al. 2024,
+    # "Massive Activations in Large Language Models", arXiv:2402.17762): SAE codes there mean nothing.
     chosen = [i for i in range(start, len(ids)) if ids[i] not in special]
     if not chosen:
         raise PersonamineError(f"prompt {text!r} has no non-special token at position {config.position!r}")
@@ -247,6 +248,7 @@ def _prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: 
     import torch
 
     from personamine.model.capture import capture_residual
+    from personamine.saes.base import all_finite
 
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -261,6 +263,8 @@ def _prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: 
         picked = hidden[rows, cols]  # [n_positions, D]
         counts = torch.tensor([len(p.positions) for p in group], dtype=torch.float32, device=hidden.device)
         for start, end, acts in encoder.iter_encode(picked):
+            if not all_finite(acts):  # one sum per block; the details only on failure
+                _nonfinite(acts, start, encoder, group, rows, cols, loaded)
             summed = torch.zeros((len(group), end - start), dtype=torch.float32, device=hidden.device)
             summed.index_add_(0, rows, acts)
             out[row0: row0 + len(group), start:end] = (summed / counts[:, None]).cpu().numpy()
@@ -268,6 +272,24 @@ def _prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: 
         if bar is not None:
             bar.update(len(group))
     return out
+
+
+def _nonfinite(acts, start: int, encoder, group: list[RenderedPrompt], rows, cols, loaded) -> None:
+    import torch
+
+    bad = ~torch.isfinite(acts)
+    if not bool(bad.any()):  # the sum of finite values overflowed
+        return
+    p, f = (int(i) for i in bad.nonzero()[0])
+    prompt, position = group[int(rows[p])], int(cols[p])
+    token = loaded.tokenizer.decode([prompt.ids[position]])
+    dtype = str(getattr(loaded.model, "dtype", "")).removeprefix("torch.")
+    hint = f" (the model runs in {dtype}: an overflow there gives this; try --dtype float32)" \
+        if dtype in ("float16", "bfloat16") else ""
+    raise PersonamineError(
+        f"feature {int(encoder.features[start + f])} is {float(acts[p, f])} on prompt {prompt.text!r}, token "
+        f"{position} ({token!r}); {int(bad.sum()):,} of the batch's {bad.numel():,} activations are not finite: the "
+        f"model's activations or the SAE's encoding overflowed{hint}")
 
 
 # ---------------------------------------------------------------- ranking

@@ -15,7 +15,7 @@ import numpy as np
 
 from personamine.atomic import check_writable
 from personamine.config import MineConfig, resolve_config
-from personamine.corpus import CorpusSpec, Manifest, open_manifest, resolve_corpus
+from personamine.corpus import CorpusSpec, Manifest, check_column_type, open_manifest, resolve_corpus
 from personamine.errors import PersonamineError
 from personamine.jobs.features import resolve_features
 from personamine.jobs.workdir import DamagedCheckpoint, WorkDir
@@ -93,7 +93,7 @@ def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
     from personamine.model.loading import pick_device
 
     if cfg.gguf_file:
-        warnings.warn("logit lens skipped: it reads safetensors weights and the model is a GGUF file", stacklevel=3)
+        warnings.warn("logit lens skipped: it reads safetensors weights and the model is a GGUF file", stacklevel=4)
         return None
     try:
         from personamine.saes import load_sae
@@ -101,7 +101,7 @@ def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
         return logit_lens(cfg.model, load_sae(sae_spec(cfg)), plan.features, n_vocab=len(plan.tokenizer),
                           revision=cfg.revision, device=pick_device(cfg.device))
     except PersonamineError as exc:
-        warnings.warn(f"logit lens skipped: {exc}", stacklevel=3)
+        warnings.warn(f"logit lens skipped: {exc}", stacklevel=4)
         return None
 
 
@@ -132,6 +132,18 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     plan = Plan(cfg)
     cfg = plan.config
     work = WorkDir(cfg)
+    work.lock()  # one run per work dir: a second one stops here, having touched nothing
+    try:
+        return _mine(cfg, plan, work, on_piece_done)
+    except BaseException:
+        work.discard_if_empty()  # a failed start leaves nothing that blocks a rerun
+        raise
+    finally:
+        work.unlock()
+
+
+def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
+          on_piece_done: Callable[[PieceResult], None] | None) -> Path:
     backend = _backend(cfg, plan.features)
     schedule: Schedule | None = None
     progress: _Progress | None = None
@@ -148,6 +160,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     backend.start()  # Ray actors load the model while the corpus's footers are read
     try:
         manifest = open_manifest(corpus_spec(cfg), plan.corpus)
+        check_column_type(manifest, "messages" if cfg.messages_column else "tokens" if cfg.tokens_column else "text")
         checked = _preflight(cfg, backend, manifest)
         work.open(manifest)
         progress = _Progress(cfg, manifest)
@@ -170,12 +183,19 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
         backend.close()
         if progress is not None:
             progress.close()
-    _check_rows(cfg, stats)
+    try:
+        _check_rows(cfg, stats)
+    except PersonamineError:
+        work.remove()  # its checkpoints hold nothing mined: a rerun after the fix must not find them
+        raise
     _check_roles(cfg, stats)
+    if stats.counters["activations_nonfinite"]:
+        warnings.warn(f"{stats.counters['activations_nonfinite']:,} activations were NaN or infinite and were read "
+                      "as 0 (allow_nonfinite); counted in the output's activations_nonfinite", stacklevel=3)
     if checked is None and cfg.preflight_tokens:
         warnings.warn(f"pre-flight skipped: the corpus's first units had fewer than {PREFLIGHT_MIN_TOKENS} scored "
                       "tokens to check the SAE on",
-                      stacklevel=2)
+                      stacklevel=3)
     for part in (buffer, samples, negatives):
         if part is not None:
             part.entries.windows.document = global_documents(part.entries.windows.document, offsets)
@@ -203,7 +223,7 @@ def _check_roles(cfg: MineConfig, stats: FeatureStats) -> None:
         found = [f"{r} ({int(stats.role_seen[ROLE[r]]):,} tokens)" for r in CONTENT_ROLES if stats.role_seen[ROLE[r]]]
         none = " (nothing was scored)" if len(missing) == len(cfg.score_roles) else ""
         warnings.warn(f"score_roles names {', '.join(missing)}, which no token of the corpus has{none}; the corpus "
-                      f"has {', '.join(found) or 'no scorable tokens'}", stacklevel=3)
+                      f"has {', '.join(found) or 'no scorable tokens'}", stacklevel=4)
 
 
 def _check_rows(cfg: MineConfig, stats: FeatureStats) -> None:
@@ -212,15 +232,19 @@ def _check_rows(cfg: MineConfig, stats: FeatureStats) -> None:
     if counters["n_documents"] == 0:
         raise PersonamineError(f"corpus {cfg.corpus!r} has no documents")
     column = cfg.messages_column or cfg.tokens_column or cfg.text_column
+    wrong = counters["rows_wrong_type"]
+    empty = counters["rows_skipped"] - wrong
+    typed = f", not a string in {wrong:,}" if wrong else ""
     if bad == counters["n_documents"]:
         raise PersonamineError(
             f"every one of the {counters['n_documents']:,} rows of corpus {cfg.corpus!r} was skipped (column "
-            f"{column!r} null or empty in {counters['rows_skipped']:,}, malformed in "
-            f"{counters['rows_malformed']:,}): nothing to mine")
+            f"{column!r} null or empty in {empty:,}{typed}, malformed in {counters['rows_malformed']:,}): nothing to "
+            "mine")
     if bad:
-        warnings.warn(f"{bad:,} of {counters['n_documents']:,} rows skipped ({counters['rows_skipped']:,} with "
-                      f"nothing in {column!r}, {counters['rows_malformed']:,} malformed); counted in the "
-                      "output's rows_skipped / rows_malformed", stacklevel=3)
+        typed = f", {wrong:,} not a string" if wrong else ""
+        warnings.warn(f"{bad:,} of {counters['n_documents']:,} rows skipped ({empty:,} with nothing in {column!r}"
+                      f"{typed}, {counters['rows_malformed']:,} malformed); counted in the output's rows_skipped / "
+                      "rows_malformed", stacklevel=4)
 
 
 def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: FeatureStats,
@@ -233,9 +257,11 @@ def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: Feature
         "corpus_files": json.dumps([f.url for f in manifest.files]), "n_units": len(manifest),
         "tokenizer": cfg.model, "n_documents": stats.counters["n_documents"],
         "n_tokens_scored": stats.counters["tokens_scored"], "rows_skipped": stats.counters["rows_skipped"],
-        "rows_malformed": stats.counters["rows_malformed"],
+        "rows_malformed": stats.counters["rows_malformed"], "rows_wrong_type": stats.counters["rows_wrong_type"],
         "tokens_norm_filtered": stats.counters["tokens_norm_filtered"],
         "tokens_special": stats.counters["tokens_special"], "n_windows": stats.counters["n_windows"],
+        "activations_nonfinite": stats.counters["activations_nonfinite"],
+        "documents_chunked": stats.counters["documents_chunked"],
         "sink_prefix": np.asarray(plan.prefix, np.int64), "n_pieces": n_pieces,
         "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__,
     }

@@ -5,15 +5,20 @@ npz's SHA-256), written in that order, each atomically: a piece counts as done o
 its npz matches the checksum. Checkpoints are verified when a run starts and again when read; a damaged one is
 reported by path, moved to ``damaged/`` and its piece is mined again, so the result is the same as an undisturbed
 run's. ``run.json`` holds the config's and the corpus's fingerprints: a resume whose inputs changed is refused, with
-the change named.
+the change named. A work dir that holds no checkpoint (a start that failed) never blocks: a failed run removes it,
+and a ``run.json`` found alone is replaced. One run uses a work dir at a time: it holds an OS file lock on
+``<work dir>/lock`` while it runs (``WorkDir.lock``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import os
 import shutil
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -44,10 +49,61 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class WorkDirBusy(PersonamineError):
+    """Another run holds the work dir's lock."""
+
+
 class WorkDir:
     def __init__(self, config: MineConfig) -> None:
         self.path = config.resolved_work_dir()
         self.config = config
+        self._lock: int | None = None
+
+    # ---------------------------------------------------------------- one run at a time
+
+    def lock(self) -> None:
+        """Take the work dir's lock (an OS file lock, ``flock``, on ``<work dir>/lock``, held until ``unlock`` or the
+        process ends, however it ends): a second run on the same output fails at once, touching nothing. Creates the
+        work dir."""
+        path = self.path / "lock"
+        while True:
+            ensure_dir(self.path, "work dir")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the holder removed the work dir between the two calls: make it again
+                continue
+            except OSError as exc:
+                raise PersonamineError(f"cannot lock the work dir {str(self.path)!r}: {exc.strerror}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip()
+                os.close(fd)
+                raise WorkDirBusy(
+                    f"another run is using the work dir {str(self.path)!r} ({holder or 'a process'}, for output "
+                    f"{str(self.config.output)!r}): wait for it to finish, or give this run another output or "
+                    "--work-dir") from None
+            except OSError as exc:  # a filesystem without locks (some network mounts): run, but say so
+                os.close(fd)
+                warnings.warn(f"cannot lock the work dir {str(self.path)!r} ({exc.strerror}): a second run on the "
+                              "same output would not be stopped", stacklevel=3)
+                return
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # locked a file the run before removed with its work dir: lock the one there now
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                 .encode())
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the last descriptor releases the lock
+            self._lock = None
 
     def open(self, manifest: Manifest) -> None:
         """Create, or check that an existing work dir belongs to this exact run."""
@@ -56,6 +112,10 @@ class WorkDir:
         run_file = self.path / "run.json"
         mine = {"fingerprint": self.config.fingerprint(), "config": self.config.to_dict(),
                 "corpus": manifest.fingerprint()}
+        if run_file.exists() and not self.holds_checkpoints():
+            # A start that failed before its first checkpoint (a corpus or SAE error found while mining, a crash):
+            # nothing to resume, so nothing to protect; the run starts over whatever changed.
+            run_file.unlink()
         if run_file.exists():
             try:
                 theirs = json.loads(run_file.read_text())
@@ -172,6 +232,16 @@ class WorkDir:
             negatives = NegativeBuffer.from_arrays(negative_arrays, dedupe=self.config.dedupe) if negative_arrays \
                 else None
             return buffer, stats, samples, negatives
+
+    def holds_checkpoints(self) -> bool:
+        """Whether any piece was checkpointed here (verified or not, set aside as damaged or not)."""
+        return any(self.path.glob("units-*")) or any((self.path / "damaged").glob("*"))
+
+    def discard_if_empty(self) -> None:
+        """After a failed run: a work dir that holds no checkpoint has nothing to resume, so it is removed (it would
+        only hold a ``run.json``)."""
+        if self.path.is_dir() and not self.holds_checkpoints():
+            self.remove()
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

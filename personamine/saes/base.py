@@ -123,10 +123,13 @@ class Rule:
 
 
 class Matrix:
-    """A [F, d] or [d, F] tensor (memory-mapped, any dtype) read as fp32 rows, one row per feature."""
+    """A [F, d] or [d, F] tensor (memory-mapped, any dtype) read as fp32 rows, one row per feature. Every row read is
+    checked finite (one reduction over what was read, so a targeted run reads and checks only its features' rows);
+    a NaN or infinity is an error naming the feature."""
 
-    def __init__(self, tensor: torch.Tensor, features_first: bool) -> None:
+    def __init__(self, tensor: torch.Tensor, features_first: bool, label: str = "SAE weights") -> None:
         self.tensor, self.features_first = tensor, features_first
+        self.label = label  # e.g. "SAE '/x/ae.pt': the encoder", set by Sae
 
     @property
     def n_features(self) -> int:
@@ -142,7 +145,12 @@ class Matrix:
         else:
             part = self.tensor.index_select(0 if self.features_first else 1, index)
             part = part if self.features_first else part.T
-        return part.to(torch.float32).contiguous()
+        part = part.to(torch.float32).contiguous()
+        if not all_finite(part) and not bool(torch.isfinite(part).all()):  # the rows looked at only on failure
+            row = int((~torch.isfinite(part)).any(dim=1).nonzero()[0])
+            feature = (index.start or 0) + row if isinstance(index, slice) else int(index[row])
+            raise nonfinite_weights(self.label, f"row of feature {feature}", part[row])
+        return part
 
 
 class Sae:
@@ -170,6 +178,14 @@ class Sae:
             raise PersonamineError(f"SAE {meta.source}: its config says {meta.d_sae} features x {meta.d_in}, its "
                                    f"weights are {d_sae} x {d_in}")
         meta.d_in, meta.d_sae = d_in, d_sae
+        encoder.label, decoder.label = f"SAE {meta.source}: the encoder", f"SAE {meta.source}: the decoder"
+        # The vectors are checked whole (at most d_sae values each, a few hundred KB for the largest SAEs); the
+        # matrices row by row as rows are read (Matrix.rows).
+        for name, vec, per_feature in (("encoder bias", b_enc, True), ("decoder bias", b_dec, False),
+                                       ("threshold", threshold, threshold is not None and threshold.dim() == 1),
+                                       ("gate bias", b_gate, True), ("r_mag", r_mag, True), ("b_mag", b_mag, True)):
+            if vec is not None:
+                check_finite_vector(vec, f"SAE {meta.source}: the {name}", per_feature)
         if threshold is not None and threshold.dim() == 0:
             meta.threshold, meta.threshold_kind = float(threshold.float()), "scalar"
         elif threshold is not None:
@@ -277,6 +293,39 @@ class Sae:
     def score_norms(self, index: torch.Tensor | slice) -> torch.Tensor:
         """|W_dec f| for the features (the lm-saes / SAELens ``rescale_acts_by_decoder_norm`` score factor)."""
         return self.dec.rows(index).norm(dim=-1)
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """The check on weights as read and on every encoded block of activations: one sum, which is NaN or infinite
+    whenever any value is (a sum propagates both; on a CPU it costs a fifteenth of ``isfinite(values).all()``, which
+    writes a bool per value: ``benchmarks/nonfinite_cost.py``), and one sync on a GPU. A sum of finite values that
+    overflows reads as a failure too: the callers' detailed look, made only on failure, clears it."""
+    return bool(torch.isfinite(values.sum()))
+
+
+def describe_nonfinite(values: torch.Tensor) -> str:
+    """What a tensor holding non-finite values holds, e.g. ``nan (3 of 64 values non-finite)``."""
+    flat = values.reshape(-1).float()
+    bad = ~torch.isfinite(flat)
+    first = float(flat[bad.nonzero()[0]])
+    return f"{first} ({int(bad.sum()):,} of {flat.numel():,} values non-finite)"
+
+
+def nonfinite_weights(label: str, where: str, values: torch.Tensor) -> PersonamineError:
+    where = f" {where}" if where else ""
+    return PersonamineError(f"{label}{where} holds {describe_nonfinite(values)}: the SAE file is damaged or its "
+                            "training diverged; mining with it would give NaN or empty features")
+
+
+def check_finite_vector(vec: torch.Tensor, label: str, per_feature: bool) -> None:
+    """A bias or threshold vector (or scalar) must be finite; the error names the first feature that is not."""
+    values = vec.float()
+    if bool(torch.isfinite(values).all()):
+        return
+    if per_feature and values.dim() == 1:
+        feature = int((~torch.isfinite(values)).nonzero()[0])
+        raise nonfinite_weights(label, f"of feature {feature}", values)
+    raise nonfinite_weights(label, "", values)
 
 
 def require_tensors(state: dict, names: tuple[str, ...], what: str) -> None:

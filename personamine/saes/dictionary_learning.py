@@ -1,4 +1,4 @@
-"""dictionary_learning: ``[resid_post_layer_L/trainer_T/]{ae.pt, config.json}`` (NOTES §1; dictionary_learning 0.1.0).
+"""dictionary_learning: ``[resid_post_layer_L/trainer_T/]{ae.pt, config.json}`` (dictionary_learning 0.1.0).
 
 - ``BatchTopKSAE`` (``encoder.weight [F, d]``, ``encoder.bias``, ``decoder.weight [d, F]``, ``b_dec``, ``k``, one
   scalar ``threshold``): inference encode ``r = relu(W (x - b_dec) + b); r * (r > threshold)``; elementwise.
@@ -17,7 +17,7 @@ import re
 
 from personamine.errors import PersonamineError
 from personamine.saes.base import Matrix, Rule, Sae, SaeMeta, require_tensors
-from personamine.saes.hooks import parse_hook
+from personamine.saes.hooks import RESID_POST, Hook, agreeing, parse_hook
 from personamine.saes.locate import Folder
 from personamine.saes.neuronpedia import neuronpedia_id
 from personamine.saes.tensors import open_torch
@@ -60,17 +60,23 @@ def read_meta(folder: Folder, repo: str | None) -> SaeMeta:
     else:
         raise PersonamineError(f"SAE {folder.label} is a dictionary_learning {dict_class}; personamine reads "
                                f"{', '.join(CLASSES)}")
-    hook = None
+    # Up to three sources declare the layer; they must agree (hooks.agreeing), the first that names one is used.
+    declared: list[Hook | None] = [None, None, None]
     if trainer_cfg.get("submodule_name"):
-        hook = parse_hook(str(trainer_cfg["submodule_name"]), "config.json trainer.submodule_name")
-    if (hook is None or hook.layer is None) and trainer_cfg.get("layer") is not None:
-        hook = parse_hook(f"resid_post_layer_{int(trainer_cfg['layer'])}", "config.json trainer.layer")
+        declared[0] = parse_hook(str(trainer_cfg["submodule_name"]), "config.json trainer.submodule_name")
+    if trainer_cfg.get("layer") is not None:
+        try:
+            value = int(trainer_cfg["layer"])
+        except (TypeError, ValueError):
+            raise PersonamineError(f"SAE {folder.label}: config.json trainer.layer is {trainer_cfg['layer']!r}, not "
+                                   "a layer number") from None
+        declared[1] = Hook(RESID_POST, value, f"resid_post_layer_{value}", "config.json trainer.layer", str(value))
+    folders = _LAYER_DIR.findall(folder.path_text)
+    if folders:  # the closest folder named for a layer
+        declared[2] = parse_hook(f"resid_post_layer_{folders[-1]}", "the release folder's name")
+    hook = agreeing(declared, folder.label)
     if hook is None:
-        match = _LAYER_DIR.search(folder.path_text)
-        if match:
-            hook = parse_hook(f"resid_post_layer_{match.group(1)}", "the release folder's name")
-        else:
-            notes.append("no config.json beside it and no resid_post_layer_L folder: its layer is unknown")
+        notes.append("no config.json beside it and no resid_post_layer_L folder: its layer is unknown")
     trainer_match = _TRAINER.match(folder.name)
     trainer = int(trainer_match.group(1)) if trainer_match else None
     d_in, d_sae, k, threshold = trainer_cfg.get("activation_dim"), trainer_cfg.get("dict_size"), \

@@ -1,7 +1,8 @@
 """Where an SAE reads the model, and whether that is where a run captures it.
 
 personamine captures the residual stream after one decoder layer: the output of ``model.layers[L]``. The names
-formats use for that point differ, and an off-by-one between them silently mines noise (NOTES §9):
+formats use for that point differ, and an off-by-one between them silently mines noise (each library's source
+says which point it means):
 
 - ``blocks.L.hook_resid_post`` (SAELens, Gemma Scope, Llama Scope), dictionary_learning's ``resid_post_layer_L``,
   sparsify's ``layers.L`` and the HF-style ``model.layers.L``: the output of decoder layer L.
@@ -39,6 +40,7 @@ class Hook:
     layer: int | None
     name: str  # as the SAE declares it
     source: str  # where it was read, for messages ("cfg.json metadata.hook_name", "folder name", ...)
+    said: str = ""  # the value as its source wrote it, when not ``name`` (a bare layer number: "99")
 
     @property
     def is_residual(self) -> bool:
@@ -62,6 +64,21 @@ def parse_hook(name: str, source: str) -> Hook:
         if match:
             return Hook(kind=kind or "not the residual stream", layer=int(match.group(1)), name=name, source=source)
     return Hook(kind=f"unknown hook point {name!r}", layer=None, name=name, source=source)
+
+
+def agreeing(hooks: list[Hook | None], what: str) -> Hook | None:
+    """The first of ``hooks`` (one SAE's hook as each of its sources declares it, most trusted first: a config's
+    hook name, its layer field, the folder's name) after checking that every source naming a layer names the same
+    one: a config saying layer 99 in a folder named for layer 15 is refused in one line naming both, never
+    silently resolved. None when no source declares one."""
+    named = [h for h in hooks if h is not None and h.layer is not None]
+    for other in named[1:]:
+        if other.layer != named[0].layer:
+            first = named[0]
+            raise PersonamineError(f"SAE {what} declares two layers: {first.source} says "
+                                   f"{first.said or first.name}, but {other.source} says {other.said or other.name}; "
+                                   "fix its config (or folder name) to the layer it was trained on")
+    return named[0] if named else next((h for h in hooks if h is not None), None)
 
 
 def resolve_layer(layer: int | None, hook: Hook | None, what: str) -> int:

@@ -17,6 +17,7 @@ L0, the mean number of features firing per token. Two refusals:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -63,6 +64,9 @@ class PreflightResult:
         return text
 
     def reason(self) -> str | None:
+        if not math.isfinite(self.fve):  # NaN compares false with everything: never let it pass
+            return ("which is not a number: the SAE's weights or the captured activations hold NaN or infinity (an "
+                    "fp16/bf16 overflow, or a damaged SAE file)")
         if self.fve < self.min_fve:
             return f"below the {self.min_fve:.0%} minimum"
         best = self.better_neighbour()
@@ -75,7 +79,8 @@ class PreflightResult:
         reason = self.reason()
         if reason is None:
             return
-        message = f"{self.summary()}, {reason}. Likely causes: {CAUSES}"
+        causes = "" if not math.isfinite(self.fve) else f". Likely causes: {CAUSES}"
+        message = f"{self.summary()}, {reason}{causes}"
         if allow:
             warnings.warn(message + " (allowed by allow_low_fve)", UserWarning, stacklevel=2)
             return

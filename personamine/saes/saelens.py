@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from personamine.errors import PersonamineError
 from personamine.saes.base import Matrix, Rule, Sae, SaeMeta, require_tensors
-from personamine.saes.hooks import parse_hook
+from personamine.saes.hooks import Hook, agreeing, parse_hook
 from personamine.saes.locate import Folder
 from personamine.saes.tensors import open_safetensors, tensor_shapes
 
@@ -64,6 +64,10 @@ def read_meta(folder: Folder, repo: str | None) -> SaeMeta:
         raise PersonamineError(f"SAE {folder.label} has no {CONFIG}")
     metadata = cfg.get("metadata") or {}
     hook_name = metadata.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
+    hook = parse_hook(str(hook_name), f"{CONFIG} hook_name") if hook_name else None
+    layer = metadata.get("hook_layer", cfg.get("hook_layer"))  # sae-lens < 6 writes it beside the hook name
+    if hook is not None and isinstance(layer, int) and not isinstance(layer, bool):
+        agreeing([hook, Hook(hook.kind, layer, str(layer), f"{CONFIG} hook_layer")], folder.label)
     notes = []
     if _normalization(cfg) == "expected_average_only_in":
         notes.append("normalize_activations is expected_average_only_in: encoded unscaled, as sae-lens does")
@@ -75,7 +79,7 @@ def read_meta(folder: Folder, repo: str | None) -> SaeMeta:
     arch = _architecture(cfg)
     return SaeMeta(format=NAME, architecture=arch, source=folder.label,
                    d_in=int(d_in) if d_in is not None else None, d_sae=int(d_sae) if d_sae is not None else None,
-                   hook=parse_hook(str(hook_name), f"{CONFIG} hook_name") if hook_name else None, k=_k(cfg),
+                   hook=hook, k=_k(cfg),
                    threshold_kind="per-feature" if arch == "jumprelu" else "none",
                    neuronpedia=metadata.get("neuronpedia_id") or cfg.get("neuronpedia_id"), notes=notes)
 

@@ -11,7 +11,7 @@ sequence the chat template refuses), keep their row (and so their document index
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,12 +19,18 @@ import numpy as np
 from personamine.corpus import MALFORMED, UnitRef, unit_rows
 from personamine.corpus.conversations import BadConversation, ChatRenderer, parse_turns
 from personamine.errors import PersonamineError
+from personamine.roles import ROLE
 from personamine.shards.plan import Budget, UnitDone
 from personamine.shards.windows import Document, Window, cut_windows, tokenize
 
 ROW_BITS = 32
 _END = object()
 _TOKENIZE_ROWS = 64  # rows tokenized in one call (fast tokenizers batch them on their own threads)
+# A text longer than this many characters is tokenized piece by piece and windowed as its tokens arrive, so the
+# memory of tokenizing and windowing a document is bounded whatever its length. Measured with SmolLM2's fast
+# tokenizer, one call on 1 Mi characters peaks 120 MB above the process and on 4 Mi characters 600 MB (about 0.15 MB
+# per thousand characters: a 50 MB document peaked at 7.7 GB); a piece is at most 256 Ki characters (~40 MB).
+LONG_TEXT_CHARS = 1 << 18
 
 
 def document_uid(unit: int | np.ndarray, row: int | np.ndarray) -> np.ndarray:
@@ -35,6 +41,80 @@ def global_documents(uid: np.ndarray, unit_offsets: np.ndarray) -> np.ndarray:
     """Global document indices of ``uid``s, given each unit's first global index."""
     uid = np.asarray(uid, np.int64)
     return unit_offsets[uid >> ROW_BITS] + (uid & ((1 << ROW_BITS) - 1))
+
+
+@dataclass
+class LongText:
+    """A text row longer than ``LONG_TEXT_CHARS``: tokenized in pieces as it is windowed (``stream_windows``)."""
+
+    text: str
+
+
+def split_text(text: str, size: int | None = None) -> Iterator[str]:
+    """``text`` in pieces of at most ``size`` characters (default ``LONG_TEXT_CHARS``), each cut where a run of
+    whitespace begins after a non-whitespace character, so the next piece starts with the whitespace, where a
+    byte-level BPE pre-tokenizer splits anyway: with SmolLM2's tokenizer and the tests' the pieces' tokens are the
+    whole text's (checked on text with runs of spaces, newlines and tabs). A piece with no such place is cut at
+    ``size``."""
+    size = LONG_TEXT_CHARS if size is None else size
+    start, n = 0, len(text)
+    while n - start > size:
+        end = start + size
+        cut = end
+        while cut > start + 1 and not (text[cut].isspace() and not text[cut - 1].isspace()):
+            cut -= 1
+        if cut <= start + 1:
+            cut = end
+        yield text[start:cut]
+        start = cut
+    if start < n:
+        yield text[start:]
+
+
+def stream_windows(uid: int, pieces: Iterable[list[int]], prefix: list[int], ctx_len: int,
+                   stride: int | None = None) -> Generator[Window, None, int]:
+    """The windows ``windows.cut_windows`` cuts from a plain text document whose tokens are the concatenation of
+    ``pieces``, identical to it, holding only the tokens the next window needs (its context and scored tokens) plus
+    one piece; returns the document's token count."""
+    capacity = ctx_len - len(prefix)
+    step = capacity if stride is None else stride
+    if capacity < 1 or not 1 <= step <= capacity:
+        list(cut_windows(Document(uid, [0]), prefix, ctx_len, stride))  # raises the same error as cut_windows
+    head = np.asarray(prefix, dtype=np.int32)
+    head_roles = np.full(head.size, ROLE["prefix"], np.int8)
+    first, context = capacity, capacity - step
+    buffer, base, total = np.zeros(0, np.int32), 0, 0  # buffer[i] is the document's token base + i
+    nxt: int | None = None  # where the next window's scored tokens start (None: window 0 is next)
+
+    def window(lo: int, hi: int, score_at: int) -> Window:
+        body = buffer[lo - base:hi - base]
+        roles = np.concatenate([head_roles, np.full(body.size, ROLE["text"], np.int8)])
+        return Window(uid, lo, np.concatenate([head, body]), roles, head.size + score_at - lo)
+
+    def ready(final: bool) -> Iterator[Window]:
+        nonlocal nxt, buffer, base
+        while True:
+            if nxt is None:
+                if not (total >= first or (final and total > 0)):
+                    return
+                yield window(0, min(first, total), 0)
+                nxt = first
+            else:
+                end = nxt + step
+                if nxt >= total or not (total >= end or final):
+                    return
+                yield window(max(0, nxt - context), min(end, total), nxt)
+                nxt = end
+            keep = max(0, nxt - context)  # the first token any later window feeds
+            if keep > base:
+                buffer, base = buffer[keep - base:], keep
+
+    for piece in pieces:
+        buffer = np.concatenate([buffer, np.asarray(piece, dtype=np.int32)])
+        total += len(piece)
+        yield from ready(final=False)
+    yield from ready(final=True)
+    return total
 
 
 @dataclass
@@ -62,21 +142,29 @@ class UnitDocuments:
         self.column, self.skip_malformed, self.renderer = column, skip_malformed, renderer
         self.pretokenized = pretokenized
 
-    def _encode(self, unit: UnitRef, values: list[object], counters: dict[str, int]) -> list[Document | None]:
-        """One document per row value (None where the row yields nothing, counted)."""
-        docs: list[Document | None] = [None] * len(values)
+    def _encode(self, unit: UnitRef, values: list[object], counters: dict[str, int],
+                base: int = 0) -> list[Document | LongText | None]:
+        """One document per row value (None where the row yields nothing, counted); ``base``: the unit's row of
+        ``values[0]``, for messages."""
+        docs: list[Document | LongText | None] = [None] * len(values)
         if self.pretokenized:
             for i, v in enumerate(values):
                 if isinstance(v, (list, tuple)) and v and all(isinstance(t, int) and t >= 0 for t in v):
                     docs[i] = Document(0, list(v))
                 elif v is not None and v is not MALFORMED and not (isinstance(v, (list, tuple)) and not v):
                     if not self.skip_malformed:
-                        raise PersonamineError(f"corpus file {unit.url!r}, unit {unit.index} row {i}: "
+                        raise PersonamineError(f"corpus file {unit.url!r}, unit {unit.index} row {base + i}: "
                                                f"{self.column!r} is not a list of token ids (skip_malformed_rows "
                                                "skips and counts such rows)")
                     values[i] = MALFORMED
         elif self.renderer is None:
-            wanted = [i for i, v in enumerate(values) if isinstance(v, str) and v]
+            wanted = [i for i, v in enumerate(values) if isinstance(v, str) and v and len(v) <= LONG_TEXT_CHARS]
+            for i, v in enumerate(values):
+                if isinstance(v, str) and len(v) > LONG_TEXT_CHARS:
+                    docs[i] = LongText(v)
+            # Skipped like a null, but counted apart: "null or empty" would misname a number in a text column.
+            counters["rows_wrong_type"] += sum(1 for v in values if v is not None and v is not MALFORMED
+                                               and not isinstance(v, str))
             for i, ids in zip(wanted, tokenize(self.tokenizer, [values[i] for i in wanted]), strict=True):
                 docs[i] = Document(0, ids)
         else:
@@ -87,7 +175,7 @@ class UnitDocuments:
                     rendered = self.renderer.render(parse_turns(v))
                 except BadConversation as exc:
                     if not self.skip_malformed:
-                        raise BadConversation(f"corpus file {unit.url!r}, unit {unit.index} row {i}: the "
+                        raise BadConversation(f"corpus file {unit.url!r}, unit {unit.index} row {base + i}: the "
                                               f"conversation {exc} (skip_malformed_rows skips and counts such rows)"
                                               ) from None
                     values[i] = MALFORMED
@@ -107,18 +195,24 @@ class UnitDocuments:
             if not group:
                 return
             base = tally.rows
-            docs = self._encode(unit, group, counters)
+            docs = self._encode(unit, group, counters, base)
             for j, (value, doc) in enumerate(zip(group, docs, strict=True)):
                 tally.rows += 1
                 counters["n_documents"] += 1
+                n = 0
                 if value is MALFORMED:
                     counters["rows_malformed"] += 1
                 elif doc is None:
                     counters["rows_skipped"] += 1
+                elif isinstance(doc, LongText):
+                    counters["documents_chunked"] += 1
+                    pieces = (tokenize(self.tokenizer, [piece])[0] for piece in split_text(doc.text))
+                    n = yield from stream_windows(int(document_uid(unit.index, base + j)), pieces, self.prefix,
+                                                  self.ctx_len, self.stride)
                 else:
                     doc.uid = int(document_uid(unit.index, base + j))
                     yield from cut_windows(doc, self.prefix, self.ctx_len, self.stride)
-                n = 0 if doc is None else len(doc.ids)
+                    n = len(doc.ids)
                 tally.tokens += n
                 tally.doc_tokens.append(n)
                 if self._spent(tally, budget) or (row_limit is not None and tally.rows >= row_limit):

@@ -15,6 +15,7 @@ import torch
 
 from personamine.config import MineConfig
 from personamine.corpus.conversations import ChatRenderer
+from personamine.errors import PersonamineError
 from personamine.merge.entries import Entries, SparseRows, WindowTable
 from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
@@ -23,7 +24,8 @@ from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
 from personamine.roles import CONTENT_ROLES, ROLE, ROLES
 from personamine.saes import Sae, load_checked, sae_spec
-from personamine.shards.documents import UnitDocuments, UnitTally
+from personamine.saes.base import all_finite
+from personamine.shards.documents import ROW_BITS, UnitDocuments, UnitTally
 from personamine.shards.negatives import NegativeGatherer
 from personamine.shards.plan import Coverage, Piece
 from personamine.shards.windows import (
@@ -357,6 +359,39 @@ class _Nonzeros:
     value: torch.Tensor
 
 
+def _nonfinite(engine: MiningEngine, piece: Piece, batch: WindowBatch, tokens: _ScoredTokens, start: int,
+               acts: torch.Tensor) -> int:
+    """A block of activations holds NaN or infinity: the error naming the first one's feature, document and token,
+    or, with ``allow_nonfinite``, the number of such values, read as 0 from here on."""
+    bad = ~torch.isfinite(acts)
+    if not bool(bad.any()):  # the sum of finite values overflowed
+        return 0
+    if engine.config.allow_nonfinite:
+        n = int(bad.sum())
+        acts.masked_fill_(bad, 0.0)
+        return n
+    p, f = (int(i) for i in bad.nonzero()[0])
+    value = float(acts[p, f])
+    w, position = int(tokens.window[p]), int(tokens.position[p])
+    table = batch.windows
+    uid = int(table.document[w])
+    unit, row = uid >> ROW_BITS, uid & ((1 << ROW_BITS) - 1)
+    url = next((u.url for u in piece.units if u.index == unit), "?")
+    n_prefix = int((table.roles[w, :position] == ROLE["prefix"]).sum())
+    token = int(table.window_start[w]) + position - n_prefix
+    token_id = int(table.token_ids[w, position])
+    text = engine.loaded.tokenizer.decode([token_id])
+    feature = int(engine.encoder.features[start + f])
+    dtype = str(engine.loaded.model.dtype).removeprefix("torch.")
+    hint = f" (the model runs in {dtype}: an overflow there gives this; try --dtype float32)" \
+        if dtype in ("float16", "bfloat16") else ""
+    raise PersonamineError(
+        f"feature {feature} is {value} on corpus file {url!r}, unit {unit} row {row}, token {token} ({text!r}, id "
+        f"{token_id}); {int(bad.sum()):,} of this batch's {bad.numel():,} activations are not finite: the model's "
+        f"activations or the SAE's encoding overflowed{hint}. Pass allow_nonfinite (--allow-nonfinite) to read them "
+        "as 0 and count them")
+
+
 @torch.inference_mode()
 def run_piece(engine: MiningEngine, piece: Piece,
               on_batch: Callable[[int, int, int], None] | None = None) -> PieceResult:
@@ -388,6 +423,8 @@ def run_piece(engine: MiningEngine, piece: Piece,
             role_seen += torch.bincount(batch.roles[batch.region & ~batch.special], minlength=n_roles)
             role_scored += torch.bincount(tokens.role, minlength=n_roles)
             for start, end, acts in engine.encoder.iter_encode(hidden[tokens.window, tokens.position]):
+                if not all_finite(acts):
+                    counters["activations_nonfinite"] += _nonfinite(engine, piece, batch, tokens, start, acts)
                 acc.add(batch.windows, tokens, start, end, acts)
                 del acts  # before the next chunk is computed
             acc.end_batch()

@@ -2,13 +2,17 @@
 
 A document's tokens (a text tokenized whole, with no special tokens added and special-token strings inside it
 tokenized as plain text; or a conversation rendered with the chat template, see ``corpus.conversations``) are fed in
-windows of at most ``ctx_len`` positions, each starting with a sink prefix (NOTES §4: the first fed position is an
+windows of at most ``ctx_len`` positions, each starting with a sink prefix (the first fed position is an
 attention sink, and one non-BOS prefix token often makes the next token a second one):
 
 - window 0 is ``prefix + tokens[0 : ctx_len - p]`` (a conversation brings its own BOS or template start, so it is
-  fed as rendered, with no prefix) and scores all of its document tokens;
+  fed as rendered, with no prefix: ``tokens[0 : ctx_len]``) and scores all of its document tokens;
 - window j >= 1 scores the next ``stride`` tokens ``tokens[s : s + stride]`` and is fed with the
   ``ctx_len - p - stride`` tokens before them as context: ``prefix + tokens[s - (ctx_len - p - stride) : s + stride]``.
+
+With ``C = ctx_len - p``, ``S = stride`` and ``F`` the tokens window 0 holds (``C``; ``ctx_len`` for a conversation),
+window j >= 1 scores from ``s = F + (j - 1) S`` and starts (``Window.start``, the output's ``window_start``) at
+``s - (C - S)``: ``j S`` for a text, ``j S + p`` for a conversation.
 
 So every document token is scored exactly once, with at least ``ctx_len - p - stride`` real tokens before it (or the
 document's start). ``stride`` defaults to ``ctx_len - p``: no overlap, each window a fresh text after the prefix.
@@ -77,7 +81,8 @@ def sink_prefix_ids(tokenizer, sink_prefix: list[str] | None = None) -> list[int
     added = with_special[: len(with_special) - len(plain)] if with_special[-len(plain):] == plain else []
     if added:
         return [int(i) for i in added]
-    # Measured on SmolLM2 (NOTES §4): a document separator then BOS (`<|endoftext|><|im_start|>`, its unk and bos)
+    # Measured on SmolLM2 (300 WikiText windows, docs/mining.md): a document separator then BOS
+    # (`<|endoftext|><|im_start|>`, its unk and bos)
     # keeps every content token at a normal norm; after `<|im_end|>` (eos) the next token becomes a second sink.
     separator = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.eos_token_id
     ids = [int(i) for i in dict.fromkeys(i for i in (separator, tokenizer.bos_token_id) if i is not None)]
@@ -203,9 +208,9 @@ def scored_tokens(hidden: torch.Tensor, batch: WindowBatch, norm_filter: float) 
     """(scored, outlier) masks [W, T]: the tokens mining (and SAE training) score.
 
     Tokens of the window's scored region, of a scored role, that are not special are eligible; an eligible token
-    whose residual norm exceeds ``norm_filter`` times the median norm of the eligible tokens OF ITS OWN WINDOW is an
-    outlier (NOTES §4), never a batch statistic, so results do not depend on batching. ``norm_filter <= 0``
-    disables the filter.
+    whose residual norm exceeds ``norm_filter`` times the lower median norm of the eligible tokens OF ITS OWN WINDOW
+    is an outlier (massive activations, arXiv:2402.17762), never a batch statistic, so results do not depend on
+    batching. ``norm_filter <= 0`` disables the filter.
     """
     eligible = batch.role_ok & ~batch.special
     if norm_filter <= 0:

@@ -30,9 +30,9 @@ class PromptSetResults:
     length: np.ndarray  # [I, P]
     finished: np.ndarray  # [I, P] bool: ended with an end-of-turn token
     responses: list[list[str]]  # [I][P] decoded responses
-    # Per term (rows of the terms table), over the positions it acted on during generation: n_positions, n_fired
-    # (where the feature fired before), before_mean / after_mean, before_fired_mean / after_fired_mean, after_max,
-    # target_error (max |a_f after - target| where it fired; NaN for add).
+    # Per term (rows of the terms table), during generation. Over every position the intervention acted on:
+    # n_positions, before_mean / after_mean, after_max. Over those where the term's feature fired before: n_fired,
+    # before_fired_mean / after_fired_mean, target_error (max |a_f after - target|; NaN for add or n_fired = 0).
     term_stats: dict[str, np.ndarray]
 
 

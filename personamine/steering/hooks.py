@@ -3,7 +3,7 @@
 Two hooks per model: a pre-hook on the input embedding sees each forward's token ids (so the positions to act on
 are known for prefill and for every decoding step alike), and a forward hook on the SAE's decoder layer rewrites
 that layer's output. Special-token positions (BOS, role delimiters, padding, EOS) are never touched: their
-residuals carry the massive, input-independent activations of an attention sink (NOTES §4), where SAE codes mean
+residuals carry the massive, input-independent activations of an attention sink (arXiv:2402.17762), where SAE codes mean
 nothing.
 
 With no intervention set, or nothing to act on, the layer hook returns None and the forward is exactly the plain
@@ -60,8 +60,10 @@ class Plan:
 
 
 class Record:
-    """Each term's feature before and after the intervention, over the positions it acted on: over all of them, and
-    over those where the feature fired before (where ablation and clamping have a target to reach)."""
+    """Each term's feature before and after the intervention, over the positions it acted on: over all of them
+    (``n_positions``, ``before_mean``, ``after_mean``, ``after_max``), and over those where the feature fired before
+    (``n_fired``, ``*_fired_mean``, ``target_error``: where ablation and clamping have a target to reach). In a
+    combination another term can make the feature fire where it had not: ``after_max`` counts it, the rest do not."""
 
     def __init__(self, plan: Plan) -> None:
         n, dev = plan.cols.numel(), plan.cols.device

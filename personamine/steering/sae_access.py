@@ -17,6 +17,7 @@ import torch
 
 from personamine.errors import PersonamineError
 from personamine.saes import SaeSpec, check_features, load_sae, read_sae_meta
+from personamine.saes.base import all_finite
 
 
 @dataclass
@@ -111,8 +112,18 @@ class SteerSae:
         return self._index[int(feature)]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, n] exact activations of the chosen features on residuals ``x`` [N, D]."""
-        return self.encoder.encode(x)
+        """[N, n] exact activations of the chosen features on residuals ``x`` [N, D]; a NaN or infinite one is an
+        error (one reduction per call; the details only on failure)."""
+        codes = self.encoder.encode(x)
+        if not all_finite(codes) and not bool(torch.isfinite(codes).all()):
+            bad = ~torch.isfinite(codes)
+            row, col = (int(i) for i in bad.nonzero()[0])
+            source = "residual" if bool(torch.isfinite(x[row]).all()) else "residual, itself not finite,"
+            raise PersonamineError(
+                f"feature {int(self.features[col])} is {float(codes[row, col])} on a {source} at the SAE's layer "
+                f"({int(bad.sum()):,} of {bad.numel():,} activations not finite): the model's activations or a "
+                "steering change overflowed (an fp16/bf16 model: try --dtype float32; or a smaller alpha or clamp)")
+        return codes
 
     def encoder_decoder_dot(self) -> np.ndarray:
         """``e_f . d_f`` per feature: ablation leaves ``a_f * |1 - e_f . d_f|`` of the activation behind."""

@@ -36,6 +36,10 @@ class ArrowReader:
     def columns(self, file: CorpusFile) -> list[str]:
         return list(_open(file.url)[0].schema.names)
 
+    def column_type(self, file: CorpusFile, column: str):
+        """The column's Arrow type, from the schema."""
+        return _open(file.url)[0].schema.field(column).type
+
     def rows(self, unit: UnitRef, column: str, skip_malformed: bool) -> Iterator[object]:
         reader, is_file = _open(unit.url)
         try:

@@ -28,6 +28,10 @@ class CsvReader:
     def columns(self, file: CorpusFile) -> list[str]:
         return list(_reader(file.url).schema.names)
 
+    def column_type(self, file: CorpusFile, column: str):
+        """The column's type as pyarrow infers it from the file's first block."""
+        return _reader(file.url).schema.field(column).type
+
     def rows(self, unit: UnitRef, column: str, skip_malformed: bool) -> Iterator[object]:
         reader = _reader(unit.url)
         index = reader.schema.get_field_index(column)

@@ -33,6 +33,10 @@ class ParquetReader:
     def columns(self, file: CorpusFile) -> list[str]:
         return list(_parquet_file(file.url, file.version).schema_arrow.names)
 
+    def column_type(self, file: CorpusFile, column: str):
+        """The column's Arrow type, from the footer."""
+        return _parquet_file(file.url, file.version).schema_arrow.field(column).type
+
     def rows(self, unit: UnitRef, column: str, skip_malformed: bool) -> Iterator[object]:
         source = _parquet_file(unit.url, unit.version)
         try:
