@@ -30,7 +30,7 @@ def main() -> None:
     from unittest import mock
 
     import h5py
-    from test_report import synthetic_results
+    from fixtures import synthetic_results
 
     import personamine
     from personamine.merge import hdf5

@@ -1,5 +1,6 @@
 """Shared session fixtures: a tiny random Llama + tokenizer, a calibrated SAE release, a pre-filled
-offline hub cache and a small corpus. All built locally from ``fixtures.py``; nothing is downloaded.
+offline hub cache, a small corpus, and one headless Chromium for the report tests. All built locally from
+``fixtures.py``; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -117,3 +118,30 @@ def tiny_mining_file(tiny_model_dir: Path, tiny_sae_dir: Path, tiny_corpus_jsonl
                             corpus=str(tiny_corpus_jsonl), features=list(range(0, 40, 4)), ctx_len=16, top_k=8,
                             samples_per_interval=3, negatives_per_feature=6, n_shards=1, progress=False,
                             output=str(tmp_path_factory.mktemp("tiny-mined") / "mine.h5"))
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's ``chromium`` + ``chromium-driver``, via selenium) for the whole session.
+
+    Every test that uses it loads its own page first (``fixtures.open_report``), so nothing one test leaves in the
+    window reaches the next."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("the report tests need Chromium: apt-get install -y chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.TemporaryDirectory(prefix="personamine-chromium-")
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={profile.name}", "--window-size=1280,1600"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+    profile.cleanup()

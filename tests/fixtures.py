@@ -1,8 +1,9 @@
 """Builders for the tiny, offline test artefacts (model, tokenizer, SAE release, hub cache, corpus).
 
-Plain functions so that ``conftest.py`` fixtures and ``benchmarks/`` can share them. Everything is
-deterministic (fixed seeds, fixed text) and builds in well under a second once torch/transformers
-are imported. Heavy imports stay inside the functions so importing this module is cheap.
+Plain functions so that ``conftest.py`` fixtures, the test modules and ``benchmarks/`` can share them: a test module
+never imports another, so a helper two of them use lives here. Everything is deterministic (fixed seeds, fixed text)
+and builds in well under a second once torch/transformers are imported. Heavy imports stay inside the functions so
+importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from dictionary_learning.trainers import BatchTopKSAE
     from transformers import PreTrainedTokenizerFast
@@ -609,3 +612,225 @@ def assert_codes_match(got: torch.Tensor, want: torch.Tensor, check_sparsity: bo
     assert torch.equal(got > 0, want > 0)
     if check_sparsity:
         assert bool((want > 0).any()) and bool((want == 0).any())
+
+
+# SAELens layout (cfg.json + sae_weights.safetensors): tests/test_saes_saelens.py, tests/test_faults.py
+SAELENS_D_IN, SAELENS_D_SAE = 64, 96
+
+
+def write_saelens(folder, architecture: str, *, seed: int = 0, hook: str = "blocks.2.hook_resid_post",
+                  normalize: str = "none", apply_b_dec: bool = True, k: int = 8, rescale: bool = False):
+    """What ``SAE.save_model`` writes (sae-lens 6.54): its cfg keys, tensor names, shapes and fp32 dtype."""
+    import torch
+    from safetensors.torch import save_file
+
+    d_in, d_sae = SAELENS_D_IN, SAELENS_D_SAE
+    gen = torch.Generator().manual_seed(seed)
+    w_dec = torch.randn(d_sae, d_in, generator=gen) * (0.5 + torch.rand(d_sae, 1, generator=gen))
+    tensors = {"W_enc": w_dec.T.contiguous() + 0.1 * torch.randn(d_in, d_sae, generator=gen), "W_dec": w_dec,
+               "b_dec": torch.randn(d_in, generator=gen) * 0.3}
+    if architecture == "gated":
+        tensors.update(b_gate=torch.randn(d_sae, generator=gen) - 1, b_mag=torch.randn(d_sae, generator=gen),
+                       r_mag=torch.randn(d_sae, generator=gen) * 0.2)
+    else:
+        tensors["b_enc"] = torch.randn(d_sae, generator=gen) - 2
+    if architecture == "jumprelu":
+        tensors["threshold"] = torch.rand(d_sae, generator=gen) * 3
+    cfg = {"d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": apply_b_dec,
+           "normalize_activations": normalize, "reshape_activations": "none",
+           "metadata": {"sae_lens_version": "6.54.12", "sae_lens_training_version": "6.54.12", "hook_name": hook},
+           "architecture": architecture}
+    if architecture == "topk":
+        cfg.update(k=k, rescale_acts_by_decoder_norm=rescale)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "sae_weights.safetensors"))
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# Mining runs (tests/test_mine.py and the modules that mine the same way)
+# ------------------------------------------------------------------------------------------------
+FEATURES = list(range(0, 256, 5))
+UNIT_BYTES = 1500
+TIE = 1e-5  # batched and one-at-a-time forwards round differently; closer scores than this are ties
+
+
+def mine_kwargs(model_dir, sae, corpus, tmp_path, **extra):
+    # Small units, so the 18 KB jsonl corpus is 13 units and piece groupings differ.
+    base = dict(model=str(model_dir), layer=SAE_LAYER, sae=sae, corpus=str(corpus), features=FEATURES,
+                ctx_len=16, top_k=6, n_shards=1, unit_bytes=UNIT_BYTES, output=str(tmp_path / "out.h5"),
+                progress=False)
+    base.update(extra)
+    return base
+
+
+class Stop(Exception):
+    pass
+
+
+def interrupted_run(kwargs, n_pieces: int):
+    """Run until ``n_pieces`` pieces are checkpointed, then stop as a crash would."""
+    import pytest
+
+    import personamine
+
+    done = []
+
+    def stop(result):
+        done.append(result.piece.name)
+        if len(done) == n_pieces:
+            raise Stop
+
+    with pytest.raises(Stop):
+        personamine.mine(**kwargs, on_piece_done=stop)
+    return done
+
+
+def flip(path):
+    """Damage a checkpoint: invert 64 bytes a third of the way in."""
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# ------------------------------------------------------------------------------------------------
+# The demo (tests/test_demo.py, tests/test_demo_steer.py)
+# ------------------------------------------------------------------------------------------------
+def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
+    chats = write_chat_corpus_jsonl(tmp_path / "chats.jsonl")
+    base = dict(model=str(model_dir), layer=SAE_LAYER, corpus=str(corpus), dict_size=256, k=8, train_tokens=6000,
+                train_from_document=25, train_steps=120, train_batch_size=256, top=12, mine_corpus=str(chats),
+                mine_tokens=1200, mine_ctx_len=64, ctx_len=16,
+                show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False,
+                # 120 steps on a random model: the SAE explains ~40% of the variance, under the pre-flight minimum.
+                allow_low_fve=True)
+    base.update(extra)
+    return base
+
+
+# ------------------------------------------------------------------------------------------------
+# Result files and report pages (tests/test_report*.py; the ``browser`` fixture is in conftest.py)
+# ------------------------------------------------------------------------------------------------
+SCRIPT_ATTACK = "<script>window.__pwned=1</script>"
+IMG_ATTACK = '<img src=x onerror="window.__pwned=2">'
+
+
+def open_report(driver, path: Path) -> float:
+    """Load the page; return seconds until its script finished building the index."""
+    began = time.perf_counter()
+    driver.get(path.resolve().as_uri())
+    wait_for(driver, "return document.body.getAttribute('data-ready') === '1'")
+    return time.perf_counter() - began
+
+
+def wait_for(driver, script: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def render_section(driver, feature_id: int) -> dict:
+    """Scroll a feature into view (sections render lazily) and read back what it shows."""
+    driver.execute_script(f"document.getElementById('f-{feature_id}').scrollIntoView()")
+    wait_for(driver, f"return document.getElementById('f-{feature_id}').getAttribute('data-rendered') === '1'")
+    return driver.execute_script("""
+        const sec = document.getElementById(arguments[0]);
+        const rows = sel => Array.from(sec.querySelectorAll(sel)).map(r => Array.from(r.querySelectorAll('.tok'))
+            .map(s => [s.textContent, s.getAttribute('data-a'), s.getAttribute('title'), s.style.backgroundColor]));
+        return {
+          top: rows('.top .ctx'),
+          intervals: Array.from(sec.querySelectorAll('.interval')).map(g => [Number(g.getAttribute('data-interval')),
+              Array.from(g.querySelectorAll('.ctx')).map(r => Array.from(r.querySelectorAll('.tok'))
+                  .map(s => s.getAttribute('data-a')))]),
+          up: Array.from(sec.querySelectorAll('.chip.up')).map(c => c.firstChild.textContent),
+          down: Array.from(sec.querySelectorAll('.chip.down')).map(c => c.firstChild.textContent),
+          bars: Array.from(sec.querySelectorAll('svg.bars rect')).map(r => [r.getAttribute('class'),
+              Number(r.getAttribute('data-v')), r.querySelector('title').textContent,
+              Number(r.getAttribute('data-pair'))]),
+          hist: sec.querySelectorAll('svg.hist rect').length,
+          text: sec.textContent,
+        };""", f"f-{feature_id}")
+
+
+def run_discovery(model_dir, sae_dir, tmp_path: Path, persona: list[str], control: list[str], top: int) -> Path:
+    """A real ``personamine.discover`` run on the tiny model with the given prompts."""
+    import personamine
+
+    files = []
+    for kind, texts in (("persona", persona), ("control", control)):
+        files.append(tmp_path / f"{kind}.jsonl")
+        files[-1].write_text("".join(json.dumps({"content": t}) + "\n" for t in texts))
+    # Four prompts (some of them HTML attacks) are too few tokens for the SAE quality check to mean anything.
+    return personamine.discover(model=str(model_dir), layer=SAE_LAYER, sae=str(sae_dir), prompts=str(files[0]),
+                                controls=str(files[1]), top=top, output=str(tmp_path / "disc.h5"), progress=False,
+                                preflight=False)
+
+
+def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: int = 64, per_interval: int = 5,
+                      windows_per_feature: int = 120, vocab: dict[int, tuple[str, str]] | None = None,
+                      attrs: dict | None = None, feature_ids: np.ndarray | None = None, seed: int = 0) -> Path:
+    """A mining file with plausible structure, built with the real buffers and writer (no model run).
+
+    Each feature has its own peak value (log-uniform over 0.3..300), sparse per-token activations on Zipf-drawn
+    tokens, windows from many documents; top-k, interval samples and stats are computed from those windows.
+    """
+    import numpy as np
+
+    from personamine.merge.entries import TOKEN_FILL, Entries
+    from personamine.merge.hdf5 import write_results
+    from personamine.merge.samples import SampleBuffer
+    from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
+    from personamine.merge.topk import TopKBuffer
+    from personamine.model.logit_lens import LogitLens
+
+    rng = np.random.default_rng(seed)
+    n_vocab = 5000
+    peak = 10 ** rng.uniform(-0.5, 2.5, n_features)
+    n = n_features * windows_per_feature
+    feature = np.repeat(np.arange(n_features), windows_per_feature)
+    tokens = np.minimum(rng.zipf(1.3, (n, ctx_len)), n_vocab - 1).astype(np.int32)
+    tokens[:, 0] = 0  # the sink prefix
+    active = rng.random((n, ctx_len)) < 0.08
+    active[:, 0] = False
+    acts = np.where(active, peak[feature, None] * rng.beta(1.2, 4, (n, ctx_len)), 0).astype(np.float32)
+    length = rng.integers(ctx_len // 2, ctx_len + 1, n).astype(np.int32)
+    beyond = np.arange(ctx_len)[None, :] >= length[:, None]
+    tokens[beyond], acts[beyond] = TOKEN_FILL, 0.0
+    score = acts.max(axis=1)
+    keep = score > 0
+    cand = Entries.from_dense(feature=feature[keep], score=score[keep], document=rng.integers(0, 50_000, n)[keep],
+                              window_start=rng.integers(0, 40, n)[keep] * (ctx_len - 1), length=length[keep],
+                              token_ids=tokens[keep], activations=acts[keep])
+    buffer = TopKBuffer.empty(n_features, top_k, ctx_len)
+    buffer.update(cand)
+    samples = SampleBuffer.empty(ctx_len, per_interval).update(cand)
+    stats = FeatureStats.empty(n_features)
+    vals, rows = acts[active], np.broadcast_to(feature[:, None], acts.shape)[active]
+    bins = np.clip(np.searchsorted(HISTOGRAM_EDGES[1:-1], vals, side="right"), 0, stats.histogram.shape[1] - 1)
+    np.add.at(stats.histogram, (rows, bins), 1)
+    stats.active_tokens[:] = np.bincount(rows, minlength=n_features)
+    stats.add_values(rows, vals)
+    stats.max[:] = score.reshape(n_features, -1).max(axis=1)
+    stats.counters["tokens_scored"] = int(n * ctx_len * 40)
+    lens = LogitLens(promoted_ids=rng.integers(1, n_vocab, (n_features, 10)).astype(np.int32),
+                     promoted_values=np.sort(rng.random((n_features, 10)), axis=1)[:, ::-1].astype(np.float32),
+                     suppressed_ids=rng.integers(1, n_vocab, (n_features, 10)).astype(np.int32),
+                     suppressed_values=-np.sort(rng.random((n_features, 10)), axis=1)[:, ::-1].astype(np.float32),
+                     attrs={"model": "synthetic"})
+    if vocab is None:
+        letters = np.array(list("etaoinshrdlucmfwyp"))
+        vocab = {i: ("Ġ" + w, " " + w) for i in range(n_vocab)
+                 for w in ["".join(rng.choice(letters, rng.integers(1, 9)))]}
+        vocab[0] = ("<s>", "<s>")
+    base = {"model": "synthetic/model", "layer": 15, "sae": "synthetic-sae@trainer_0", "corpus": "synthetic",
+            "ctx_len": ctx_len, "top_k": top_k, "n_documents": 50_000, "sink_prefix": np.array([0])}
+    base.update(attrs or {})
+    ids = np.arange(n_features) * 7 + 3 if feature_ids is None else np.asarray(feature_ids)
+    return write_results(path, feature_ids=ids, buffer=buffer, stats=stats, attrs=base,
+                         vocab=vocab, samples=samples, logit_lens=lens)

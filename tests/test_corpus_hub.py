@@ -22,9 +22,9 @@ import fixtures as fx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fixtures import mine_kwargs
 from hub_server import FakeHub
 from ray_helpers import assert_identical_datasets
-from test_mine import mine_kwargs
 
 import personamine
 

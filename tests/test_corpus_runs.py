@@ -6,8 +6,8 @@ from __future__ import annotations
 import fixtures as fx
 import numpy as np
 import pytest
+from fixtures import mine_kwargs
 from ray_helpers import assert_identical_datasets
-from test_mine import mine_kwargs
 from transformers import AutoTokenizer
 
 import personamine

@@ -8,25 +8,13 @@ import re
 
 import numpy as np
 import pytest
-from fixtures import NOISE, SAE_LAYER, personamine_cli, write_chat_corpus_jsonl
+from fixtures import NOISE, SAE_LAYER, personamine_cli, tiny_demo_kwargs
 
 import personamine
 from personamine.jobs.cli import main
 from personamine.jobs.demo import demo
 from personamine.jobs.features import positive_only_note, top_discovered
 from personamine.roles import ROLE
-
-
-def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
-    chats = write_chat_corpus_jsonl(tmp_path / "chats.jsonl")
-    base = dict(model=str(model_dir), layer=SAE_LAYER, corpus=str(corpus), dict_size=256, k=8, train_tokens=6000,
-                train_from_document=25, train_steps=120, train_batch_size=256, top=12, mine_corpus=str(chats),
-                mine_tokens=1200, mine_ctx_len=64, ctx_len=16,
-                show=3, examples=2, output_dir=str(tmp_path / "demo"), progress=False,
-                # 120 steps on a random model: the SAE explains ~40% of the variance, under the pre-flight minimum.
-                allow_low_fve=True)
-    base.update(extra)
-    return base
 
 
 def test_demo_end_to_end_on_tiny_fixtures(tiny_model_dir, tiny_corpus_jsonl, tmp_path, monkeypatch):

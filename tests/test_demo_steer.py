@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_demo import tiny_demo_kwargs
+from fixtures import tiny_demo_kwargs
 
 import personamine
 from personamine.jobs.cli import main

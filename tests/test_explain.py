@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 from chat_server import ChatServer, reference_probability
-from test_report import run_discovery
+from fixtures import run_discovery
 
 import personamine
 from personamine.config import field_help

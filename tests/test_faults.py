@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures import SAE_LAYER
+from fixtures import SAE_LAYER, write_saelens
 
 import personamine
 from personamine.jobs.cli import main
@@ -140,8 +140,6 @@ def test_sae_metadata_that_disagrees_is_refused_naming_both(run_cli, tiny_sae_di
 
 
 def test_saelens_hook_layer_that_disagrees_with_the_hook_name_is_refused(tmp_path):
-    from test_saes_saelens import write_saelens
-
     from personamine.errors import PersonamineError
     from personamine.saes import read_sae_meta
 

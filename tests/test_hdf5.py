@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_report import synthetic_results
+from fixtures import synthetic_results
 
 import personamine
 from personamine.errors import FeatureNotInFile, PersonamineError

@@ -157,3 +157,24 @@ def test_docs_site_builds_strict_with_no_broken_link(tmp_path):
                           cwd=REPO, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_no_test_module_imports_another():
+    """Helpers that several test modules share live in tests/fixtures.py (plain) or tests/conftest.py (fixtures), not
+    in one of them: a fixture imported from a test module is set up again for each importer (the report tests once
+    started a Chromium per module that way), and a test module's helpers are free to change with its tests."""
+    paths = sorted([*(REPO / "tests").glob("**/*.py"), *(REPO / "benchmarks").glob("*.py")])
+    assert any(p.name == "test_install.py" for p in paths)
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ([node.module] if node.module else []) + [f"{node.module or ''}.{a.name}" for a in node.names
+                                                                 if node.level > 0]
+            else:
+                continue
+            if any(part.startswith("test_") for name in names for part in name.split(".")):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []

@@ -8,8 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from fixtures import populate_hub_cache, sae_file
-from test_mine import mine_kwargs
+from fixtures import mine_kwargs, populate_hub_cache, sae_file
 
 import personamine
 from personamine.errors import PersonamineError

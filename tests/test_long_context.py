@@ -9,10 +9,9 @@ import json
 import fixtures as fx
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER
+from fixtures import SAE_LAYER, TIE
 from ray_helpers import assert_identical_datasets
 from reference import RefDoc, reference_mine
-from test_mine import TIE
 from transformers import AutoTokenizer
 
 import personamine

@@ -5,25 +5,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER, sae_file
+from fixtures import FEATURES, SAE_LAYER, TIE, mine_kwargs, sae_file
 from reference import load_texts, reference_topk
 
 import personamine
-
-FEATURES = list(range(0, 256, 5))
-UNIT_BYTES = 1500
-
-
-def mine_kwargs(model_dir, sae, corpus, tmp_path, **extra):
-    # Small units, so the 18 KB jsonl corpus is 13 units and piece groupings differ.
-    base = dict(model=str(model_dir), layer=SAE_LAYER, sae=sae, corpus=str(corpus), features=FEATURES,
-                ctx_len=16, top_k=6, n_shards=1, unit_bytes=UNIT_BYTES, output=str(tmp_path / "out.h5"),
-                progress=False)
-    base.update(extra)
-    return base
-
-
-TIE = 1e-5  # batched and one-at-a-time forwards round differently; closer scores than this are ties
 
 
 def assert_matches_reference(res, ref, features):

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
+from fixtures import flip, interrupted_run, mine_kwargs
 from ray_helpers import actor_threads, assert_identical_datasets
-from test_mine import mine_kwargs
 
 import personamine
 from personamine.cluster.ray_backend import FAIL_UNIT_ENV, KILL_ONCE_ENV, actor_spec
@@ -144,8 +144,6 @@ def test_two_actors_equal_local_on_every_format(ray_session, tiny_model_dir, tin
 
 def test_a_damaged_checkpoint_is_mined_again_on_ray(ray_session, local_output, tiny_model_dir, tiny_sae_dir,
                                                     tiny_corpus_jsonl, tmp_path):
-    from test_workdir import flip, interrupted_run
-
     kwargs = _ray_kwargs(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path, num_actors=1)
     first = interrupted_run(kwargs, 3)
     flip(tmp_path / "out.h5.work" / f"{first[0]}.npz")

@@ -8,91 +8,27 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER, corpus_rows
+from fixtures import (
+    IMG_ATTACK,
+    SAE_LAYER,
+    SCRIPT_ATTACK,
+    corpus_rows,
+    open_report,
+    render_section,
+    run_discovery,
+    synthetic_results,
+)
 
 import personamine
 from personamine.jobs.cli import main
 from personamine.jobs.discover import read_discovery
 from personamine.jobs.show import format_results
-from personamine.merge.entries import TOKEN_FILL, Entries
-from personamine.merge.hdf5 import write_results
-from personamine.merge.samples import SampleBuffer
-from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
-from personamine.merge.topk import TopKBuffer
-from personamine.model.logit_lens import LogitLens
 from personamine.report.data import display_token
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-SCRIPT_ATTACK = "<script>window.__pwned=1</script>"
-IMG_ATTACK = '<img src=x onerror="window.__pwned=2">'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("the report tests need Chromium: apt-get install -y chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.TemporaryDirectory(prefix="personamine-chromium-")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                f"--user-data-dir={profile.name}", "--window-size=1280,1600"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    yield driver
-    driver.quit()
-    profile.cleanup()
-
-
-def open_report(driver, path: Path) -> float:
-    """Load the page; return seconds until its script finished building the index."""
-    began = time.perf_counter()
-    driver.get(path.resolve().as_uri())
-    wait_for(driver, "return document.body.getAttribute('data-ready') === '1'")
-    return time.perf_counter() - began
-
-
-def wait_for(driver, script: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for: {script}")
-
-
-def render_section(driver, feature_id: int) -> dict:
-    """Scroll a feature into view (sections render lazily) and read back what it shows."""
-    driver.execute_script(f"document.getElementById('f-{feature_id}').scrollIntoView()")
-    wait_for(driver, f"return document.getElementById('f-{feature_id}').getAttribute('data-rendered') === '1'")
-    return driver.execute_script("""
-        const sec = document.getElementById(arguments[0]);
-        const rows = sel => Array.from(sec.querySelectorAll(sel)).map(r => Array.from(r.querySelectorAll('.tok'))
-            .map(s => [s.textContent, s.getAttribute('data-a'), s.getAttribute('title'), s.style.backgroundColor]));
-        return {
-          top: rows('.top .ctx'),
-          intervals: Array.from(sec.querySelectorAll('.interval')).map(g => [Number(g.getAttribute('data-interval')),
-              Array.from(g.querySelectorAll('.ctx')).map(r => Array.from(r.querySelectorAll('.tok'))
-                  .map(s => s.getAttribute('data-a')))]),
-          up: Array.from(sec.querySelectorAll('.chip.up')).map(c => c.firstChild.textContent),
-          down: Array.from(sec.querySelectorAll('.chip.down')).map(c => c.firstChild.textContent),
-          bars: Array.from(sec.querySelectorAll('svg.bars rect')).map(r => [r.getAttribute('class'),
-              Number(r.getAttribute('data-v')), r.querySelector('title').textContent,
-              Number(r.getAttribute('data-pair'))]),
-          hist: sec.querySelectorAll('svg.hist rect').length,
-          text: sec.textContent,
-        };""", f"f-{feature_id}")
 
 
 def interleave(persona: list[str], control: list[str]) -> list[str]:
@@ -101,18 +37,6 @@ def interleave(persona: list[str], control: list[str]) -> list[str]:
 
 def sig4(values) -> list[float]:
     return [float(f"{v:.4g}") for v in np.asarray(values, np.float64).tolist()]
-
-
-def run_discovery(model_dir, sae_dir, tmp_path: Path, persona: list[str], control: list[str], top: int) -> Path:
-    """A real ``personamine.discover`` run on the tiny model with the given prompts."""
-    files = []
-    for kind, texts in (("persona", persona), ("control", control)):
-        files.append(tmp_path / f"{kind}.jsonl")
-        files[-1].write_text("".join(json.dumps({"content": t}) + "\n" for t in texts))
-    # Four prompts (some of them HTML attacks) are too few tokens for the SAE quality check to mean anything.
-    return personamine.discover(model=str(model_dir), layer=SAE_LAYER, sae=str(sae_dir), prompts=str(files[0]),
-                                controls=str(files[1]), top=top, output=str(tmp_path / "disc.h5"), progress=False,
-                                preflight=False)
 
 
 @pytest.fixture(scope="module")
@@ -210,61 +134,6 @@ def test_markup_in_the_corpus_renders_as_text(browser, injected_run, tmp_path):
     markup = "return document.querySelectorAll('#pm-features script, #pm-features img').length"
     assert browser.execute_script(markup) == 0
     browser.save_screenshot(str(tmp_path / "injected.png"))
-
-
-def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: int = 64, per_interval: int = 5,
-                      windows_per_feature: int = 120, vocab: dict[int, tuple[str, str]] | None = None,
-                      attrs: dict | None = None, feature_ids: np.ndarray | None = None, seed: int = 0) -> Path:
-    """A mining file with plausible structure, built with the real buffers and writer (no model run).
-
-    Each feature has its own peak value (log-uniform over 0.3..300), sparse per-token activations on Zipf-drawn
-    tokens, windows from many documents; top-k, interval samples and stats are computed from those windows.
-    """
-    rng = np.random.default_rng(seed)
-    n_vocab = 5000
-    peak = 10 ** rng.uniform(-0.5, 2.5, n_features)
-    n = n_features * windows_per_feature
-    feature = np.repeat(np.arange(n_features), windows_per_feature)
-    tokens = np.minimum(rng.zipf(1.3, (n, ctx_len)), n_vocab - 1).astype(np.int32)
-    tokens[:, 0] = 0  # the sink prefix
-    active = rng.random((n, ctx_len)) < 0.08
-    active[:, 0] = False
-    acts = np.where(active, peak[feature, None] * rng.beta(1.2, 4, (n, ctx_len)), 0).astype(np.float32)
-    length = rng.integers(ctx_len // 2, ctx_len + 1, n).astype(np.int32)
-    beyond = np.arange(ctx_len)[None, :] >= length[:, None]
-    tokens[beyond], acts[beyond] = TOKEN_FILL, 0.0
-    score = acts.max(axis=1)
-    keep = score > 0
-    cand = Entries.from_dense(feature=feature[keep], score=score[keep], document=rng.integers(0, 50_000, n)[keep],
-                              window_start=rng.integers(0, 40, n)[keep] * (ctx_len - 1), length=length[keep],
-                              token_ids=tokens[keep], activations=acts[keep])
-    buffer = TopKBuffer.empty(n_features, top_k, ctx_len)
-    buffer.update(cand)
-    samples = SampleBuffer.empty(ctx_len, per_interval).update(cand)
-    stats = FeatureStats.empty(n_features)
-    vals, rows = acts[active], np.broadcast_to(feature[:, None], acts.shape)[active]
-    bins = np.clip(np.searchsorted(HISTOGRAM_EDGES[1:-1], vals, side="right"), 0, stats.histogram.shape[1] - 1)
-    np.add.at(stats.histogram, (rows, bins), 1)
-    stats.active_tokens[:] = np.bincount(rows, minlength=n_features)
-    stats.add_values(rows, vals)
-    stats.max[:] = score.reshape(n_features, -1).max(axis=1)
-    stats.counters["tokens_scored"] = int(n * ctx_len * 40)
-    lens = LogitLens(promoted_ids=rng.integers(1, n_vocab, (n_features, 10)).astype(np.int32),
-                     promoted_values=np.sort(rng.random((n_features, 10)), axis=1)[:, ::-1].astype(np.float32),
-                     suppressed_ids=rng.integers(1, n_vocab, (n_features, 10)).astype(np.int32),
-                     suppressed_values=-np.sort(rng.random((n_features, 10)), axis=1)[:, ::-1].astype(np.float32),
-                     attrs={"model": "synthetic"})
-    if vocab is None:
-        letters = np.array(list("etaoinshrdlucmfwyp"))
-        vocab = {i: ("Ġ" + w, " " + w) for i in range(n_vocab)
-                 for w in ["".join(rng.choice(letters, rng.integers(1, 9)))]}
-        vocab[0] = ("<s>", "<s>")
-    base = {"model": "synthetic/model", "layer": 15, "sae": "synthetic-sae@trainer_0", "corpus": "synthetic",
-            "ctx_len": ctx_len, "top_k": top_k, "n_documents": 50_000, "sink_prefix": np.array([0])}
-    base.update(attrs or {})
-    ids = np.arange(n_features) * 7 + 3 if feature_ids is None else np.asarray(feature_ids)
-    return write_results(path, feature_ids=ids, buffer=buffer, stats=stats, attrs=base,
-                         vocab=vocab, samples=samples, logit_lens=lens)
 
 
 def test_hostile_strings_in_vocab_attrs_and_prompts(browser, tiny_model_dir, tiny_sae_dir, tmp_path):

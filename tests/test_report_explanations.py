@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from test_report import browser, open_report, render_section, wait_for  # noqa: F401  (browser: a fixture)
+from fixtures import open_report, render_section, wait_for
 
 import personamine
 from personamine.autointerp.scoring import METRICS
@@ -33,7 +33,7 @@ def _explanations(path, feature_ids: list[int], detection: list[float], fuzzing:
         explanations=texts, parsed=parsed, scores=scores))
 
 
-def test_explanations_section(browser, tiny_mining_file, tmp_path):  # noqa: F811
+def test_explanations_section(browser, tiny_mining_file, tmp_path):
     ids = personamine.read_results(tiny_mining_file).feature_ids.tolist()
     detection = [0.5, 0.9, math.nan, 0.7, 0.6, 0.8, 0.55, 0.65, 0.75, 0.85]
     fuzzing = [0.6] * 10

@@ -8,8 +8,7 @@ import math
 
 import h5py
 import pytest
-from fixtures import SAE_LAYER, corpus_rows
-from test_report import IMG_ATTACK, SCRIPT_ATTACK, browser, open_report, wait_for  # noqa: F401 (fixture)
+from fixtures import IMG_ATTACK, SAE_LAYER, SCRIPT_ATTACK, corpus_rows, open_report, wait_for
 
 import personamine
 from personamine.jobs.cli import main
@@ -38,7 +37,7 @@ def files(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
     return mined, steered
 
 
-def test_steering_section_renders_curves_tables_and_generations(browser, files, tmp_path):  # noqa: F811
+def test_steering_section_renders_curves_tables_and_generations(browser, files, tmp_path):
     mined, steered = files
     page = tmp_path / "report.html"
     assert main(["report", str(mined), "-o", str(page), "--steering", str(steered)]) == 0

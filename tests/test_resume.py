@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER
-from test_mine import FEATURES, mine_kwargs
+from fixtures import FEATURES, SAE_LAYER, mine_kwargs
 
 import personamine
 from personamine.errors import PersonamineError

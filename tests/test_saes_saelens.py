@@ -8,41 +8,23 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from fixtures import assert_codes_match, populate_hub_cache, random_activations, sae_config
+from fixtures import (
+    SAELENS_D_IN,
+    SAELENS_D_SAE,
+    assert_codes_match,
+    populate_hub_cache,
+    random_activations,
+    sae_config,
+    write_saelens,
+)
 from safetensors.torch import save_file
 
 from personamine.errors import PersonamineError
 from personamine.saes import load_sae, prepare_sae, read_sae_meta
 from personamine.saes.locate import SaeSpec
 
-D_IN, D_SAE = 64, 96
+D_IN, D_SAE = SAELENS_D_IN, SAELENS_D_SAE
 FEATURES = np.array([90, 3, 41, 0, 77])
-
-
-def write_saelens(folder, architecture: str, *, seed: int = 0, hook: str = "blocks.2.hook_resid_post",
-                  normalize: str = "none", apply_b_dec: bool = True, k: int = 8, rescale: bool = False):
-    """What ``SAE.save_model`` writes (sae-lens 6.54): its cfg keys, tensor names, shapes and fp32 dtype."""
-    gen = torch.Generator().manual_seed(seed)
-    w_dec = torch.randn(D_SAE, D_IN, generator=gen) * (0.5 + torch.rand(D_SAE, 1, generator=gen))
-    tensors = {"W_enc": w_dec.T.contiguous() + 0.1 * torch.randn(D_IN, D_SAE, generator=gen), "W_dec": w_dec,
-               "b_dec": torch.randn(D_IN, generator=gen) * 0.3}
-    if architecture == "gated":
-        tensors.update(b_gate=torch.randn(D_SAE, generator=gen) - 1, b_mag=torch.randn(D_SAE, generator=gen),
-                       r_mag=torch.randn(D_SAE, generator=gen) * 0.2)
-    else:
-        tensors["b_enc"] = torch.randn(D_SAE, generator=gen) - 2
-    if architecture == "jumprelu":
-        tensors["threshold"] = torch.rand(D_SAE, generator=gen) * 3
-    cfg = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": apply_b_dec,
-           "normalize_activations": normalize, "reshape_activations": "none",
-           "metadata": {"sae_lens_version": "6.54.12", "sae_lens_training_version": "6.54.12", "hook_name": hook},
-           "architecture": architecture}
-    if architecture == "topk":
-        cfg.update(k=k, rescale_acts_by_decoder_norm=rescale)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / "sae_weights.safetensors"))
-    (folder / "cfg.json").write_text(json.dumps(cfg))
-    return folder
 
 
 def library_codes(folder, x):

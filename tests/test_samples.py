@@ -5,9 +5,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from fixtures import SAE_LAYER, sae_file
+from fixtures import FEATURES, SAE_LAYER, TIE, UNIT_BYTES, mine_kwargs, sae_file
 from reference import key_int, line_uids, load_texts, reference_topk
-from test_mine import FEATURES, TIE, UNIT_BYTES, mine_kwargs
 
 import personamine
 from personamine.merge.entries import Entries

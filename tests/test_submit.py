@@ -7,8 +7,8 @@ import json
 
 import pytest
 import ray_helpers  # noqa: I001  (first: it configures Ray's token auth before anything imports ray)
+from fixtures import mine_kwargs
 from ray_helpers import actor_threads, assert_identical_datasets
-from test_mine import mine_kwargs
 
 import personamine
 from personamine.errors import PersonamineError

@@ -7,39 +7,14 @@ import json
 import warnings
 
 import pytest
+from fixtures import flip, interrupted_run, mine_kwargs
 from ray_helpers import assert_identical_datasets
-from test_mine import mine_kwargs
 
 import personamine
 
 
-class Stop(Exception):
-    pass
-
-
-def interrupted_run(kwargs, n_pieces: int):
-    """Run until ``n_pieces`` pieces are checkpointed, then stop as a crash would."""
-    done = []
-
-    def stop(result):
-        done.append(result.piece.name)
-        if len(done) == n_pieces:
-            raise Stop
-
-    with pytest.raises(Stop):
-        personamine.mine(**kwargs, on_piece_done=stop)
-    return done
-
-
 def truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def flip(path):
-    data = bytearray(path.read_bytes())
-    for i in range(len(data) // 3, len(data) // 3 + 64):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def remove(path):
