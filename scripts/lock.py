@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,18 +58,22 @@ def requirement_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf'"(?P<name>{letters})(?P<extras>\[[^\]]*\])?(?P<spec>[^";]*)"', re.IGNORECASE)
 
 
+def edit_specifiers(text: str, name: str, edit: Callable[[list[str]], list[str]]) -> str:
+    """pyproject.toml with ``name``'s version specifiers (``[">=5.0", "<=5.25.0"]``) replaced by ``edit`` of them,
+    wherever the package is required."""
+    def edited(m: re.Match[str]) -> str:
+        parts = [p.strip() for p in m.group("spec").split(",") if p.strip()]
+        return f'"{m.group("name")}{m.group("extras") or ""}{",".join(edit(parts))}"'
+
+    return requirement_pattern(name).sub(edited, text)
+
+
 def lift_bounds(text: str, held: set[str]) -> str:
     """pyproject.toml with the upper bounds of BOUNDED removed (an `==` pin becomes a lower bound)."""
     for name in BOUNDED:
-        if normalise(name) in held:
-            continue
-
-        def lifted(m: re.Match[str]) -> str:
-            parts = [p.strip() for p in m.group("spec").split(",") if p.strip()]
-            kept = [p.replace("==", ">=") for p in parts if not p.startswith(("<=", "<"))]
-            return f'"{m.group("name")}{m.group("extras") or ""}{",".join(kept)}"'
-
-        text = requirement_pattern(name).sub(lifted, text)
+        if normalise(name) not in held:
+            text = edit_specifiers(text, name, lambda parts: [p.replace("==", ">=") for p in parts
+                                                              if not p.startswith(("<=", "<"))])
     return text
 
 
@@ -76,16 +81,9 @@ def raise_bounds(text: str, pins: dict[str, str]) -> str:
     """pyproject.toml with each bound of BOUNDED moved to the version the suite passed on."""
     for name in BOUNDED:
         version = pins.get(normalise(name))
-        if version is None:
-            continue
-
-        def moved(m: re.Match[str], version: str = version) -> str:
-            parts = [p.strip() for p in m.group("spec").split(",") if p.strip()]
-            moved_parts = [f"=={version}" if p.startswith("==") else f"<={version}" if p.startswith("<=") else p
-                           for p in parts]
-            return f'"{m.group("name")}{m.group("extras") or ""}{",".join(moved_parts)}"'
-
-        text = requirement_pattern(name).sub(moved, text)
+        if version is not None:
+            text = edit_specifiers(text, name, lambda parts, v=version: [
+                f"=={v}" if p.startswith("==") else f"<={v}" if p.startswith("<=") else p for p in parts])
     return text
 
 

@@ -53,10 +53,12 @@ def test_readme_is_a_front_door():
 
 
 def test_no_file_cites_notes_the_user_does_not_have():
-    pattern = re.compile(r"NOTES §|shared/NOTES")
+    # A citation of the developers' private field notes, by section or by path; escaped so that this file does not
+    # match its own pattern.
+    pattern = re.compile(r"NOTES \u00a7|shared/NOTES\.md")
     offenders = [str(p.relative_to(REPO)) for p in [README, *REPO.glob("docs/*.md"), *REPO.glob("personamine/**/*.py"),
                                                      *REPO.glob("tests/**/*.py"), *REPO.glob("benchmarks/*.py")]
-                 if p != Path(__file__) and pattern.search(p.read_text())]
+                 if pattern.search(p.read_text())]
     assert offenders == []
 
 

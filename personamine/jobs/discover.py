@@ -277,15 +277,13 @@ def _prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: 
 def _nonfinite(acts, start: int, encoder, group: list[RenderedPrompt], rows, cols, loaded) -> None:
     import torch
 
+    from personamine.saes.base import overflow_hint
+
     bad = ~torch.isfinite(acts)
-    if not bool(bad.any()):  # the sum of finite values overflowed
-        return
     p, f = (int(i) for i in bad.nonzero()[0])
     prompt, position = group[int(rows[p])], int(cols[p])
     token = loaded.tokenizer.decode([prompt.ids[position]])
-    dtype = str(getattr(loaded.model, "dtype", "")).removeprefix("torch.")
-    hint = f" (the model runs in {dtype}: an overflow there gives this; try --dtype float32)" \
-        if dtype in ("float16", "bfloat16") else ""
+    hint = overflow_hint(getattr(loaded.model, "dtype", None))
     raise PersonamineError(
         f"feature {int(encoder.features[start + f])} is {float(acts[p, f])} on prompt {prompt.text!r}, token "
         f"{position} ({token!r}); {int(bad.sum()):,} of the batch's {bad.numel():,} activations are not finite: the "

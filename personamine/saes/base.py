@@ -146,7 +146,7 @@ class Matrix:
             part = self.tensor.index_select(0 if self.features_first else 1, index)
             part = part if self.features_first else part.T
         part = part.to(torch.float32).contiguous()
-        if not all_finite(part) and not bool(torch.isfinite(part).all()):  # the rows looked at only on failure
+        if not all_finite(part):  # the rows looked at only on failure
             row = int((~torch.isfinite(part)).any(dim=1).nonzero()[0])
             feature = (index.start or 0) + row if isinstance(index, slice) else int(index[row])
             raise nonfinite_weights(self.label, f"row of feature {feature}", part[row])
@@ -298,9 +298,16 @@ class Sae:
 def all_finite(values: torch.Tensor) -> bool:
     """The check on weights as read and on every encoded block of activations: one sum, which is NaN or infinite
     whenever any value is (a sum propagates both; on a CPU it costs a fifteenth of ``isfinite(values).all()``, which
-    writes a bool per value: ``benchmarks/nonfinite_cost.py``), and one sync on a GPU. A sum of finite values that
-    overflows reads as a failure too: the callers' detailed look, made only on failure, clears it."""
-    return bool(torch.isfinite(values.sum()))
+    writes a bool per value: ``benchmarks/nonfinite_cost.py``), and one sync on a GPU. Only when the sum is not
+    finite is every value looked at, since a sum of finite values can overflow: the answer is exact either way."""
+    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+
+
+def overflow_hint(dtype: torch.dtype | None) -> str:
+    """What to try when activations of a model in ``dtype`` are not finite ('' where an overflow is unlikely)."""
+    name = str(dtype).removeprefix("torch.")
+    return f" (the model runs in {name}: an overflow there gives this; try --dtype float32)" \
+        if name in ("float16", "bfloat16") else ""
 
 
 def describe_nonfinite(values: torch.Tensor) -> str:

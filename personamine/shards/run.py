@@ -24,7 +24,7 @@ from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import LoadedModel, load_model
 from personamine.roles import CONTENT_ROLES, ROLE, ROLES
 from personamine.saes import Sae, load_checked, sae_spec
-from personamine.saes.base import all_finite
+from personamine.saes.base import all_finite, overflow_hint
 from personamine.shards.documents import ROW_BITS, UnitDocuments, UnitTally
 from personamine.shards.negatives import NegativeGatherer
 from personamine.shards.plan import Coverage, Piece
@@ -364,8 +364,6 @@ def _nonfinite(engine: MiningEngine, piece: Piece, batch: WindowBatch, tokens: _
     """A block of activations holds NaN or infinity: the error naming the first one's feature, document and token,
     or, with ``allow_nonfinite``, the number of such values, read as 0 from here on."""
     bad = ~torch.isfinite(acts)
-    if not bool(bad.any()):  # the sum of finite values overflowed
-        return 0
     if engine.config.allow_nonfinite:
         n = int(bad.sum())
         acts.masked_fill_(bad, 0.0)
@@ -382,9 +380,7 @@ def _nonfinite(engine: MiningEngine, piece: Piece, batch: WindowBatch, tokens: _
     token_id = int(table.token_ids[w, position])
     text = engine.loaded.tokenizer.decode([token_id])
     feature = int(engine.encoder.features[start + f])
-    dtype = str(engine.loaded.model.dtype).removeprefix("torch.")
-    hint = f" (the model runs in {dtype}: an overflow there gives this; try --dtype float32)" \
-        if dtype in ("float16", "bfloat16") else ""
+    hint = overflow_hint(engine.loaded.model.dtype)
     raise PersonamineError(
         f"feature {feature} is {value} on corpus file {url!r}, unit {unit} row {row}, token {token} ({text!r}, id "
         f"{token_id}); {int(bad.sum()):,} of this batch's {bad.numel():,} activations are not finite: the model's "

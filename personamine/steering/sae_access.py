@@ -115,7 +115,7 @@ class SteerSae:
         """[N, n] exact activations of the chosen features on residuals ``x`` [N, D]; a NaN or infinite one is an
         error (one reduction per call; the details only on failure)."""
         codes = self.encoder.encode(x)
-        if not all_finite(codes) and not bool(torch.isfinite(codes).all()):
+        if not all_finite(codes):
             bad = ~torch.isfinite(codes)
             row, col = (int(i) for i in bad.nonzero()[0])
             source = "residual" if bool(torch.isfinite(x[row]).all()) else "residual, itself not finite,"
