@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: defaults, machine description, memory sampling, a calibrated random SAE.
+"""Shared shards of the benchmarks: defaults, machine description, memory sampling, a calibrated random SAE.
 
 The benchmarks are scripts, not tests: run them from the repository root (``python benchmarks/<name>.py``).
 """
@@ -245,16 +245,16 @@ def placeholder_sae(workdir: Path, loaded, layer: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A piece of a corpus, as mining covers it
+# A shard of a corpus, as mining covers it
 # ---------------------------------------------------------------------------------------------------------------
-def leading_piece(engine, manifest, max_tokens: int | None, first_unit: int = 0):
-    """The ``Piece`` of whole documents in corpus order, from unit ``first_unit``, up to and including the one whose
+def leading_shard(engine, manifest, max_tokens: int | None, first_unit: int = 0):
+    """The ``Shard`` of whole documents in corpus order, from unit ``first_unit``, up to and including the one whose
     tokens reach ``max_tokens`` (all of them without a budget): what ``mine`` covers with ``max_tokens`` when
     ``first_unit`` is 0. The last unit gets the budget left, as the schedule hands it out (``shards.plan``); finding
     that unit reads (tokenizes) the units once."""
     from personamine.merge.stats import FeatureStats
     from personamine.shards.documents import UnitTally
-    from personamine.shards.plan import Budget, Piece
+    from personamine.shards.plan import Budget, Shard
 
     units, left = [], max_tokens
     for index in range(first_unit, len(manifest)):
@@ -265,14 +265,14 @@ def leading_piece(engine, manifest, max_tokens: int | None, first_unit: int = 0)
         for _ in engine.documents.windows(units[-1], tally, FeatureStats.empty(0).counters, budget=Budget(tokens=left)):
             pass
         if tally.reached_budget:
-            return Piece(tuple(units), budget=Budget(tokens=left))
+            return Shard(tuple(units), budget=Budget(tokens=left))
         left -= tally.tokens
-    return Piece(tuple(units))
+    return Shard(tuple(units))
 
 
 def probe_batches(config, loaded, workdir: Path, max_tokens: int | None, first_unit: int = 0):
-    """(engine, piece, batches): an engine on a placeholder SAE (only to cut windows; ``config.sae`` is replaced),
-    the leading piece of ``config.corpus`` and the engine's own batches of it, as ``run_piece`` would build them."""
+    """(engine, shard, batches): an engine on a placeholder SAE (only to cut windows; ``config.sae`` is replaced),
+    the leading shard of ``config.corpus`` and the engine's own batches of it, as ``run_shard`` would build them."""
     from personamine.corpus import open_manifest
     from personamine.jobs.mine import corpus_spec
     from personamine.merge.stats import FeatureStats
@@ -280,5 +280,5 @@ def probe_batches(config, loaded, workdir: Path, max_tokens: int | None, first_u
 
     placeholder = str(placeholder_sae(workdir, loaded, loaded.layer))
     engine = MiningEngine(config.replace(sae=placeholder, allow_uncalibrated=True, features=[0]), np.array([0]), loaded)
-    piece = leading_piece(engine, open_manifest(corpus_spec(engine.config)), max_tokens, first_unit)
-    return engine, piece, list(engine.batches(piece, [], FeatureStats.empty(0).counters))
+    shard = leading_shard(engine, open_manifest(corpus_spec(engine.config)), max_tokens, first_unit)
+    return engine, shard, list(engine.batches(shard, [], FeatureStats.empty(0).counters))

@@ -101,7 +101,7 @@ def check_top_windows(engine, result, docs: list[list[int]], sae_file: Path, n: 
 # Where the time goes
 # ---------------------------------------------------------------------------------------------------------------
 class ForwardClock:
-    """Times every ``capture_windows`` call that ``run_piece`` makes: CUDA events on a GPU (no sync added; read once
+    """Times every ``capture_windows`` call that ``run_shard`` makes: CUDA events on a GPU (no sync added; read once
     the run is done), the wall clock on the CPU, where every op is synchronous. Also names the calls for the
     profiler."""
 
@@ -171,7 +171,7 @@ def attention_path(kernels: list[dict]) -> str:
     return "math (bmm + softmax) or not among the top kernels"
 
 
-def diagnose(engine, piece, run_piece, top: int = 15) -> dict:
+def diagnose(engine, shard, run_shard, top: int = 15) -> dict:
     """One profiled mining run: wall time, the forward's share of it, GPU busy time and the top kernels, and (on a
     GPU) every host-device sync it makes, by source line (``torch.cuda.set_sync_debug_mode``)."""
     import torch
@@ -189,7 +189,7 @@ def diagnose(engine, piece, run_piece, top: int = 15) -> dict:
             torch.cuda.set_sync_debug_mode("warn")
         t0 = time.perf_counter()
         try:
-            run_piece(engine, piece, on_batch=lambda *_: batches.__setitem__(0, batches[0] + 1))
+            run_shard(engine, shard, on_batch=lambda *_: batches.__setitem__(0, batches[0] + 1))
         finally:
             if cuda:
                 torch.cuda.set_sync_debug_mode("default")
@@ -215,7 +215,7 @@ def diagnose(engine, piece, run_piece, top: int = 15) -> dict:
 def sdpa_backends(loaded, batch, repeats: int = 3) -> dict:
     """The forward over one batch under each SDPA backend alone: milliseconds, or why that backend refused (flash
     takes no mask; a refusal of every fast one means the math kernel runs). The batch is a packed one where the
-    piece has one (its 4D additive mask is what decides)."""
+    shard has one (its 4D additive mask is what decides)."""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -90,9 +90,10 @@ def measure_ours(kind: str, corpus: str) -> dict:
     from personamine.corpus import open_manifest, resolve_corpus
     from personamine.jobs.mine import corpus_spec
     from personamine.model.loading import load_tokenizer
+    from personamine.model.prompts import sink_prefix_ids, special_token_ids
     from personamine.shards.documents import UnitDocuments, UnitTally
     from personamine.shards.plan import Schedule
-    from personamine.shards.windows import build_batch, pack_batches, sink_prefix_ids, special_token_ids
+    from personamine.shards.windows import build_batch, pack_batches
 
     cfg = MineConfig(corpus=corpus)
     tokenizer = load_tokenizer(cfg.model)  # an actor holds it before its first unit: not part of the latency

@@ -5,7 +5,7 @@ Instruct's exact config in bf16 (the checkpoint holds layers 0-15, what a trunca
 tokenizer (token ids come from the corpora), a random 131,072 x 4,096 dictionary_learning BatchTopK SAE whose
 threshold is calibrated on the model's own layer-15 activations (about 32 features fire per token), and two
 pre-tokenized jsonl corpora of random token ids (``tokens_column``: mined as they are). Then, in one process, with
-the real engine (``MiningEngine`` + ``run_piece`` on a ``Piece`` of the corpus's units):
+the real engine (``MiningEngine`` + ``run_shard`` on a ``Shard`` of the corpus's units):
 
   b  the bare early-stopped forward over the engine's own batches (``engine.batches``, then ``capture_windows``)
   c  mining 20 features
@@ -121,11 +121,11 @@ def log(budget: Budget, message: str) -> None:
 
 @dataclass
 class Point:
-    """One (window mode, batch size): its corpus piece, its engines and, for (b), the engine's own batches."""
+    """One (window mode, batch size): its corpus shard, its engines and, for (b), the engine's own batches."""
 
     mode: Mode
     batch_tokens: int
-    piece: object
+    shard: object
     docs: list[list[int]]
     engines: dict = field(default_factory=dict)  # phase -> (engine, device bytes it keeps resident)
     batches: list = field(default_factory=list)
@@ -159,7 +159,7 @@ def steady_rate(marks: list[tuple[float, int]]) -> float | None:
 def measure(point: Point, phase: str, round_: int, model_bytes: int) -> tuple[dict, object]:
     import torch
 
-    from personamine.shards.run import run_piece
+    from personamine.shards.run import run_shard
     from personamine.shards.windows import capture_windows
 
     engine, resident = point.engines["c" if phase == "b" else phase]
@@ -174,7 +174,7 @@ def measure(point: Point, phase: str, round_: int, model_bytes: int) -> tuple[di
                 for batch in point.batches:
                     capture_windows(loaded.model, loaded.layer_module, batch)
         else:
-            result = run_piece(engine, point.piece, on_batch=lambda fed, *_: marks.append((time.perf_counter(), fed)))
+            result = run_shard(engine, point.shard, on_batch=lambda fed, *_: marks.append((time.perf_counter(), fed)))
     fed = point.fed if phase == "b" else result.stats.counters["tokens_fed"]
     counters = None if phase == "b" else result.stats.counters
     scored = None if counters is None else counters["tokens_scored"]
@@ -433,8 +433,8 @@ def prepare(args, shapes: Shapes, device, dtype, workdir: Path, budget: Budget, 
     from personamine.corpus import open_manifest
     from personamine.jobs.mine import corpus_spec
     from personamine.merge.stats import FeatureStats
-    from personamine.shards.plan import Piece
-    from personamine.shards.run import run_piece
+    from personamine.shards.plan import Shard
+    from personamine.shards.run import run_shard
     from personamine.shards.windows import capture_windows
 
     setup, dtype_name = report.data["setup"], str(dtype).removeprefix("torch.")
@@ -461,17 +461,17 @@ def prepare(args, shapes: Shapes, device, dtype, workdir: Path, budget: Budget, 
         path = workdir / f"corpus-{mode.name}.jsonl"
         docs = write_corpus(path, mode, int(shapes.model["vocab_size"]), shapes.first_id, seed=10 + i)
         manifest = open_manifest(corpus_spec(config(mode, path, "", shapes.batch_tokens[0], [0])))
-        corpora[mode.name] = (path, docs, Piece(tuple(manifest.ref(u) for u in range(len(manifest)))))
+        corpora[mode.name] = (path, docs, Shard(tuple(manifest.ref(u) for u in range(len(manifest)))))
         setup.setdefault("corpora", {})[mode.name] = {"documents": len(docs), "tokens": sum(map(len, docs)),
                                                       "units": len(manifest)}
 
     # The SAE is calibrated on activations of windows the engine cuts: a placeholder SAE lets one be built first.
     t0 = time.perf_counter()
     first = shapes.modes[0]
-    path, _, piece = corpora[first.name]
+    path, _, shard = corpora[first.name]
     probe, _ = make_engine(config(first, path, str(placeholder_sae(workdir, loaded, shapes.layer)),
                                   shapes.batch_tokens[0], [0], calibrated=False), np.array([0]), loaded)
-    sae_root = build_sae(workdir, loaded, probe.batches(piece, [], FeatureStats.empty(0).counters), shapes,
+    sae_root = build_sae(workdir, loaded, probe.batches(shard, [], FeatureStats.empty(0).counters), shapes,
                          probe.config.norm_filter)
     sae_file = sae_root / f"resid_post_layer_{shapes.layer}" / "trainer_0" / "ae.pt"
     del probe
@@ -485,12 +485,12 @@ def prepare(args, shapes: Shapes, device, dtype, workdir: Path, budget: Budget, 
     points: dict[tuple[str, int], Point] = {}
     t0 = time.perf_counter()
     for mode in shapes.modes:
-        path, docs, piece = corpora[mode.name]
+        path, docs, shard = corpora[mode.name]
         for bt in shapes.batch_tokens:
-            point = Point(mode, bt, piece, docs)
+            point = Point(mode, bt, shard, docs)
             point.engines["c"] = make_engine(config(mode, path, str(sae_root), bt, targeted.tolist()), targeted,
                                              loaded)
-            point.batches = list(point.engines["c"][0].batches(piece, [], FeatureStats.empty(0).counters))
+            point.batches = list(point.engines["c"][0].batches(shard, [], FeatureStats.empty(0).counters))
             point.fed = int(sum(int(b.real.sum()) for b in point.batches))
             points[(mode.name, bt)] = point
     every = np.arange(shapes.dict_size, dtype=np.int64)
@@ -507,9 +507,9 @@ def prepare(args, shapes: Shapes, device, dtype, workdir: Path, budget: Budget, 
         point = points[(mode.name, shapes.batch_tokens[0])]
         with torch.inference_mode():
             capture_windows(loaded.model, loaded.layer_module, point.batches[0])
-        short = Piece(point.piece.units, row_limit=min(8, len(point.docs)))
+        short = Shard(point.shard.units, row_limit=min(8, len(point.docs)))
         for phase in ("c", "d"):
-            run_piece(point.engines[phase][0], short)
+            run_shard(point.engines[phase][0], short)
     report.save()
     log(budget, "warm-up done")
     return Prepared(loaded, points, sae_file, model_bytes)
@@ -520,7 +520,7 @@ def run(args, shapes: Shapes, device, dtype, workdir: Path, budget: Budget, repo
     backends at the best points; then the later rounds, as long as the time budget allows."""
     import torch
 
-    from personamine.shards.run import run_piece
+    from personamine.shards.run import run_shard
     from personamine.shards.windows import capture_windows, scored_tokens
 
     prep = prepare(args, shapes, device, dtype, workdir, budget, report)
@@ -603,7 +603,7 @@ def run(args, shapes: Shapes, device, dtype, workdir: Path, budget: Budget, repo
                 continue
 
             def profiled(key: str = key, point: Point = point, phase: str = phase) -> None:
-                report.data["diagnostics"][key] = diagnose(point.engines[phase][0], point.piece, run_piece)
+                report.data["diagnostics"][key] = diagnose(point.engines[phase][0], point.shard, run_shard)
                 log(budget, f"profiled run, {key} done")
 
             attempt(f"profiled run, {key}", profiled)

@@ -4,9 +4,9 @@
           ``load_model`` (layers 0..L only);
   sae     an SAE file read whole (``torch.load``, and ``BatchTopKSAE.from_pretrained`` as the seed did) vs
           ``Sae.encoder`` reading only the targeted encoder rows through mmap (and all rows, for comparison);
-  mining  ``features="all"`` on a large random, calibrated SAE: the peak of ``run_piece`` over the leading
-          ``--mining-tokens`` of the corpus (one ``Piece``) and of a whole ``personamine.mine`` run with the same
-          budget (64 KiB units, so it runs several pieces: checkpoints, merge, HDF5), with the sizes of the
+  mining  ``features="all"`` on a large random, calibrated SAE: the peak of ``run_shard`` over the leading
+          ``--mining-tokens`` of the corpus (one ``Shard``) and of a whole ``personamine.mine`` run with the same
+          budget (64 KiB units, so it runs several shards: checkpoints, merge, HDF5), with the sizes of the
           buffers that make them up.
 
     python benchmarks/memory.py            # model + sae (1.07 GB synthetic SAE) + mining (131,072 features)
@@ -31,7 +31,7 @@ from _common import (  # noqa: E402
     PeakMemory,
     calibrated_sae,
     default_corpus,
-    leading_piece,
+    leading_shard,
     load_average,
     machine,
     mib,
@@ -114,7 +114,7 @@ def child(args: argparse.Namespace) -> dict:
                     else np.arange(dict_size))
         encoder = load_sae(args.path).encoder(features, device=torch.device("cpu"))
         out["bytes"] = encoder.nbytes
-    elif args.child in ("mining-run-piece", "mining-mine"):
+    elif args.child in ("mining-run-shard", "mining-mine"):
         out.update(_mining_child(args))
     else:
         raise SystemExit(f"unknown child {args.child}")
@@ -130,7 +130,7 @@ def _mining_child(args: argparse.Namespace) -> dict:
     from personamine.config import MineConfig
     from personamine.corpus import open_manifest
     from personamine.jobs.mine import corpus_spec
-    from personamine.shards.run import MiningEngine, run_piece
+    from personamine.shards.run import MiningEngine, run_shard
 
     work = Path(args.path)
     sae = str(work / f"sae-{args.mining_dict}")
@@ -140,7 +140,7 @@ def _mining_child(args: argparse.Namespace) -> dict:
     if args.child == "mining-mine":
         import shutil
 
-        # Small units, so that the token budget spans several pieces: each checkpointed, then merged.
+        # Small units, so that the token budget spans several shards: each checkpointed, then merged.
         cfg = cfg.replace(unit_bytes=MINE_UNIT_BYTES, keep_work_dir=True)
         shutil.rmtree(cfg.work_dir, ignore_errors=True)
         with PeakMemory() as mem:
@@ -149,10 +149,10 @@ def _mining_child(args: argparse.Namespace) -> dict:
         return {"rss_growth": mem.peak - mem.start, "output_bytes": path.stat().st_size,
                 "checkpoint_bytes": sum(p.stat().st_size for p in checkpoints), "pieces": len(checkpoints)}
     engine = MiningEngine(cfg, np.arange(args.mining_dict))
-    piece = leading_piece(engine, open_manifest(corpus_spec(cfg)), args.mining_tokens)
+    shard = leading_shard(engine, open_manifest(corpus_spec(cfg)), args.mining_tokens)
     loaded_rss = rss_bytes()
     with PeakMemory() as mem:
-        result = run_piece(engine, piece)
+        result = run_shard(engine, shard)
     sizes = {name: {k: int(v.nbytes) for k, v in buffer.arrays().items()}
              for name, buffer in (("buffer", result.buffer), ("samples", result.samples),
                                   ("negatives", result.negatives)) if buffer is not None}
@@ -274,10 +274,10 @@ def main(argv: list[str] | None = None) -> dict:
         mining_sae(args, work)
         print(f"(built the calibrated {args.mining_dict:,}-feature SAE in {time.perf_counter() - t0:.0f} s)",
               flush=True)
-        piece = run_child(args, "mining-run-piece", work)
+        shard = run_child(args, "mining-run-shard", work)
         whole = run_child(args, "mining-mine", work)
-        summary["mining"] = {"run_piece": piece, "mine": whole}
-        print_mining(args, piece, whole, base, summary)
+        summary["mining"] = {"run_shard": shard, "mine": whole}
+        print_mining(args, shard, whole, base, summary)
 
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
@@ -285,20 +285,20 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def print_mining(args: argparse.Namespace, piece: dict, whole: dict, base: int, summary: dict) -> None:
-    buf = piece["buffer_bytes"]
-    samples = sum(piece["samples_bytes"].values())
-    negatives = sum(piece["negatives_bytes"].values())
-    stats = sum(piece["stats_bytes"].values())
-    print(f"## features=\"all\" on a {args.mining_dict:,}-feature SAE, {piece['tokens_fed']:,} tokens fed "
-          f"({piece['n_windows']:,} windows of ctx 64, display spans of {piece['span']}), run_piece "
-          f"{piece['run_seconds']:.0f} s")
+def print_mining(args: argparse.Namespace, shard: dict, whole: dict, base: int, summary: dict) -> None:
+    buf = shard["buffer_bytes"]
+    samples = sum(shard["samples_bytes"].values())
+    negatives = sum(shard["negatives_bytes"].values())
+    stats = sum(shard["stats_bytes"].values())
+    print(f"## features=\"all\" on a {args.mining_dict:,}-feature SAE, {shard['tokens_fed']:,} tokens fed "
+          f"({shard['n_windows']:,} windows of ctx 64, display spans of {shard['span']}), run_shard "
+          f"{shard['run_seconds']:.0f} s")
     rows = [
-        ["engine loaded (model + encoder + corpus)", mib(piece["loaded_rss"]), ""],
-        ["  of which encoder weights (fp32)", mib(piece["encoder_bytes"]), ""],
-        ["run_piece peak", mib(piece["run_peak"]), f"+{mib(piece['run_growth'])} over loaded"],
+        ["engine loaded (model + encoder + corpus)", mib(shard["loaded_rss"]), ""],
+        ["  of which encoder weights (fp32)", mib(shard["encoder_bytes"]), ""],
+        ["run_shard peak", mib(shard["run_peak"]), f"+{mib(shard['run_growth'])} over loaded"],
         ["  TopKBuffer, all", mib(sum(buf.values())),
-         f"the dense [F,K,T] layout it replaced: {mib(piece['dense_layout_bytes'])} MiB"],
+         f"the dense [F,K,T] layout it replaced: {mib(shard['dense_layout_bytes'])} MiB"],
         ["    window table (each span once: ids, tokens, roles)",
          mib(sum(v for k, v in buf.items() if k.startswith("windows_"))), ""],
         ["    entries (feature, score, window row)", mib(buf["feature"] + buf["score"] + buf["window"]), ""],
@@ -307,14 +307,14 @@ def print_mining(args: argparse.Namespace, piece: dict, whole: dict, base: int, 
         ["  interval samples (SampleBuffer)", mib(samples), ""],
         ["  non-activating examples (NegativeBuffer)", mib(negatives), ""],
         ["  stats (counts, sums, max, histogram, per role)", mib(stats), ""],
-        [f"personamine.mine peak growth ({whole['pieces']} piece{'s' * (whole['pieces'] != 1)}: checkpoints, merge, "
+        [f"personamine.mine peak growth ({whole['shards']} shard{'s' * (whole['shards'] != 1)}: checkpoints, merge, "
          "HDF5)",
          mib(whole["rss_growth"]),
          f"checkpoints {mib(whole['checkpoint_bytes'])} MiB, output {mib(whole['output_bytes'])} MiB"],
     ]
     summary["mining_table"] = print_table(["", "MiB", "note"], rows)
-    entries, distinct = piece["entries"], piece["distinct_windows"]
-    nz, cells = piece["nonzero_activations"], piece["activation_cells"]
+    entries, distinct = shard["entries"], shard["distinct_windows"]
+    nz, cells = shard["nonzero_activations"], shard["activation_cells"]
     print(f"\nbuffer entries filled: {entries:,}; distinct spans among them: {distinct:,} "
           f"({entries / max(distinct, 1):,.0f} entries per span); nonzero per-token activations: {nz:,} of "
           f"{cells:,} ({nz / max(cells, 1):.1%})")

@@ -5,8 +5,8 @@ On a text corpus at ctx 64, five phases on the same loaded model, layer, corpus 
   a  the seed's loop, re-implemented faithfully: one text per forward, ``padding="max_length"`` to ctx_len,
      the last position only, a targeted encoder without b_dec or threshold, a per-feature Python top-k;
   b  the bare early-stopped forward (``capture_windows``) over exactly the windows and batches personamine
-     builds (``MiningEngine.batches`` of the piece): the limit;
-  c  personamine's mining of that piece (``MiningEngine`` + ``run_piece``), 20 targeted features;
+     builds (``MiningEngine.batches`` of the shard): the limit;
+  c  personamine's mining of that shard (``MiningEngine`` + ``run_shard``), 20 targeted features;
   d  the same with all features of a second, larger SAE;
   e  the seed's loop as (a), on a second copy of the model in bf16, the dtype the seed loads (``torch_dtype=
      torch.bfloat16``). On a CPU without bf16 units that is the seed's real speed; (a) runs it in our dtype.
@@ -23,7 +23,7 @@ spans of ``min(example_len, ctx_len)`` tokens, against the dense [features, top_
 All phases run interleaved for ``--rounds`` rounds so that other load on a shared machine hits them alike; each
 ratio is the median of its per-round ratios. Without ``--sae``, random BatchTopK SAEs in the dictionary_learning
 release layout are built in a temp dir and calibrated on the model's own layer activations of the corpus they mine
-(the text SAEs on the text piece, the conversation SAEs on the ctx-256 conversation piece's assistant tokens) so
+(the text SAEs on the text shard, the conversation SAEs on the ctx-256 conversation shard's assistant tokens) so
 that about 32 features fire per scored token.
 
     python benchmarks/mine_throughput.py            # full run (~20 min on 2 busy cores)
@@ -99,17 +99,17 @@ class Phase:
 
 @dataclass
 class Setting:
-    """One corpus at one ctx: its piece, the engine's own batches of it (what (b) feeds), the (c) and (d) engines."""
+    """One corpus at one ctx: its shard, the engine's own batches of it (what (b) feeds), the (c) and (d) engines."""
 
     key: str
     title: str
     config: object  # MineConfig, without its SAE and features
-    piece: object
+    shard: object
     batches: list
     batch_tokens: int
     engines: dict = field(default_factory=dict)  # "c" / "d" -> MiningEngine
     phases: dict = field(default_factory=dict)  # phase letter -> Phase
-    results: dict = field(default_factory=dict)  # "c" / "d" -> the last round's PieceResult
+    results: dict = field(default_factory=dict)  # "c" / "d" -> the last round's ShardResult
 
     @property
     def fed(self) -> int:
@@ -316,11 +316,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from personamine.config import MineConfig
     from personamine.corpus import open_manifest
+    from personamine.files.mine import write_results
     from personamine.jobs.mine import corpus_spec
-    from personamine.merge.hdf5 import write_results
     from personamine.model.loading import load_model
     from personamine.saes import read_sae_meta
-    from personamine.shards.run import MiningEngine, run_piece
+    from personamine.shards.run import MiningEngine, run_shard
     from personamine.shards.windows import capture_windows
 
     started = time.perf_counter()
@@ -339,8 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings: list[Setting] = []
 
     def add_setting(key: str, title: str, config: MineConfig, tokens: int, first_unit: int = 0) -> Setting:
-        probe, piece, batches = probe_batches(config, loaded, workdir, tokens, first_unit)
-        setting = Setting(key, title, config, piece, batches, probe.batch_tokens)
+        probe, shard, batches = probe_batches(config, loaded, workdir, tokens, first_unit)
+        setting = Setting(key, title, config, shard, batches, probe.batch_tokens)
         lay = setting.layout()
         print(f"{title}: {lay['documents']:,} documents ({lay['windowed']:,} longer than one window), "
               f"{lay['windows']:,} windows in {lay['batches']} batches of <= {setting.batch_tokens} tokens, "
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
         # one run, which other load on the machine cannot skew between phases.
         clock = ForwardClock(device)
         with clock.patched(), PeakMemory() as mem, Timer(device) as timer:
-            result = run_piece(setting.engines[key], setting.piece)
+            result = run_shard(setting.engines[key], setting.shard)
         counters = result.stats.counters
         if counters["tokens_fed"] != setting.fed:
             print(f"  warning: {setting.key} ({key}) fed {counters['tokens_fed']:,} tokens, (b) {setting.fed:,}")

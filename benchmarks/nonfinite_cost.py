@@ -4,7 +4,7 @@ patched out, in the same process, interleaved rounds; and the two checks alone a
     python benchmarks/nonfinite_cost.py            # 16k tokens of the default corpus, 5 rounds (~5 min idle)
     python benchmarks/nonfinite_cost.py --quick    # 8k tokens, 3 rounds (~2 min idle, 6 at load 4)
 
-1. Mining (``run_piece``, SmolLM2-135M-Instruct layer 10, ctx 64): 20 targeted features of a 4,096-feature SAE, and
+1. Mining (``run_shard``, SmolLM2-135M-Instruct layer 10, ctx 64): 20 targeted features of a 4,096-feature SAE, and
    all features of an 8,192-feature SAE (random BatchTopK SAEs calibrated on the model's own activations, as in
    ``mine_throughput.py``). Each round runs both variants of both settings, the order alternating each round; the
    ratio is the median of the per-round ratios (checked / unchecked tokens per second).
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     from personamine.model.loading import load_model
     from personamine.saes import load_sae
     from personamine.shards import run as run_module
-    from personamine.shards.run import MiningEngine, run_piece
+    from personamine.shards.run import MiningEngine, run_shard
 
     dictionary_learning_trainers()  # the calibrated SAEs are built with it (its __init__ needs nnsight)
     print(f"# nonfinite_cost  {today()}  {machine()}  load avg {load_average()}", flush=True)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     loaded = load_model(args.model, args.layer)
     config = MineConfig(model=args.model, layer=args.layer, corpus=args.corpus or default_corpus(), ctx_len=64,
                         progress=False, preflight_tokens=0)
-    _, piece, batches = probe_batches(config, loaded, workdir, args.tokens)
+    _, shard, batches = probe_batches(config, loaded, workdir, args.tokens)
     saes = {size: str(calibrated_sae(workdir, loaded, batches, layer=args.layer, dict_size=size))
             for size in (4096, 8192)}
     features = np.sort(np.random.default_rng(0).choice(4096, 20, replace=False)).astype(np.int64)
@@ -109,13 +109,13 @@ def main(argv: list[str] | None = None) -> dict:
             spent["n"] += 1
 
     steps = [(k, v) for k in engines for v in ("checked", "unchecked")]
-    run_piece(engines["20 of 4,096 features"], piece)  # warm-up
+    run_shard(engines["20 of 4,096 features"], shard)  # warm-up
     for r in range(args.rounds):
         for key, variant in (steps if r % 2 == 0 else steps[::-1]):
             check = timed if variant == "checked" else (lambda acts: True)
             spent["s"] = 0.0
             with mock.patch.object(run_module, "all_finite", check), Timer(loaded.device) as timer:
-                result = run_piece(engines[key], piece)
+                result = run_shard(engines[key], shard)
             rates[(key, variant)].append(result.stats.counters["tokens_fed"] / timer.wall)
             cpu[(key, variant)].append(timer.cpu)
             if variant == "checked":

@@ -47,8 +47,8 @@ def _rows(corpus: str, column: str, n: int) -> list[object]:
 
 def _windows(tokenizer, kind: str, rows: list[object], ctx_len: int) -> list[tuple[list[int], np.ndarray]]:
     from personamine.corpus.conversations import ChatRenderer, parse_turns
+    from personamine.model.prompts import sink_prefix_ids
     from personamine.roles import ROLE
-    from personamine.shards.windows import sink_prefix_ids
 
     if kind == "chat":
         renderer = ChatRenderer(tokenizer, date_string="26 Jul 2024")

@@ -63,9 +63,14 @@ def overhead(args: argparse.Namespace, work: Path) -> dict:
     import numpy as np
     import torch
 
-    from personamine.jobs.discover import DiscoverConfig, builtin_prompts_path, load_prompts, render_prompts
     from personamine.model.loading import find_decoder_layers, load_causal_lm, load_tokenizer
-    from personamine.shards.windows import sink_prefix_ids, special_token_ids
+    from personamine.model.prompts import (
+        builtin_prompts_path,
+        load_prompts,
+        render_prompts,
+        sink_prefix_ids,
+        special_token_ids,
+    )
     from personamine.steering.hooks import Steering, generation_positions
     from personamine.steering.interventions import Intervention, Term
     from personamine.steering.measure import score_continuations
@@ -74,8 +79,7 @@ def overhead(args: argparse.Namespace, work: Path) -> dict:
 
     model, device, _ = load_causal_lm(args.model, dtype="float32", device="cpu")
     tok = load_tokenizer(args.model)
-    prompts = [p.ids for p in render_prompts(tok, load_prompts(builtin_prompts_path("persona"))[: args.prompts],
-                                             DiscoverConfig())]
+    prompts = [p.ids for p in render_prompts(tok, load_prompts(builtin_prompts_path("persona"))[: args.prompts])]
     sae = SteerSae(open_sae(_sae_for(args, model, work), args.layer), np.array([5]), device)
     steering = Steering(model, find_decoder_layers(model)[args.layer], sae,
                         special_token_ids(tok, sink_prefix_ids(tok)).tolist())

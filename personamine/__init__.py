@@ -1,74 +1,42 @@
 """personamine: find the SAE features a chat model uses for its Assistant self, and mine a corpus for them.
 
 Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.steer(...)``,
-``personamine.explain(...)``, ``personamine.read_results(path)``, ``personamine.read_steering(path)``,
-``personamine.read_explanations(path)``, ``personamine.load_sae(...)`` (any supported SAE layout: see
-``personamine.saes``).
-Imports are lazy so ``import personamine`` stays cheap.
+``personamine.explain(...)``, ``personamine.read_results(path)``, ``personamine.read_discovery(path)``,
+``personamine.read_steering(path)``, ``personamine.read_explanations(path)``, ``personamine.load_sae(...)`` (any
+supported SAE layout: see ``personamine.saes``), and every run's config class.
+Imports are lazy so ``import personamine`` (and the CLI's ``--help``) does not pay for torch and transformers.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+from personamine.version import __version__  # noqa: F401  (public: personamine.__version__)
 
-__all__ = ["ExplainConfig", "MineConfig", "PersonamineError", "SteerConfig", "__version__", "discover", "explain",
-           "load_sae", "mine", "read_discovery", "read_explanations", "read_results", "read_steering", "report",
-           "steer"]
+# Each public name and the module that defines it, imported on first use.
+_PUBLIC = {
+    "mine": "personamine.jobs.mine",
+    "discover": "personamine.jobs.discover",
+    "steer": "personamine.jobs.steer",
+    "explain": "personamine.jobs.explain",
+    "report": "personamine.report",
+    "read_results": "personamine.files.mine",
+    "read_discovery": "personamine.files.discover",
+    "read_steering": "personamine.files.steer",
+    "read_explanations": "personamine.files.explain",
+    "load_sae": "personamine.saes",
+    "MineConfig": "personamine.config",
+    "DiscoverConfig": "personamine.config",
+    "SteerConfig": "personamine.config",
+    "ExplainConfig": "personamine.config",
+    "PersonamineError": "personamine.errors",
+}
+
+__all__ = sorted([*_PUBLIC, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
-    if name == "mine":
-        from personamine.jobs.mine import mine
-
-        return mine
-    if name == "MineConfig":
-        from personamine.config import MineConfig
-
-        return MineConfig
-    if name == "read_results":
-        from personamine.merge.hdf5 import read_results
-
-        return read_results
-    if name == "discover":
-        from personamine.jobs.discover import discover
-
-        return discover
-    if name == "read_discovery":
-        from personamine.jobs.discover import read_discovery
-
-        return read_discovery
-    if name == "steer":
-        from personamine.jobs.steer import steer
-
-        return steer
-    if name == "SteerConfig":
-        from personamine.jobs.steer import SteerConfig
-
-        return SteerConfig
-    if name == "read_steering":
-        from personamine.steering.hdf5 import read_steering
-
-        return read_steering
-    if name == "report":
-        from personamine.report import report
-
-        return report
-    if name == "load_sae":
-        from personamine.saes import load_sae
-
-        return load_sae
-    if name in ("explain", "ExplainConfig"):
-        from personamine.jobs import explain as _explain
-
-        return getattr(_explain, name)
-    if name == "read_explanations":
-        from personamine.autointerp.store import read_explanations
-
-        return read_explanations
-    if name == "PersonamineError":
-        from personamine.errors import PersonamineError
-
-        return PersonamineError
-    raise AttributeError(name)
+    if name not in _PUBLIC:
+        raise AttributeError(name)
+    return getattr(import_module(_PUBLIC[name]), name)

@@ -590,7 +590,7 @@ def personamine_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------------------------------------------
-# SAE layouts of other libraries (tests/test_saes_*.py)
+# SAE layouts of other libraries (tests/saes/test_*.py)
 # ------------------------------------------------------------------------------------------------
 def random_activations(n: int = 200, d: int = TINY_HIDDEN_SIZE, seed: int = 0) -> torch.Tensor:
     import torch
@@ -614,7 +614,7 @@ def assert_codes_match(got: torch.Tensor, want: torch.Tensor, check_sparsity: bo
         assert bool((want > 0).any()) and bool((want == 0).any())
 
 
-# SAELens layout (cfg.json + sae_weights.safetensors): tests/test_saes_saelens.py, tests/test_faults.py
+# SAELens layout (cfg.json + sae_weights.safetensors): tests/saes/test_saelens.py, tests/test_faults.py
 SAELENS_D_IN, SAELENS_D_SAE = 64, 96
 
 
@@ -649,7 +649,7 @@ def write_saelens(folder, architecture: str, *, seed: int = 0, hook: str = "bloc
 
 
 # ------------------------------------------------------------------------------------------------
-# Mining runs (tests/test_mine.py and the modules that mine the same way)
+# Mining runs (tests/jobs/test_mine.py and the modules that mine the same way)
 # ------------------------------------------------------------------------------------------------
 FEATURES = list(range(0, 256, 5))
 UNIT_BYTES = 1500
@@ -657,7 +657,7 @@ TIE = 1e-5  # batched and one-at-a-time forwards round differently; closer score
 
 
 def mine_kwargs(model_dir, sae, corpus, tmp_path, **extra):
-    # Small units, so the 18 KB jsonl corpus is 13 units and piece groupings differ.
+    # Small units, so the 18 KB jsonl corpus is 13 units and shard groupings differ.
     base = dict(model=str(model_dir), layer=SAE_LAYER, sae=sae, corpus=str(corpus), features=FEATURES,
                 ctx_len=16, top_k=6, n_shards=1, unit_bytes=UNIT_BYTES, output=str(tmp_path / "out.h5"),
                 progress=False)
@@ -669,8 +669,8 @@ class Stop(Exception):
     pass
 
 
-def interrupted_run(kwargs, n_pieces: int):
-    """Run until ``n_pieces`` pieces are checkpointed, then stop as a crash would."""
+def interrupted_run(kwargs, n_shards: int):
+    """Run until ``n_shards`` shards are checkpointed, then stop as a crash would."""
     import pytest
 
     import personamine
@@ -678,12 +678,12 @@ def interrupted_run(kwargs, n_pieces: int):
     done = []
 
     def stop(result):
-        done.append(result.piece.name)
-        if len(done) == n_pieces:
+        done.append(result.shard.name)
+        if len(done) == n_shards:
             raise Stop
 
     with pytest.raises(Stop):
-        personamine.mine(**kwargs, on_piece_done=stop)
+        personamine.mine(**kwargs, on_shard_done=stop)
     return done
 
 
@@ -696,7 +696,7 @@ def flip(path):
 
 
 # ------------------------------------------------------------------------------------------------
-# The demo (tests/test_demo.py, tests/test_demo_steer.py)
+# The demo (tests/jobs/test_demo.py, tests/jobs/test_demo_steer.py)
 # ------------------------------------------------------------------------------------------------
 def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
     chats = write_chat_corpus_jsonl(tmp_path / "chats.jsonl")
@@ -711,7 +711,7 @@ def tiny_demo_kwargs(model_dir, corpus, tmp_path, **extra):
 
 
 # ------------------------------------------------------------------------------------------------
-# Result files and report pages (tests/test_report*.py; the ``browser`` fixture is in conftest.py)
+# Result files and report pages (tests/report/test_*.py; the ``browser`` fixture is in conftest.py)
 # ------------------------------------------------------------------------------------------------
 SCRIPT_ATTACK = "<script>window.__pwned=1</script>"
 IMG_ATTACK = '<img src=x onerror="window.__pwned=2">'
@@ -782,12 +782,12 @@ def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: 
     """
     import numpy as np
 
+    from personamine.files.mine import write_results
     from personamine.merge.entries import TOKEN_FILL, Entries
-    from personamine.merge.hdf5 import write_results
     from personamine.merge.samples import SampleBuffer
     from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
     from personamine.merge.topk import TopKBuffer
-    from personamine.model.logit_lens import LogitLens
+    from personamine.saes.logit_lens import LogitLens
 
     rng = np.random.default_rng(seed)
     n_vocab = 5000

@@ -255,7 +255,7 @@ def _limited(limit: int):
 
 
 def test_a_file_size_limit_during_the_final_write(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl, tmp_path):
-    """The same through RLIMIT_FSIZE (EFBIG, no mount needed): the pieces are mined and checkpointed first, then the
+    """The same through RLIMIT_FSIZE (EFBIG, no mount needed): the shards are mined and checkpointed first, then the
     resumed run, which only merges and writes, is limited to 300 KB per file."""
     import subprocess
 
@@ -332,7 +332,7 @@ def test_split_text_cuts_where_whitespace_begins():
     assert list(split_text("x" * 100, 30)) == ["x" * 30] * 3 + ["x" * 10]  # no whitespace: cut at the size
 
 
-def test_a_huge_document_is_tokenized_in_bounded_pieces_with_the_same_result(
+def test_a_huge_document_is_tokenized_in_bounded_shards_with_the_same_result(
         tiny_model_dir, tiny_sae_dir, tmp_path, monkeypatch):
     """A document 40 times the piece size (the piece shrunk to 2,000 characters so the test is small) is tokenized
     in pieces of at most that size, windowed as they come, counted in documents_chunked, and mines exactly what the
@@ -357,11 +357,11 @@ def test_a_huge_document_is_tokenized_in_bounded_pieces_with_the_same_result(
 
     monkeypatch.setattr(documents, "LONG_TEXT_CHARS", 2000)
     monkeypatch.setattr(documents, "tokenize", recording)
-    pieces = personamine.mine(**kwargs, output=str(tmp_path / "pieces.h5"))
+    shards = personamine.mine(**kwargs, output=str(tmp_path / "shards.h5"))
     assert max(longest) <= 2000 and len(longest) >= 40
-    res = personamine.read_results(pieces)
+    res = personamine.read_results(shards)
     assert res.attrs["documents_chunked"] == 1 and personamine.read_results(whole).attrs["documents_chunked"] == 0
-    assert_identical_datasets(whole, pieces)
+    assert_identical_datasets(whole, shards)
 
 
 def test_an_error_quoting_a_multi_line_message_prints_one_line(capsys, monkeypatch):

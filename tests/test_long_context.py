@@ -1,6 +1,6 @@
 """Long windows with real preceding context, display spans and role-aware scoring, against the brute-force reference
 (each fed window alone through the full model, full ``sae.encode``): text and conversation corpora, ctx 64 and
-1,024, one piece and several."""
+1,024, one shard and several."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from personamine.merge.hdf5 import MineResults
+from personamine.files.mine import MineResults
 
 
 @dataclass

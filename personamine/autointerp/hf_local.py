@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from personamine.autointerp.backend import OnDone, Request, Response
 from personamine.errors import PersonamineError
+from personamine.model.loading import pick_device, pick_dtype, resolve_model_source
 
 
 class LocalBackend:
@@ -26,8 +27,6 @@ class LocalBackend:
     def _load(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from personamine.model.loading import pick_device, pick_dtype, resolve_model_source
 
         device, dtype, revision = self._options
         self.device = pick_device(device)

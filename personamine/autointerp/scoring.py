@@ -16,9 +16,6 @@ from dataclasses import dataclass
 
 from personamine.autointerp.prompts import ANSWER_WORDS, NEGATIVE_WORDS, POSITIVE_WORDS
 
-METRICS = ("n", "n_positive", "n_negative", "n_unanswered", "tp", "fp", "tn", "fn", "accuracy", "balanced_accuracy",
-           "precision", "recall", "specificity", "f1", "auc", "n_with_probability")
-
 
 def answer_positions(tokens: list[str], n: int) -> list[int] | None:
     """Generated positions holding the answers: one text, the first answer word (else the first position);

@@ -1,4 +1,4 @@
-"""In-process backend: one engine on one device, pieces in schedule order."""
+"""In-process backend: one engine on one device, shards in schedule order."""
 
 from __future__ import annotations
 
@@ -6,33 +6,34 @@ from collections.abc import Callable
 
 import numpy as np
 
+from personamine.cluster.backend import Backend
 from personamine.config import MineConfig
-from personamine.shards.plan import Piece, Schedule
-from personamine.shards.run import MiningEngine, PieceResult, run_piece
+from personamine.saes import PreflightResult
+from personamine.shards.plan import Schedule, Shard
+from personamine.shards.preflight import preflight_engine
+from personamine.shards.run import MiningEngine, ShardResult, run_shard
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     def __init__(self, config: MineConfig, features: np.ndarray) -> None:
-        self.config, self.features = config, features
+        super().__init__(config, features)
         self.engine: MiningEngine | None = None
 
     def start(self) -> None:
-        """Nothing to start: the engine loads on the first piece (a resumed, finished run needs none)."""
+        """Nothing to start: the engine loads on the first shard (a resumed, finished run needs none)."""
 
-    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
-        from personamine.shards.preflight import preflight_engine
-
+    def preflight(self, shards: list[Shard], n_tokens: int, min_fve: float) -> PreflightResult | None:
         self.engine = self.engine or MiningEngine(self.config, self.features)
-        return preflight_engine(self.engine, pieces, n_tokens, min_fve)
+        return preflight_engine(self.engine, shards, n_tokens, min_fve)
 
-    def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
+    def run(self, schedule: Schedule, on_result: Callable[[ShardResult], None],
             on_batch: Callable[[int, int, int], None]) -> None:
         while not schedule.finished():
-            piece = schedule.next()
-            if piece is None:  # nothing is in flight here, so an unfinished schedule always has a next piece
-                raise RuntimeError("the schedule is not finished but has no piece to run")
+            shard = schedule.next()
+            if shard is None:  # nothing is in flight here, so an unfinished schedule always has a next shard
+                raise RuntimeError("the schedule is not finished but has no shard to run")
             self.engine = self.engine or MiningEngine(self.config, self.features)
-            on_result(run_piece(self.engine, piece, on_batch=on_batch))
+            on_result(run_shard(self.engine, shard, on_batch=on_batch))
 
     def close(self) -> None:
         self.engine = None

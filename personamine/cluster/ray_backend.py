@@ -1,10 +1,10 @@
-"""Ray backend: N long-lived actors run the same ``run_piece`` as the local backend; the driver owns the schedule.
+"""Ray backend: N long-lived actors run the same ``run_shard`` as the local backend; the driver owns the schedule.
 
-The driver hands the schedule's next piece of work to whichever actor is free, checkpoints each result through
+The driver hands the schedule's next shard of work to whichever actor is free, checkpoints each result through
 ``on_result`` (so a rerun of a killed driver resumes) and is the reducer. Actors read their units straight from the
-corpus (a piece names its units' files and offsets), so documents never pass through the driver. Actors are started
+corpus (a shard names its units' files and offsets), so documents never pass through the driver. Actors are started
 before the corpus is planned, so their model loading overlaps the planning. ``max_task_retries=0``: Ray never
-replays a piece behind our back; a piece whose actor died is requeued here, on a replacement actor, a bounded number
+replays a shard behind our back; a shard whose actor died is requeued here, on a replacement actor, a bounded number
 of times.
 """
 
@@ -22,20 +22,23 @@ from typing import Any
 
 import numpy as np
 
+from personamine.cluster.backend import Backend
 from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.shards.plan import Piece, Schedule
-from personamine.shards.run import PieceResult
+from personamine.shards.plan import Schedule, Shard
+from personamine.shards.preflight import preflight_engine
+from personamine.shards.run import MiningEngine, ShardResult, run_shard
+from personamine.verbosity import ENV, verbose
 
 log = logging.getLogger(__name__)
 
 # Test-only fault injection, read inside the actor. The driver forwards every PERSONAMINE_TEST_* variable of its
 # own environment to its actors (runtime_env env_vars), so a test only sets os.environ before calling mine().
 TEST_ENV_PREFIX = "PERSONAMINE_TEST_"
-KILL_ONCE_ENV = "PERSONAMINE_TEST_KILL_ONCE"  # "/path/to/marker:UNIT": SIGKILL the actor once, mid-piece
-FAIL_UNIT_ENV = "PERSONAMINE_TEST_FAIL_UNIT"  # "UNIT": the piece that starts with that unit raises every time
-BATCH_DELAY_ENV = "PERSONAMINE_TEST_BATCH_DELAY"  # seconds to sleep after each batch: keeps actors mid-piece
-# "/marker/dir;UNIT@BATCH,UNIT@BATCH,...": SIGKILL the actor running the piece that starts with UNIT after its
+KILL_ONCE_ENV = "PERSONAMINE_TEST_KILL_ONCE"  # "/path/to/marker:UNIT": SIGKILL the actor once, mid-shard
+FAIL_UNIT_ENV = "PERSONAMINE_TEST_FAIL_UNIT"  # "UNIT": the shard that starts with that unit raises every time
+BATCH_DELAY_ENV = "PERSONAMINE_TEST_BATCH_DELAY"  # seconds to sleep after each batch: keeps actors mid-shard
+# "/marker/dir;UNIT@BATCH,UNIT@BATCH,...": SIGKILL the actor running the shard that starts with UNIT after its
 # BATCH-th batch, once per entry (a marker file in the dir), whichever actor and driver runs it: a seeded chaos run
 KILL_PLAN_ENV = "PERSONAMINE_TEST_KILL_PLAN"
 
@@ -50,7 +53,7 @@ class ActorSpec:
     num_cpus: float
 
 
-def actor_spec(config: MineConfig, cluster: dict[str, float], n_pieces: int) -> ActorSpec:
+def actor_spec(config: MineConfig, cluster: dict[str, float], n_shards: int) -> ActorSpec:
     """How many actors with which resources: by default one per GPU in the cluster, or one CPU actor without GPUs."""
     gpus = float(cluster.get("GPU", 0.0))
     num_gpus = config.actor_num_gpus if config.actor_num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
@@ -64,30 +67,24 @@ def actor_spec(config: MineConfig, cluster: dict[str, float], n_pieces: int) -> 
         count = max(1, int(gpus // num_gpus))
     else:
         count = 1
-    # An actor without a piece would only load the model for nothing.
-    return ActorSpec(min(count, n_pieces), float(num_gpus), float(config.actor_num_cpus))
+    # An actor without a shard would only load the model for nothing.
+    return ActorSpec(min(count, n_shards), float(num_gpus), float(config.actor_num_cpus))
 
 
-class PieceWorker:
-    """One per actor: builds the engine (model, targeted encoder) once, then runs pieces."""
+class ShardWorker:
+    """One per actor: builds the engine (model, targeted encoder) once, then runs shards."""
 
     def __init__(self, config: MineConfig, features: np.ndarray) -> None:
-        from personamine.shards.run import MiningEngine
-
         self.engine = MiningEngine(config, features)
 
     def ready(self) -> str:
         return str(self.engine.device)
 
-    def run(self, piece: Piece) -> PieceResult:
-        from personamine.shards.run import run_piece
+    def run(self, shard: Shard) -> ShardResult:
+        return run_shard(self.engine, shard, on_batch=_test_fault_hook(shard))
 
-        return run_piece(self.engine, piece, on_batch=_test_fault_hook(piece))
-
-    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
-        from personamine.shards.preflight import preflight_engine
-
-        return preflight_engine(self.engine, pieces, n_tokens, min_fve)
+    def preflight(self, shards: list[Shard], n_tokens: int, min_fve: float):
+        return preflight_engine(self.engine, shards, n_tokens, min_fve)
 
 
 def _kill_once(marker: str) -> None:
@@ -98,15 +95,15 @@ def _kill_once(marker: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _test_fault_hook(piece: Piece) -> Callable[[int, int, int], None] | None:
-    """Test-only: after the piece's first batch, die by SIGKILL (once per marker file) or raise (every time); or
+def _test_fault_hook(shard: Shard) -> Callable[[int, int, int], None] | None:
+    """Test-only: after the shard's first batch, die by SIGKILL (once per marker file) or raise (every time); or
     die after the batch a kill plan names."""
     kill, fail = os.environ.get(KILL_ONCE_ENV), os.environ.get(FAIL_UNIT_ENV)
     delay = float(os.environ.get(BATCH_DELAY_ENV, 0))
     plan = os.environ.get(KILL_PLAN_ENV)
     if not kill and not fail and not delay and not plan:
         return None
-    first = piece.units[0].index
+    first = shard.units[0].index
     kills: dict[int, str] = {}  # batch number -> marker
     if plan:
         where, entries = plan.split(";", 1)
@@ -123,7 +120,7 @@ def _test_fault_hook(piece: Piece) -> Callable[[int, int, int], None] | None:
         if batches in kills:
             _kill_once(kills[batches])
         if fail and int(fail) == first:
-            raise RuntimeError(f"injected failure in {piece.name} ({FAIL_UNIT_ENV})")
+            raise RuntimeError(f"injected failure in {shard.name} ({FAIL_UNIT_ENV})")
         if kill:
             marker, index = kill.rsplit(":", 1)
             if int(index) == first:
@@ -136,13 +133,11 @@ def _test_fault_hook(piece: Piece) -> Callable[[int, int, int], None] | None:
 def _remote_worker():
     import ray
 
-    return ray.remote(PieceWorker)
+    return ray.remote(ShardWorker)
 
 
 def _actor_env() -> dict[str, str]:
     """What an actor inherits from the driver's environment wherever it runs: --verbose, and test-only faults."""
-    from personamine.verbosity import ENV
-
     return {k: v for k, v in os.environ.items() if k.startswith(TEST_ENV_PREFIX) or k == ENV}
 
 
@@ -159,9 +154,9 @@ def _cause(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-class RayBackend:
+class RayBackend(Backend):
     """Mining actors on a Ray cluster: ``start`` connects and starts them (their model loading overlaps the driver's
-    corpus planning), ``run`` hands out a schedule's pieces, ``close`` ends the actors (and a connection made here).
+    corpus planning), ``run`` hands out a schedule's shards, ``close`` ends the actors (and a connection made here).
 
     Unless Ray is already initialised, ``start`` calls ``ray.init(address=config.ray_address)``; with no address Ray
     picks ``RAY_ADDRESS``, else a cluster ``ray start`` started on this machine, else a new local Ray. Only a
@@ -169,7 +164,7 @@ class RayBackend:
     """
 
     def __init__(self, config: MineConfig, features: np.ndarray) -> None:
-        self.config, self.features = config, features
+        super().__init__(config, features)
         self.connected = False
         self.driver: _Driver | None = None
 
@@ -179,8 +174,6 @@ class RayBackend:
         except ImportError as exc:
             raise PersonamineError("the Ray backend needs Ray: pip install 'personamine[ray]'") from exc
         if not ray.is_initialized():
-            from personamine.verbosity import verbose
-
             loud = verbose()  # quiet as a local run: no Ray banner, and actors' own output only with --verbose
             try:
                 ray.init(address=self.config.ray_address or None, logging_level=logging.INFO if loud else logging.ERROR,
@@ -191,15 +184,15 @@ class RayBackend:
         self.driver = _Driver(self.config, self.features)
         self.driver.spawn_all()
 
-    def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
+    def run(self, schedule: Schedule, on_result: Callable[[ShardResult], None],
             on_batch: Callable[[int, int, int], None]) -> None:
         assert self.driver is not None, "start() first"
         self.driver.run(schedule, on_result, on_batch)
 
-    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
+    def preflight(self, shards: list[Shard], n_tokens: int, min_fve: float):
         """The SAE's pre-flight check, run by the first actor that is up (the driver never loads the model)."""
         assert self.driver is not None, "start() first"
-        return self.driver.preflight(pieces, n_tokens, min_fve)
+        return self.driver.preflight(shards, n_tokens, min_fve)
 
     def close(self) -> None:
         import ray
@@ -220,8 +213,8 @@ class _Driver:
         self.failures: dict[str, int] = {}
         self.spec = actor_spec(config, ray.cluster_resources(), 1 << 30)
         self.idle: list[Any] = []
-        self.starting: dict[Any, Any] = {}  # ready() ref -> actor; no piece goes to an actor before it is up
-        self.busy: dict[Any, tuple[Any, Piece]] = {}  # run() ref -> (actor, piece)
+        self.starting: dict[Any, Any] = {}  # ready() ref -> actor; no shard goes to an actor before it is up
+        self.busy: dict[Any, tuple[Any, Shard]] = {}  # run() ref -> (actor, shard)
         self.n_tokens = 0
         self.lost_starting = 0
         self.began = time.perf_counter()
@@ -245,20 +238,20 @@ class _Driver:
             ray.kill(actor, no_restart=True)
         self.idle, self.starting, self.busy = [], {}, {}
 
-    def preflight(self, pieces: list[Piece], n_tokens: int, min_fve: float):
+    def preflight(self, shards: list[Shard], n_tokens: int, min_fve: float):
         import ray
 
         while not self.idle:
             done, _ = ray.wait(list(self.starting), num_returns=1)
             self._started(done[0])
         try:
-            return ray.get(self.idle[0].preflight.remote(pieces, n_tokens, min_fve))
+            return ray.get(self.idle[0].preflight.remote(shards, n_tokens, min_fve))
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, PersonamineError):
                 raise PersonamineError(str(exc.cause)) from None
             raise
 
-    def run(self, schedule: Schedule, on_result: Callable[[PieceResult], None],
+    def run(self, schedule: Schedule, on_result: Callable[[ShardResult], None],
             on_batch: Callable[[int, int, int], None]) -> None:
         self.schedule, self.on_result, self.on_batch = schedule, on_result, on_batch
         # An actor without a unit would only hold resources: the corpus may have fewer units than actors.
@@ -282,11 +275,11 @@ class _Driver:
         waiting_since = time.monotonic()
         warned = False
         while not self.schedule.finished():
-            while self.idle and (piece := self.schedule.next()) is not None:
+            while self.idle and (shard := self.schedule.next()) is not None:
                 actor = self.idle.pop()
-                self.busy[actor.run.remote(piece)] = (actor, piece)
+                self.busy[actor.run.remote(shard)] = (actor, shard)
             if not self.busy and not self.starting:
-                raise RuntimeError("the schedule is not finished but has no piece to run")
+                raise RuntimeError("the schedule is not finished but has no shard to run")
             done, _ = ray.wait([*self.busy, *self.starting], num_returns=1, timeout=_WAIT_WARNING_S / 4)
             if not done:
                 waited = time.monotonic() - waiting_since
@@ -334,19 +327,19 @@ class _Driver:
     def _finished(self, ref: Any) -> None:
         import ray
 
-        actor, piece = self.busy.pop(ref)
+        actor, shard = self.busy.pop(ref)
         try:
-            result: PieceResult = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:  # a Python exception inside run_piece; the actor lives on
+            result: ShardResult = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # a Python exception inside run_shard; the actor lives on
             if isinstance(exc.cause, PersonamineError):
-                raise PersonamineError(f"{piece.describe()} failed: {exc.cause}") from None
+                raise PersonamineError(f"{shard.describe()} failed: {exc.cause}") from None
             self.idle.append(actor)
-            self._requeue(piece, _cause(exc))
+            self._requeue(shard, _cause(exc))
             return
         except ray.exceptions.RayError as exc:  # actor died (killed, OOM, node lost) or its result was lost
             ray.kill(actor, no_restart=True)
             self._spawn()
-            self._requeue(piece, _cause(exc))
+            self._requeue(shard, _cause(exc))
             return
         self.idle.append(actor)
         counters = result.stats.counters
@@ -354,10 +347,10 @@ class _Driver:
         self.on_batch(counters["tokens_fed"], sum(u.tokens for u in result.coverage.units), counters["tokens_scored"])
         self.on_result(result)
 
-    def _requeue(self, piece: Piece, cause: str) -> None:
-        n = self.failures[piece.name] = self.failures.get(piece.name, 0) + 1
-        self.schedule.requeue(piece)
+    def _requeue(self, shard: Shard, cause: str) -> None:
+        n = self.failures[shard.name] = self.failures.get(shard.name, 0) + 1
+        self.schedule.requeue(shard)
         if n > self.config.max_shard_retries:
-            raise PersonamineError(f"{piece.describe()} failed {n} time(s), giving up (max_shard_retries="
+            raise PersonamineError(f"{shard.describe()} failed {n} time(s), giving up (max_shard_retries="
                                    f"{self.config.max_shard_retries}); last cause: {cause}")
-        log.warning("ray: %s failed (attempt %d), requeued: %s", piece.describe(), n, cause)
+        log.warning("ray: %s failed (attempt %d), requeued: %s", shard.describe(), n, cause)

@@ -11,6 +11,8 @@ import glob
 import os
 from pathlib import Path
 
+from personamine.corpora import builtin_corpus_path
+from personamine.corpus.hub import hub_files
 from personamine.corpus.manifest import CorpusFile
 from personamine.corpus.readers import SUFFIXES
 from personamine.errors import PersonamineError
@@ -75,8 +77,6 @@ def resolve_files(name: str, config: str | None, split: str,
     if not name:
         raise PersonamineError("no corpus given: pass a file, a directory, a glob, a built-in name or a hub dataset")
     if name.startswith("builtin:"):
-        from personamine.corpora import builtin_corpus_path
-
         try:
             name = str(builtin_corpus_path(name))
         except (KeyError, ModuleNotFoundError) as exc:
@@ -84,6 +84,5 @@ def resolve_files(name: str, config: str | None, split: str,
     files = local_files(name)
     if files is not None:
         return files, None
-    from personamine.corpus.hub import hub_files
 
     return hub_files(name, config, split, revision)

@@ -96,8 +96,8 @@ def _show_flags(parser: argparse.ArgumentParser) -> None:
 @command("show", "print a mining file's features and top contexts in the terminal")(_show_flags)
 def _show(args: argparse.Namespace) -> int:
     from personamine.config import parse_feature_list
+    from personamine.files.mine import read_results
     from personamine.jobs.show import format_results
-    from personamine.merge.hdf5 import read_results
 
     features = parse_feature_list(args.features) if args.features else None
     # Only the asked features are read: an all-features file holds ~1.3 GB of top-k arrays.
@@ -230,8 +230,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _discover_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import DiscoverConfig
     from personamine.jobs.cliargs import add_config_flags
-    from personamine.jobs.discover import DiscoverConfig
 
     parser.description = ("Rank SAE features by mean activation on self-referential prompts minus matched controls, "
                           "rendered with the chat template (personamine.discover).")
@@ -243,8 +243,10 @@ def _discover_flags(parser: argparse.ArgumentParser) -> None:
 @command("discover", "rank SAE features by how much more they fire on self-referential prompts than on controls")(
     _discover_flags)
 def _discover(args: argparse.Namespace) -> int:
+    from personamine.config import DiscoverConfig
+    from personamine.files.discover import read_discovery
     from personamine.jobs.cliargs import overrides_from_args
-    from personamine.jobs.discover import DiscoverConfig, discover, read_discovery
+    from personamine.jobs.discover import discover
 
     path = discover(DiscoverConfig(**overrides_from_args(args, DiscoverConfig)))
     found = read_discovery(path)
@@ -254,8 +256,8 @@ def _discover(args: argparse.Namespace) -> int:
 
 
 def _train_sae_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import TrainSaeConfig
     from personamine.jobs.cliargs import add_config_flags
-    from personamine.jobs.train_sae import TrainSaeConfig
 
     parser.description = ("Train a BatchTopK SAE on one layer's residual stream over a corpus and save it in "
                           "dictionary_learning's release layout (personamine.jobs.train_sae.train_sae).")
@@ -265,8 +267,9 @@ def _train_sae_flags(parser: argparse.ArgumentParser) -> None:
 @command("train-sae", "train a BatchTopK SAE on one layer's residual stream (needs dictionary-learning)")(
     _train_sae_flags)
 def _train_sae(args: argparse.Namespace) -> int:
+    from personamine.config import TrainSaeConfig
     from personamine.jobs.cliargs import overrides_from_args
-    from personamine.jobs.train_sae import TrainSaeConfig, train_sae
+    from personamine.jobs.train_sae import train_sae
 
     config = TrainSaeConfig(**overrides_from_args(args, TrainSaeConfig))
     result = train_sae(config)
@@ -276,8 +279,8 @@ def _train_sae(args: argparse.Namespace) -> int:
 
 
 def _demo_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import DemoConfig
     from personamine.jobs.cliargs import add_config_flags
-    from personamine.jobs.demo import DemoConfig
 
     parser.description = ("Offline end to end on a CPU: SmolLM2-135M-Instruct, an SAE trained on first use, discover, "
                           "mine the top features over the built-in corpus, print them (personamine.jobs.demo.demo).")
@@ -287,16 +290,17 @@ def _demo_flags(parser: argparse.ArgumentParser) -> None:
 @command("demo", "the whole idea offline on a CPU: SmolLM2, an SAE trained on first use, discover, mine, report")(
     _demo_flags)
 def _demo(args: argparse.Namespace) -> int:
+    from personamine.config import DemoConfig
     from personamine.jobs.cliargs import overrides_from_args
-    from personamine.jobs.demo import DemoConfig, demo
+    from personamine.jobs.demo import demo
 
     demo(DemoConfig(**overrides_from_args(args, DemoConfig)))
     return 0
 
 
 def _steer_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import SteerConfig
     from personamine.jobs.cliargs import add_config_flags
-    from personamine.jobs.steer import SteerConfig
 
     parser.description = ("Ablate, clamp or add SAE features at the SAE's layer of the full model; measure identity "
                           "log-probabilities, KL, perplexity and generations against the unsteered model, on persona "
@@ -307,9 +311,10 @@ def _steer_flags(parser: argparse.ArgumentParser) -> None:
 @command("steer", "ablate, clamp or add SAE features and measure what it does to the Assistant's self-description")(
     _steer_flags)
 def _steer(args: argparse.Namespace) -> int:
+    from personamine.config import SteerConfig
+    from personamine.files.steer import read_steering
     from personamine.jobs.cliargs import overrides_from_args
-    from personamine.jobs.steer import SteerConfig, steer
-    from personamine.steering.hdf5 import read_steering
+    from personamine.jobs.steer import steer
 
     path = steer(SteerConfig(**overrides_from_args(args, SteerConfig)))
     print(read_steering(path).table())
@@ -318,8 +323,8 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _demo_steer_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import DemoSteerConfig
     from personamine.jobs.cliargs import add_config_flags
-    from personamine.jobs.demo_steer import DemoSteerConfig
 
     parser.description = ("After `personamine demo`: steer its top discovered features, print the metrics and "
                           "generations, add a steering section to its report (personamine.jobs.demo_steer).")
@@ -329,16 +334,17 @@ def _demo_steer_flags(parser: argparse.ArgumentParser) -> None:
 @command("demo-steer", "after the demo: steer its top discovered features and add the result to its report")(
     _demo_steer_flags)
 def _demo_steer(args: argparse.Namespace) -> int:
+    from personamine.config import DemoSteerConfig
     from personamine.jobs.cliargs import overrides_from_args
-    from personamine.jobs.demo_steer import DemoSteerConfig, demo_steer
+    from personamine.jobs.demo_steer import demo_steer
 
     demo_steer(DemoSteerConfig(**overrides_from_args(args, DemoSteerConfig)))
     return 0
 
 
 def _explain_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import ExplainConfig
     from personamine.jobs.cliargs import add_config_flags
-    from personamine.jobs.explain import ExplainConfig
 
     parser.description = ("Explain each mined feature with an LLM (in process, or any OpenAI-compatible server) and "
                           "score the explanations by detection and fuzzing (personamine.explain).")
@@ -350,9 +356,10 @@ def _explain_flags(parser: argparse.ArgumentParser) -> None:
 @command("explain", "explain mined features with an LLM and score the explanations by detection and fuzzing")(
     _explain_flags)
 def _explain(args: argparse.Namespace) -> int:
-    from personamine.autointerp.store import read_explanations
+    from personamine.config import ExplainConfig
+    from personamine.files.explain import read_explanations
     from personamine.jobs.cliargs import overrides_from_args
-    from personamine.jobs.explain import ExplainConfig, explain
+    from personamine.jobs.explain import explain
 
     path = explain(ExplainConfig(**overrides_from_args(args, ExplainConfig)))  # RESULTS fills the results field
     print(read_explanations(path).table(args.table))

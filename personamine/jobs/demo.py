@@ -11,7 +11,6 @@ it never saw; the offset is fixed (not derived from ``mine_tokens``) so every mi
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -21,60 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from personamine.atomic import check_writable
-from personamine.config import at_least, knob, resolve_config
+from personamine.cache import cache_dir
+from personamine.config import DemoConfig, resolve_config
+from personamine.corpora import builtin_corpus_path
+from personamine.discovery.select import positive_only_note, top_discovered
 from personamine.errors import PersonamineError
-from personamine.model.smollm2 import SMOLLM2_ID
+from personamine.files.discover import read_discovery
+from personamine.files.mine import read_results
+from personamine.jobs.discover import discover
+from personamine.jobs.mine import mine
+from personamine.jobs.show import format_feature
+from personamine.jobs.train_sae import train_sae
+from personamine.model.loading import resolve_model_source
+from personamine.report import report
+from personamine.saes.locate import release_subpath
 
-DEMO_CORPUS = "builtin:chat-and-prose"
-DEMO_CONVERSATIONS = "builtin:conversations"
 SAE_CACHE_VERSION = 1  # bump when training changes, so stale cached SAEs are not reused
 # What the cached SAE depends on (its cache key).
 _SAE_FIELDS = ("model", "layer", "corpus", "dict_size", "k", "train_tokens", "train_from_document", "train_steps",
                "train_batch_size", "ctx_len")
-
-
-@dataclass
-class DemoConfig:
-    model: str = knob(SMOLLM2_ID, "model: builtin:smollm2-135m-instruct (offline), a hub id or a local directory")
-    # A middle layer (10 of 30). Mining costs the forward through it: measured on 2 cores (2026-11-26), a later
-    # run took 3:01-3:12 at layer 15 and 12; layers 0..10 leave margin under 3 minutes.
-    layer: int = knob(10, "decoder layer read by the SAE, discovery and mining")
-    corpus: str = knob(DEMO_CORPUS, "corpus the SAE is trained on on first use (see mine --help)")
-    sae: str | None = knob(None, "an SAE for this model and layer (default: train one on first use and cache it)")
-    # SAE training (when sae is None): sized for ~4 minutes on 2 CPU cores
-    dict_size: int = knob(4096, "features of the SAE trained on first use")
-    k: int = knob(32, "active features per token of that SAE")
-    train_tokens: int = knob(100_000, "tokens it is trained on")
-    # a text mine of the built-in corpus (--mine-corpus builtin:chat-and-prose) reads its first ~1,000 documents
-    train_from_document: int = knob(4000, "first corpus document it is trained on (past the mined ones)")
-    train_steps: int = knob(500, "its training steps")
-    train_batch_size: int = knob(1024, "activations per training step")
-    # discovery and mining
-    top: int = knob(20, "how many of the best-ranked discovered features to mine")
-    positive_only: bool = knob(True, "mine only features that score above zero (--no-positive-only: the top N "
-                                     "whatever their score)")
-    mine_corpus: str = knob(DEMO_CONVERSATIONS, "corpus the top features are mined over (see mine --help)")
-    messages_column: str = knob("messages", "its column of conversations, rendered with the chat template ('': a "
-                                            "text corpus)")
-    score_roles: list[str] = knob(help="roles scored while mining conversations (the Assistant's turns: where a "
-                                       "persona feature belongs)", factory=lambda: ["assistant"])
-    mine_tokens: int = knob(200_000, "tokens of the corpus mined (whole leading documents)")
-    mine_ctx_len: int = knob(256, "tokens per mining window, sink prefix included (conversations are windowed)")
-    ctx_len: int = knob(64, "tokens per window of the SAE's training, sink prefix included")
-    # printing
-    show: int = knob(10, "features printed with their contexts")
-    examples: int = knob(3, "contexts printed per feature")
-    allow_low_fve: bool = knob(False, "run discover and mine even if the SAE fails the pre-flight quality check")
-    output_dir: str = knob("personamine-demo", "directory for discover.h5, mine.h5 and report.html")
-    progress: bool = knob(True, "show progress bars")
-
-    def __post_init__(self) -> None:
-        at_least(self, 1, "dict_size", "k", "train_tokens", "train_steps", "train_batch_size", "top", "mine_tokens")
-        at_least(self, 4, "ctx_len", "mine_ctx_len")
-        at_least(self, 0, "train_from_document", "show", "examples")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -87,8 +51,6 @@ class DemoResult:
 
 
 def _sae_cache_root(cfg: DemoConfig) -> Path:
-    from personamine.cache import cache_dir
-
     key = {"version": SAE_CACHE_VERSION, **{name: getattr(cfg, name) for name in _SAE_FIELDS}}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in cfg.model.split("/")[-1].split(":")[-1])
@@ -109,9 +71,6 @@ def _cached_summary(ae_path: Path) -> str | None:
 
 def ensure_sae(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Path, str]:
     """The cached demo SAE's release root, training it first if it is not cached yet."""
-    from personamine.jobs.train_sae import train_sae
-    from personamine.saes.locate import release_subpath
-
     root = _sae_cache_root(cfg)
     ae_path = root / release_subpath(cfg.layer, 0) / "ae.pt"
     if ae_path.is_file():
@@ -133,8 +92,6 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
     ``config`` is a :class:`DemoConfig` or None (then keyword arguments are its fields); keyword arguments
     override a given config. ``say`` receives every line the demo prints.
     """
-    from personamine.model.loading import resolve_model_source
-
     began = time.perf_counter()
     cfg = resolve_config(DemoConfig, config, overrides, "demo")
     check_writable(cfg.output_dir, "output directory", directory=True)
@@ -144,7 +101,6 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
         # Built-ins are materialised here on first use (the model's conversion shows its own progress bar), so a
         # missing data package is reported before anything else runs.
         resolve_model_source(cfg.model)
-        from personamine.corpora import builtin_corpus_path
 
         for corpus in dict.fromkeys((cfg.corpus, cfg.mine_corpus)):
             if corpus.startswith("builtin:"):
@@ -156,9 +112,7 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
 
 def format_report(found, results, n_features: int = 10, n_examples: int = 3) -> str:
     """The top discovered features, each with its discovery scores, the prompts it fires on most, and its mined
-    contexts (``found``: :func:`~personamine.jobs.discover.read_discovery`; ``results``: ``read_results``)."""
-    from personamine.jobs.show import format_feature
-
+    contexts (``found``: :func:`~personamine.files.discover.read_discovery`; ``results``: ``read_results``)."""
     lines = ["top contexts: activating tokens «marked» with their values (! = at least half the window's peak)"]
     mined = set(results.feature_ids.tolist())
     for j in range(min(n_features, found.persona_acts.shape[1])):
@@ -188,11 +142,6 @@ def _strongest(found, j: int, n: int = 3) -> str:
 
 
 def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResult:
-    from personamine.jobs.discover import discover, read_discovery
-    from personamine.jobs.features import positive_only_note, top_discovered
-    from personamine.jobs.mine import mine
-    from personamine.merge.hdf5 import read_results
-
     out = Path(cfg.output_dir)
 
     if cfg.sae is None:
@@ -228,7 +177,6 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
         say(f"note: the {results.attrs['n_documents']} mined documents overlap the SAE's training documents (from "
             f"{cfg.train_from_document} on)")
     say(format_report(found, results, cfg.show, cfg.examples))
-    from personamine.report import report
 
     report_path = report(mine_path, out / "report.html", discovery=discovery_path)
     seconds = time.perf_counter() - began

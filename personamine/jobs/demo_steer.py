@@ -7,33 +7,17 @@ the demo's report with a steering section. Sized for a laptop CPU: few prompts, 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personamine.config import knob, resolve_config
+from personamine.config import DemoSteerConfig, resolve_config
 from personamine.errors import PersonamineError
-
-
-@dataclass
-class DemoSteerConfig:
-    output_dir: str = knob("personamine-demo", "the demo's output directory (discover.h5 and mine.h5 are read there)")
-    top: int = knob(3, "steer this many of the top discovered features")
-    n_prompts: int = knob(6, "persona prompts and as many controls")
-    max_new_tokens: int = knob(20, "tokens generated per response")
-    alphas: list[float] = knob(help="alphas, in multiples of the median residual norm (--alphas=-1,1)",
-                               factory=lambda: [-0.5, -0.25, 0.25, 0.5])
-    clamp: list[float] = knob(help="clamp values, in multiples of each feature's corpus max", factory=lambda: [2.0])
-    combine: bool = knob(False, "also steer the features all together")
-    ppl_tokens: int = knob(512, "corpus tokens scored for perplexity")
-    show: int = knob(2, "persona prompts whose generations are printed")
-    progress: bool = knob(True, "show a progress bar")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+from personamine.files.steer import read_steering
+from personamine.jobs.steer import steer
+from personamine.report import report
 
 
 @dataclass
@@ -47,10 +31,6 @@ def demo_steer(config: DemoSteerConfig | None = None, /, *, say: Callable[[str],
                **overrides: Any) -> DemoSteerResult:
     """Steer the demo's top features; print metrics and generations; add the section to the demo's report."""
     from transformers.utils import logging as hf_logging
-
-    from personamine.jobs.steer import steer
-    from personamine.report import report
-    from personamine.steering.hdf5 import read_steering
 
     began = time.perf_counter()
     cfg = resolve_config(DemoSteerConfig, config, overrides, "demo-steer")

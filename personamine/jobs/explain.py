@@ -11,7 +11,6 @@ right. Every call goes through the response cache: a rerun, or a run resumed aft
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,10 @@ from typing import Any
 import numpy as np
 
 from personamine.autointerp.backend import CachedBackend, Request, Response
+from personamine.autointerp.cache import ResponseCache
 from personamine.autointerp.examples import Example, FeatureExamples, split_examples
+from personamine.autointerp.hf_local import LocalBackend
+from personamine.autointerp.openai_http import OpenAIBackend
 from personamine.autointerp.prompts import (
     ANSWER_WORDS,
     PersonaEvidence,
@@ -32,89 +34,20 @@ from personamine.autointerp.prompts import (
     parse_explanation,
     shown_text,
 )
-from personamine.autointerp.scoring import METRICS, answer_probabilities, judge, score
-from personamine.autointerp.store import Answer, Call, ExplanationResults, write_explanations
-from personamine.config import DEFAULT_MODEL, knob, parse_feature_list, resolve_config
+from personamine.autointerp.scoring import answer_probabilities, judge, score
+from personamine.cache import cache_dir
+from personamine.config import DEFAULT_MODEL, SCORERS, ExplainConfig, resolve_config
 from personamine.errors import PersonamineError
-
-SCORERS = ("detection", "fuzzing")
-BACKENDS = ("local", "openai")
-
-
-@dataclass
-class ExplainConfig:
-    results: str = knob("", "the mining file (HDF5) whose features to explain")
-    discovery: str | None = knob(None, "a discovery file: show the explainer each feature's persona/control prompts")
-    features: list[int] | str = knob(help="feature ids (1,5,9 or 3-6); default (or 'all'): every feature in the file",
-                                     factory=list)
-    output: str | None = knob(None, "the explanations file to write (default: RESULTS with .explanations.h5)")
-    # explainer
-    backend: str = knob("local", "local (a transformers model in process) or openai (an OpenAI-compatible server)")
-    model: str | None = knob(None, "explainer model: local, a hub id or directory (default "
-                                   f"{DEFAULT_MODEL}); openai, the served name (default: the server's first)")
-    base_url: str | None = knob(None, "openai: server base URL (default: OPENAI_BASE_URL, else http://127.0.0.1:8000/v1)")
-    api_key: str | None = knob(None, "openai: API key (default: OPENAI_API_KEY; a local vLLM needs none)")
-    concurrency: int = knob(8, "openai: requests in flight at once")
-    max_retries: int = knob(4, "openai: retries of a request that failed transiently (connection, timeout, 429, 5xx)")
-    timeout: float = knob(120.0, "openai: seconds to wait for one response")
-    retry_backoff: float = knob(1.0, "openai: first retry delay in seconds, doubled on each further retry")
-    device: str = knob("auto", "local: torch device (auto: cuda if available)")
-    dtype: str = knob("auto", "local: model dtype (auto: bf16 on GPU, fp32 on CPU)")
-    batch_size: int = knob(8, "local: prompts generated together")
-    temperature: float = knob(0.0, "sampling temperature (0: greedy, reproducible)")
-    explanation_tokens: int = knob(200, "most tokens the explainer may write per explanation")
-    answer_tokens: int = knob(8, "most tokens per scoring answer (lists: 4 more per text)")
-    top_logprobs: int = knob(20, "log-probability alternatives asked per answer token (0: score from text only)")
-    cache_dir: str | None = knob(None, "response cache (default: PERSONAMINE_CACHE or ~/.cache/personamine, /explain)")
-    # examples and scoring
-    n_explain: int = knob(10, "top windows shown to the explainer")
-    n_test: int = knob(20, "held-out activating windows scored (interval samples first, then remaining top windows)")
-    n_negatives: int = knob(20, "non-activating windows scored (from the mining file's negatives)")
-    scorers: list[str] = knob(help="scorers to run: detection, fuzzing", factory=lambda: list(SCORERS))
-    texts_per_prompt: int = knob(1, "texts judged per scoring prompt (1: one answer token, scored by log-probability; "
-                                    "5: delphi's lists, for large models)")
-    mark_threshold: float = knob(0.3, "tokens above this fraction of a window's max are marked <<like this>>")
-    persona_prompts: int = knob(5, "with a discovery file: persona/control prompt pairs shown (most active first)")
-    progress: bool = knob(True, "show a progress bar")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.features, str):
-            self.features = [] if self.features == "all" else parse_feature_list(self.features)
-        if isinstance(self.scorers, str):
-            self.scorers = [s for s in self.scorers.split(",") if s]
-        if not self.results:
-            raise PersonamineError("no mining file given: explain needs the HDF5 file that `personamine mine` wrote")
-        if self.backend not in BACKENDS:
-            raise PersonamineError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        unknown = [s for s in self.scorers if s not in SCORERS]
-        if unknown or not self.scorers:
-            raise PersonamineError(f"scorers must be among {', '.join(SCORERS)}, got {', '.join(self.scorers)!r}")
-        for name in ("n_explain", "texts_per_prompt", "explanation_tokens", "answer_tokens", "concurrency",
-                     "batch_size"):
-            if getattr(self, name) < 1:
-                raise PersonamineError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("n_test", "n_negatives", "max_retries", "top_logprobs", "persona_prompts"):
-            if getattr(self, name) < 0:
-                raise PersonamineError(f"{name} must not be negative, got {getattr(self, name)}")
-        if not 0 <= self.mark_threshold < 1:
-            raise PersonamineError(f"mark_threshold must be in [0, 1), got {self.mark_threshold}")
-
-    def output_path(self) -> Path:
-        return Path(self.output) if self.output else Path(self.results).with_suffix(".explanations.h5")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("api_key")  # never written to a file
-        return data
+from personamine.files.discover import read_discovery
+from personamine.files.explain import METRICS, Answer, Call, ExplanationResults, write_explanations
+from personamine.files.mine import read_results
+from personamine.version import __version__
 
 
 def open_backend(cfg: ExplainConfig):
     if cfg.backend == "openai":
-        from personamine.autointerp.openai_http import OpenAIBackend
-
         return OpenAIBackend(cfg.model, cfg.base_url, cfg.api_key, concurrency=cfg.concurrency,
                              max_retries=cfg.max_retries, timeout=cfg.timeout, backoff=cfg.retry_backoff)
-    from personamine.autointerp.hf_local import LocalBackend
 
     return LocalBackend(cfg.model or DEFAULT_MODEL, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
@@ -210,18 +143,12 @@ def explain(config: ExplainConfig | str | Path | None = None, /, **overrides: An
     ``config`` is an :class:`ExplainConfig`, the mining file's path (then keyword arguments are the other fields),
     or None (all fields as keyword arguments). Nothing is written if the run fails.
     """
-    from personamine.autointerp.cache import ResponseCache
-    from personamine.cache import cache_dir
-    from personamine.merge.hdf5 import read_results
-
     if isinstance(config, (str, Path)):
         config, overrides = None, {**overrides, "results": str(config)}
     cfg = resolve_config(ExplainConfig, config, overrides, "explain")
     res = read_results(cfg.results, cfg.features or None)
     discovery = None
     if cfg.discovery:
-        from personamine.jobs.discover import read_discovery
-
         discovery = read_discovery(cfg.discovery)
     feature_ids = [int(f) for f in (cfg.features or res.feature_ids.tolist())]
     sets = [split_examples(res, f, cfg.n_explain, cfg.n_test, cfg.n_negatives) for f in feature_ids]
@@ -287,7 +214,6 @@ def _run(cfg: ExplainConfig, res, discovery, feature_ids: list[int], sets: list[
     for (i, scorer), judgements in judged.items():
         for metric, value in score(judgements).items():
             scores[scorer][metric][i] = value
-    from personamine import __version__
 
     attrs = {"results_file": str(cfg.results), "discovery_file": str(cfg.discovery or ""), "backend": cfg.backend,
              "model": backend.model, "personamine_version": __version__, "n_calls": len(calls),

@@ -1,4 +1,4 @@
-"""`personamine.mine(...)`: plan the corpus's units, run pieces of work on a backend, checkpoint each, merge,
+"""`personamine.mine(...)`: plan the corpus's units, run shards of work on a backend, checkpoint each, merge,
 write one HDF5 file."""
 
 from __future__ import annotations
@@ -14,28 +14,30 @@ from typing import Any
 import numpy as np
 
 from personamine.atomic import check_writable
+from personamine.cluster import open_backend
 from personamine.config import MineConfig, resolve_config
 from personamine.corpus import CorpusSpec, Manifest, check_column_type, open_manifest, resolve_corpus
+from personamine.discovery.select import resolve_features
 from personamine.errors import PersonamineError
-from personamine.jobs.features import resolve_features
+from personamine.files.mine import write_results
 from personamine.jobs.workdir import DamagedCheckpoint, WorkDir
 from personamine.merge.entries import TOKEN_FILL
-from personamine.merge.hdf5 import write_results
 from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
-from personamine.model.loading import load_config, load_tokenizer
-from personamine.model.logit_lens import LogitLens, logit_lens
+from personamine.model.loading import load_config, load_tokenizer, pick_device
+from personamine.model.prompts import sink_prefix_ids
 from personamine.roles import CONTENT_ROLES, ROLE
-from personamine.saes import SaeMeta, prepare_sae, sae_spec
+from personamine.saes import SaeMeta, load_sae, prepare_sae, sae_spec
+from personamine.saes.logit_lens import LogitLens, logit_lens
 from personamine.shards.documents import global_documents
-from personamine.shards.plan import Schedule
+from personamine.shards.plan import Schedule, Shard
 from personamine.shards.preflight import PREFLIGHT_MIN_TOKENS
-from personamine.shards.run import PieceResult
-from personamine.shards.windows import sink_prefix_ids
+from personamine.shards.run import ShardResult
+from personamine.version import __version__
 
-_DAMAGE_RETRIES = 3  # rounds of re-mining pieces whose checkpoints turned out damaged when read
+_DAMAGE_RETRIES = 3  # rounds of re-mining shards whose checkpoints turned out damaged when read
 
 
 def corpus_spec(config: MineConfig) -> CorpusSpec:
@@ -74,8 +76,8 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
 
 def reduce_results(parts: Iterable[tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]]
                    ) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]:
-    """Merge pieces' results. Every merge is exact, so the order does not matter; a generator keeps one piece in
-    memory at a time. Interval samples, and non-activating examples, are None when any piece has none (a checkpoint
+    """Merge shards' results. Every merge is exact, so the order does not matter; a generator keeps one shard in
+    memory at a time. Interval samples, and non-activating examples, are None when any shard has none (a checkpoint
     from before they existed)."""
     stream = iter(parts)
     buffer, stats, samples, negatives = next(stream)
@@ -90,14 +92,10 @@ def reduce_results(parts: Iterable[tuple[TopKBuffer, FeatureStats, SampleBuffer 
 
 def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
     """The features' logit lens, or None with a warning: a finished mining run must not fail on it."""
-    from personamine.model.loading import pick_device
-
     if cfg.gguf_file:
         warnings.warn("logit lens skipped: it reads safetensors weights and the model is a GGUF file", stacklevel=4)
         return None
     try:
-        from personamine.saes import load_sae
-
         return logit_lens(cfg.model, load_sae(sae_spec(cfg)), plan.features, n_vocab=len(plan.tokenizer),
                           revision=cfg.revision, device=pick_device(cfg.device))
     except PersonamineError as exc:
@@ -105,26 +103,19 @@ def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
         return None
 
 
-def _backend(cfg: MineConfig, features: np.ndarray):
-    """Where pieces run: ``on_batch`` sees a local run's batches as they finish; a Ray run reports each piece's
-    totals when it comes back."""
-    if cfg.backend == "ray":
-        from personamine.cluster.ray_backend import RayBackend
-
-        return RayBackend(cfg, features)
-    from personamine.cluster.local import LocalBackend
-
-    return LocalBackend(cfg, features)
-
-
 def mine(config: MineConfig | str | Path | None = None, /, *,
-         on_piece_done: Callable[[PieceResult], None] | None = None, **overrides: Any) -> Path:
+         on_shard_done: Callable[[ShardResult], None] | None = None,
+         on_piece_done: Callable[[ShardResult], None] | None = None, **overrides: Any) -> Path:
     """Mine a corpus for the top-k contexts of SAE features; return the path of the HDF5 file.
 
     ``config`` is a :class:`MineConfig`, a path to a TOML job file, or None (then keyword arguments are the
-    config's fields). Keyword arguments override fields of a given config. ``on_piece_done`` is called with each
-    piece of work's result as it finishes (after it is checkpointed).
+    config's fields). Keyword arguments override fields of a given config. ``on_shard_done`` is called with each
+    shard's result as it finishes (after it is checkpointed); ``on_piece_done`` is its old name, deprecated.
     """
+    if on_piece_done is not None:
+        warnings.warn("on_piece_done is deprecated: use on_shard_done (a shard is what one actor call mines)",
+                      DeprecationWarning, stacklevel=2)
+        on_shard_done = on_shard_done or on_piece_done
     if isinstance(config, (str, Path)):
         cfg = MineConfig.from_toml(config, **overrides)
     else:
@@ -134,7 +125,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
     work = WorkDir(cfg)
     work.lock()  # one run per work dir: a second one stops here, having touched nothing
     try:
-        return _mine(cfg, plan, work, on_piece_done)
+        return _mine(cfg, plan, work, on_shard_done)
     except BaseException:
         work.discard_if_empty()  # a failed start leaves nothing that blocks a rerun
         raise
@@ -143,19 +134,19 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
 
 
 def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
-          on_piece_done: Callable[[PieceResult], None] | None) -> Path:
-    backend = _backend(cfg, plan.features)
+          on_shard_done: Callable[[ShardResult], None] | None) -> Path:
+    backend = open_backend(cfg, plan.features)
     schedule: Schedule | None = None
     progress: _Progress | None = None
 
-    def on_result(result: PieceResult) -> None:
+    def on_result(result: ShardResult) -> None:
         assert schedule is not None and progress is not None
         if schedule.needed(result.coverage):
             work.save(result)
-        schedule.record(result.piece, result.coverage)
-        progress.piece_done(result)
-        if on_piece_done is not None:
-            on_piece_done(result)
+        schedule.record(result.shard, result.coverage)
+        progress.shard_done(result)
+        if on_shard_done is not None:
+            on_shard_done(result)
 
     backend.start()  # Ray actors load the model while the corpus's footers are read
     try:
@@ -175,7 +166,7 @@ def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
                 buffer, stats, samples, negatives = reduce_results(work.load(name) for name in names)
                 break
             except DamagedCheckpoint:
-                continue  # set aside with a warning: the next round mines its piece again
+                continue  # set aside with a warning: the next round mines its shard again
         else:
             raise PersonamineError(f"checkpoints in {str(work.path)!r} keep failing their checksums: is the disk "
                                    "faulty?")
@@ -248,11 +239,9 @@ def _check_rows(cfg: MineConfig, stats: FeatureStats) -> None:
 
 
 def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: FeatureStats,
-                 n_pieces: int) -> dict[str, Any]:
-    from personamine import __version__
-
+                 n_shards: int) -> dict[str, Any]:
     return {
-        **plan.sae.attrs(), "model": cfg.model, "layer": cfg.layer, "sae": _sae_label(cfg), "ctx_len": cfg.ctx_len,
+        **plan.sae.attrs(), "model": cfg.model, "layer": cfg.layer, "sae": sae_spec(cfg).label, "ctx_len": cfg.ctx_len,
         "top_k": cfg.top_k, "corpus": cfg.corpus, "corpus_revision": manifest.revision or "",
         "corpus_files": json.dumps([f.url for f in manifest.files]), "n_units": len(manifest),
         "tokenizer": cfg.model, "n_documents": stats.counters["n_documents"],
@@ -262,13 +251,9 @@ def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: Feature
         "tokens_special": stats.counters["tokens_special"], "n_windows": stats.counters["n_windows"],
         "activations_nonfinite": stats.counters["activations_nonfinite"],
         "documents_chunked": stats.counters["documents_chunked"],
-        "sink_prefix": np.asarray(plan.prefix, np.int64), "n_pieces": n_pieces,
+        "sink_prefix": np.asarray(plan.prefix, np.int64), "n_shards": n_shards,
         "config": json.dumps(cfg.to_dict(), sort_keys=True), "personamine_version": __version__,
     }
-
-
-def _sae_label(cfg: MineConfig) -> str:
-    return cfg.sae + (f"/{cfg.sae_id}" if cfg.sae_id else "") + f"@trainer_{cfg.sae_trainer}"
 
 
 def _preflight(cfg: MineConfig, backend, manifest: Manifest):
@@ -276,9 +261,8 @@ def _preflight(cfg: MineConfig, backend, manifest: Manifest):
     the first actor that is up), or None when switched off; refuses before anything is mined."""
     if cfg.preflight_tokens == 0:
         return None
-    from personamine.shards.plan import Piece
 
-    first = [Piece((manifest.ref(i),)) for i in range(min(len(manifest), 64))]
+    first = [Shard((manifest.ref(i),)) for i in range(min(len(manifest), 64))]
     result = backend.preflight(first, cfg.preflight_tokens, cfg.min_fve)
     if result is None:  # nothing scored: mining then says why (no documents, every row skipped, ...)
         return None
@@ -305,13 +289,13 @@ class _Progress:
             return
         from tqdm.auto import tqdm
 
-        done_tokens = sum(u.tokens for c in schedule.pieces.values() for u in c.units)
+        done_tokens = sum(u.tokens for c in schedule.shards.values() for u in c.units)
         if self.cfg.max_tokens is not None:
             total, unit, self.mode, initial = self.cfg.max_tokens, "tok", "tokens", min(done_tokens,
                                                                                        self.cfg.max_tokens)
         else:
             total, unit, self.mode = len(self.manifest), "unit", "units"
-            initial = len({u.index for c in schedule.pieces.values() for u in c.units if u.complete})
+            initial = len({u.index for c in schedule.shards.values() for u in c.units if u.complete})
         self.bar = tqdm(total=total, initial=initial, unit=unit, unit_scale=self.mode == "tokens", desc="mining",
                         dynamic_ncols=True, file=sys.stderr)
 
@@ -323,7 +307,7 @@ class _Progress:
                 self.bar.update(min(content, self.bar.total - self.bar.n))
             self.bar.set_postfix_str(f"{self.scored:,} tokens scored", refresh=False)
 
-    def piece_done(self, result: PieceResult) -> None:
+    def shard_done(self, result: ShardResult) -> None:
         self.documents += result.stats.counters["n_documents"]
         if self.bar is not None and self.mode == "units":
             self.bar.update(sum(1 for u in result.coverage.units if u.complete))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from personamine.merge.hdf5 import MineResults
+from personamine.files.mine import MineResults
 from personamine.roles import ROLE
 
 

@@ -1,9 +1,9 @@
-"""The work dir: one verified checkpoint per finished piece of work, tied to the run's config and corpus.
+"""The work dir: one verified checkpoint per finished shard of work, tied to the run's config and corpus.
 
-A checkpoint is ``<piece>.npz`` (the piece's buffers and stats) plus ``<piece>.json`` (what the piece covered and the
-npz's SHA-256), written in that order, each atomically: a piece counts as done only once its ``.json`` exists and
+A checkpoint is ``<shard>.npz`` (the shard's buffers and stats) plus ``<shard>.json`` (what the shard covered and the
+npz's SHA-256), written in that order, each atomically: a shard counts as done only once its ``.json`` exists and
 its npz matches the checksum. Checkpoints are verified when a run starts and again when read; a damaged one is
-reported by path, moved to ``damaged/`` and its piece is mined again, so the result is the same as an undisturbed
+reported by path, moved to ``damaged/`` and its shard is mined again, so the result is the same as an undisturbed
 run's. ``run.json`` holds the config's and the corpus's fingerprints: a resume whose inputs changed is refused, with
 the change named. A work dir that holds no checkpoint (a start that failed) never blocks: a failed run removes it,
 and a ``run.json`` found alone is replaced. One run uses a work dir at a time: it holds an OS file lock on
@@ -34,7 +34,7 @@ from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.shards.plan import Coverage, UnitDone
-from personamine.shards.run import PieceResult
+from personamine.shards.run import ShardResult
 
 
 class DamagedCheckpoint(Exception):
@@ -152,7 +152,7 @@ class WorkDir:
                 shutil.move(str(path), target)
                 moved.append(target)
         warnings.warn(f"checkpoint {str(self._files(name)[0])!r} is damaged ({reason}): moved to "
-                      f"{str(damaged)!r}; its piece of work is mined again", stacklevel=3)
+                      f"{str(damaged)!r}; its shard of work is mined again", stacklevel=3)
 
     def _verify(self, name: str, meta: dict) -> str | None:
         """Why the checkpoint is damaged, or None if its npz matches its checksum."""
@@ -166,7 +166,7 @@ class WorkDir:
         return None
 
     def completed(self) -> dict[str, Coverage]:
-        """Every verified finished piece by name; damaged ones are moved aside (with a warning)."""
+        """Every verified finished shard by name; damaged ones are moved aside (with a warning)."""
         done: dict[str, Coverage] = {}
         for meta_path in sorted(self.path.glob("units-*.json")):
             name = meta_path.stem
@@ -183,7 +183,7 @@ class WorkDir:
             done[name] = coverage
         return done
 
-    def save(self, result: PieceResult) -> None:
+    def save(self, result: ShardResult) -> None:
         arrays = {f"buffer_{k}": v for k, v in result.buffer.arrays().items()}
         arrays.update({f"stats_{k}": v for k, v in result.stats.arrays().items()})
         if result.samples is not None:
@@ -234,7 +234,7 @@ class WorkDir:
             return buffer, stats, samples, negatives
 
     def holds_checkpoints(self) -> bool:
-        """Whether any piece was checkpointed here (verified or not, set aside as damaged or not)."""
+        """Whether any shard was checkpointed here (verified or not, set aside as damaged or not)."""
         return any(self.path.glob("units-*")) or any((self.path / "damaged").glob("*"))
 
     def discard_if_empty(self) -> None:

@@ -1,8 +1,8 @@
-"""Top-k buffers, mergeable stats, and the one HDF5 file (writer and reader)."""
+"""Per-shard buffers and their associative merge: top-k windows, interval samples, non-activating examples and
+statistics, all plain numpy. The file they are written to is ``personamine.files.mine``."""
 
 from personamine.merge.entries import Entries
-from personamine.merge.hdf5 import MineResults, read_results, write_results
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
 
-__all__ = ["Entries", "FeatureStats", "MineResults", "TopKBuffer", "read_results", "write_results"]
+__all__ = ["Entries", "FeatureStats", "TopKBuffer"]

@@ -7,7 +7,7 @@ window_start)`` are kept: the rule of the interval samples (``personamine.merge.
 feature. So a ``NegativeBuffer`` IS a ``SampleBuffer`` whose entries all have score 0 (hence interval 0) and no
 per-token activations, and it inherits the exact, associative selection: 1 and N shards give the same sample.
 
-The file keeps each window once (``negatives/`` group, written by ``personamine.merge.hdf5``: a window table
+The file keeps each window once (``negatives/`` group, written by ``personamine.files.mine``: a window table
 and the entries that point at it): the windows with the smallest keys of the whole corpus are negatives of nearly
 every feature, so in an all-features run a few dozen windows serve 131,072 features. Like the top windows, each is
 kept as its display span (``example_len`` tokens), here placed around its last scored token.

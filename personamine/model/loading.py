@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from personamine.errors import PersonamineError
+from personamine.model.smollm2 import resolve_builtin_model
 from personamine.verbosity import verbose
 
 
@@ -60,8 +62,6 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def resolve_model_source(name: str) -> str:
     """Built-in names (``builtin:...``) map to a cached local copy; anything else is a hub id or a path."""
     if name.startswith("builtin:"):
-        from personamine.model.smollm2 import resolve_builtin_model
-
         path = resolve_builtin_model(name)
         if path is None:
             raise PersonamineError(f"unknown built-in model {name!r}")
@@ -257,3 +257,13 @@ def load_causal_lm(
     except (OSError, ValueError) as exc:
         raise PersonamineError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
     return model.to(dev).eval(), dev, torch_dtype
+
+
+def neighbour_model(config) -> LoadedModel:
+    """The model truncated one layer later than mining needs (so the pre-flight sees layer + 1), presented as
+    truncated at ``config.layer``: capture hooks stop there, so the extra layer never runs while mining."""
+    n_layers = int(load_config(config.model, config.gguf_file, config.revision).num_hidden_layers)
+    loaded = load_model(config.model, min(config.layer + 1, n_layers - 1), dtype=config.dtype, device=config.device,
+                        gguf_file=config.gguf_file, revision=config.revision)
+    return dataclasses.replace(loaded, layer=config.layer,
+                               layer_module=find_decoder_layers(loaded.model)[config.layer])

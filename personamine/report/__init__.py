@@ -7,9 +7,13 @@ import types
 from pathlib import Path
 
 from personamine.atomic import atomic_write_bytes, check_writable
-from personamine.merge.hdf5 import MineResults, read_results
+from personamine.files.discover import read_discovery
+from personamine.files.mine import MineResults, read_results
+from personamine.files.steer import read_steering
 from personamine.report.data import report_data
+from personamine.report.explanations import explanations_html
 from personamine.report.page import render_page
+from personamine.report.steering import steering_html
 
 __all__ = ["report"]
 
@@ -30,8 +34,6 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     res = results if isinstance(results, MineResults) else read_results(results, features)
     disc = None
     if discovery is not None:
-        from personamine.jobs.discover import read_discovery
-
         disc = read_discovery(discovery)
     out = Path(output) if output is not None else res.path.with_suffix(".html")
     check_writable(out, "report")
@@ -39,13 +41,8 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     shown = [f["id"] for f in data["features"]]
     extra = ""
     if steering is not None:
-        from personamine.report.steering import steering_html
-        from personamine.steering.hdf5 import read_steering
-
         extra += steering_html(read_steering(steering), shown)
     if explanations is not None:
-        from personamine.report.explanations import explanations_html
-
         extra += explanations_html(explanations, shown)
     page = render_page(data, title=f"personamine report: {res.path.name}", extra=extra)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from personamine.errors import PersonamineError
-from personamine.merge.hdf5 import MineResults
+from personamine.files.mine import MineResults
 from personamine.merge.samples import INTERVAL_STEP
 from personamine.roles import ROLES
+from personamine.saes.neuronpedia import feature_url
 
 if TYPE_CHECKING:
-    from personamine.jobs.discover import DiscoveryResults
+    from personamine.files.discover import DiscoveryResults
 
 _SIG = 4  # significant digits kept for activations: what the hover shows, and it keeps the page small
 _VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
@@ -86,8 +87,6 @@ def feature_entry(results: MineResults, feature_id: int, discovery: DiscoveryRes
         entry["by_role"] = {role: float(d[i]) for role, d in results.density_by_role().items()}
     hosted = results.attrs.get("sae_neuronpedia")
     if hosted:  # a plain link: the page itself stays offline
-        from personamine.saes.neuronpedia import feature_url
-
         entry["np"] = feature_url(str(hosted), feature_id)
     lens = results.logit_lens
     if lens is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from personamine.autointerp.store import ExplanationResults, read_explanations
+from personamine.files.explain import ExplanationResults, read_explanations
 from personamine.report.page import script_json
 
 SHOWN_METRICS = ("balanced_accuracy", "auc")

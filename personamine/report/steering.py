@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
+from personamine.files.steer import SteeringResults
 from personamine.report.page import script_json
-from personamine.steering.hdf5 import SteeringResults
 
 
 def _num(value: float) -> float | None:

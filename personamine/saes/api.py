@@ -6,10 +6,12 @@ import sys
 import warnings
 from typing import Any
 
+from personamine.model.loading import check_layer
 from personamine.saes import dictionary_learning, gemma_scope, goodfire, llama_scope, saelens, sparsify
 from personamine.saes.base import Sae, SaeMeta, check_meta
 from personamine.saes.hooks import check_hook, resolve_layer
 from personamine.saes.locate import Folder, SaeSpec, folders_for, unknown_layout
+from personamine.saes.neuronpedia import feature_url
 
 LOADERS = {m.NAME: m for m in (dictionary_learning, saelens, sparsify, llama_scope, gemma_scope, goodfire)}
 _EXPECTED = ("ae.pt (+ config.json) [dictionary_learning], cfg.json + sae_weights.safetensors [saelens], "
@@ -67,8 +69,6 @@ def prepare_sae(spec: SaeSpec, *, hidden_size: int, num_layers: int, model: str 
     The layer is ``spec.layer`` or, when that is None, the one the SAE declares; a declared hook that is not the
     output of that layer is an error naming both; an SAE that declares none is used with a warning.
     """
-    from personamine.model.loading import check_layer
-
     if spec.layer is not None:
         check_layer(spec.layer, num_layers, model)
     meta = read_sae_meta(spec)
@@ -97,7 +97,5 @@ def load_checked(spec: SaeSpec, *, hidden_size: int, layer: int, allow_uncalibra
 
 
 def neuronpedia_url(meta: SaeMeta, feature: int) -> str | None:
-    from personamine.saes.neuronpedia import feature_url
-
     return feature_url(meta.neuronpedia, feature) if meta.neuronpedia else None
 

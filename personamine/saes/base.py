@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from personamine.errors import PersonamineError
+from personamine.saes.encoders import ElementwiseEncoder, ExactTopKEncoder
 from personamine.saes.hooks import Hook
 
 ELEMENTWISE = ("relu", "jumprelu", "gated")
@@ -247,8 +248,6 @@ class Sae:
         of a TopK SAE are always encoded exactly. ``resident=False`` reads encoder rows from the mapped file chunk
         by chunk on every call instead of keeping them on the device (for one-off passes such as the pre-flight).
         """
-        from personamine.saes.encoders import ElementwiseEncoder, ExactTopKEncoder
-
         features = np.arange(self.d_sae, dtype=np.int64) if features is None else \
             np.array(features, dtype=np.int64)  # a copy: arrays from ray.get are read-only
         check_features(features, self.d_sae)

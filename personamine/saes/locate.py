@@ -35,6 +35,11 @@ class SaeSpec:
         if not self.sae:
             raise PersonamineError("no SAE given: pass a hub repo id, a directory or a file (--sae)")
 
+    @property
+    def label(self) -> str:
+        """How files and tables name this SAE: ``sae[/sae_id]@trainer_T``."""
+        return self.sae + (f"/{self.sae_id}" if self.sae_id else "") + f"@trainer_{self.trainer}"
+
 
 class Folder:
     """One SAE's directory: local (``root``) or ``sub`` inside hub ``repo``; ``file`` names the weights file when
@@ -134,6 +139,11 @@ def release_subpath(layer: int, trainer: int) -> str:
 _RELEASE_LAYER = re.compile(r"^resid_post_layer_(\d+)$")
 
 
+def release_layers(path: Path) -> list[int]:
+    """The layers a local dictionary_learning release root holds (``resid_post_layer_L/`` folders), sorted."""
+    return sorted(int(m.group(1)) for p in path.glob("resid_post_layer_*") if (m := _RELEASE_LAYER.match(p.name)))
+
+
 def local_folders(spec: SaeSpec) -> list[Folder]:
     """Candidate folders for a local path, most specific first."""
     path = Path(spec.sae).expanduser()
@@ -150,9 +160,9 @@ def local_folders(spec: SaeSpec) -> list[Folder]:
     layer = spec.layer
     if layer is None:
         # A release root with a single layer folder declares its layer by that folder's name.
-        layers = [m for p in path.glob("resid_post_layer_*") if (m := _RELEASE_LAYER.match(p.name))]
+        layers = release_layers(path)
         if len(layers) == 1:
-            layer = int(layers[0].group(1))
+            layer = layers[0]
     if layer is not None:
         for sub in (release_subpath(layer, spec.trainer), f"layers.{layer}"):
             if (path / sub).is_dir():

@@ -19,9 +19,10 @@ import numpy as np
 from personamine.corpus import MALFORMED, UnitRef, unit_rows
 from personamine.corpus.conversations import BadConversation, ChatRenderer, parse_turns
 from personamine.errors import PersonamineError
+from personamine.model.prompts import tokenize
 from personamine.roles import ROLE
 from personamine.shards.plan import Budget, UnitDone
-from personamine.shards.windows import Document, Window, cut_windows, tokenize
+from personamine.shards.windows import Document, Window, cut_windows
 
 ROW_BITS = 32
 _END = object()

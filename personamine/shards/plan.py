@@ -1,10 +1,10 @@
-"""Pieces of work (runs of consecutive units) and the schedule that hands them out and finds where the run ends.
+"""Shards of work (runs of consecutive units) and the schedule that hands them out and finds where the run ends.
 
 Units are the leaves: each is read, windowed and batched on its own, and every statistic merges exactly, so the
-output does not depend on how units are grouped into pieces (``n_shards``), on the number of workers, or on local vs
-Ray. Without a budget, or with ``max_documents`` over units whose row counts the metadata gives, the pieces are
+output does not depend on how units are grouped into shards (``n_shards``), on the number of workers, or on local vs
+Ray. Without a budget, or with ``max_documents`` over units whose row counts the metadata gives, the shards are
 planned up front. With ``max_tokens`` (or ``max_documents`` over line-block units, whose row counts are unknown until
-read) the end of the run is found from the units' own results, with no pre-pass: pieces are single units handed out
+read) the end of the run is found from the units' own results, with no pre-pass: shards are single units handed out
 in corpus order; a unit whose predecessors are all done is told the budget left and stops after the document that
 reaches it; a unit mined before that was known, and found to hold the cut, is mined again up to the cut document.
 So the run covers exactly the whole documents, in order, up to and including the one that reaches the budget: what
@@ -32,10 +32,10 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class Piece:
+class Shard:
     units: tuple[UnitRef, ...]
     row_limit: int | None = None  # read only this many rows of the last unit
-    budget: Budget | None = None  # stop after the document that reaches it (single-unit pieces only)
+    budget: Budget | None = None  # stop after the document that reaches it (single-unit shards only)
 
     @property
     def name(self) -> str:
@@ -53,7 +53,7 @@ def coverage_name(first: int, last: int, rows: int | None) -> str:
 
 @dataclass
 class UnitDone:
-    """What a finished piece says about each unit it read."""
+    """What a finished shard says about each unit it read."""
 
     index: int
     rows: int  # rows read (skipped rows included: they keep their document index)
@@ -64,7 +64,7 @@ class UnitDone:
 @dataclass
 class Coverage:
     units: list[UnitDone]
-    reached_budget: bool = False  # the piece stopped because its budget ran out
+    reached_budget: bool = False  # the shard stopped because its budget ran out
 
     @property
     def name(self) -> str:
@@ -81,18 +81,18 @@ class _Run:
 
 
 class Schedule:
-    def __init__(self, manifest: Manifest, n_pieces: int | None, max_documents: int | None, max_tokens: int | None,
+    def __init__(self, manifest: Manifest, n_shards: int | None, max_documents: int | None, max_tokens: int | None,
                  done: dict[str, Coverage], doc_tokens: Callable[[str, int], np.ndarray]) -> None:
-        """``done``: finished pieces by name (from the work dir); ``doc_tokens(name, unit)``: the per-document token
-        counts of a unit in a finished piece (read only for the unit that holds a token cut)."""
+        """``done``: finished shards by name (from the work dir); ``doc_tokens(name, unit)``: the per-document token
+        counts of a unit in a finished shard (read only for the unit that holds a token cut)."""
         self.manifest = manifest
         self.max_documents, self.max_tokens = max_documents, max_tokens
         self.doc_tokens = doc_tokens
-        self.full: dict[int, tuple[UnitDone, str]] = {}  # unit -> (its record, the piece that holds it whole)
-        self.partial: dict[int, tuple[UnitDone, str]] = {}  # unit -> a piece that holds only its first rows
-        self.pieces: dict[str, Coverage] = {}
-        self.produced: list[str] = []  # pieces finished in this run
-        self.in_flight: dict[str, Piece] = {}
+        self.full: dict[int, tuple[UnitDone, str]] = {}  # unit -> (its record, the shard that holds it whole)
+        self.partial: dict[int, tuple[UnitDone, str]] = {}  # unit -> a shard that holds only its first rows
+        self.shards: dict[str, Coverage] = {}
+        self.produced: list[str] = []  # shards finished in this run
+        self.in_flight: dict[str, Shard] = {}
         self.flying_units: set[int] = set()
         known = all(u.rows is not None for u in manifest.units)
         self.dynamic = max_tokens is not None or (max_documents is not None and not known)
@@ -101,11 +101,11 @@ class Schedule:
         self.run: _Run | None = None
         for name, coverage in done.items():
             self._remember(coverage, name)
-        self.queue: deque[Piece] = deque()
+        self.queue: deque[Shard] = deque()
         self.chosen: list[str] = []
         if not self.dynamic:
             self.run = self._static_cut(max_documents) if max_documents is not None else _Run(len(manifest) - 1, None)
-            self._plan_static(n_pieces)
+            self._plan_static(n_shards)
 
     # ---------------------------------------------------------------- static plans
 
@@ -119,7 +119,7 @@ class Schedule:
         return _Run(len(self.manifest) - 1, None)
 
     def _usable(self, coverage: Coverage) -> bool:
-        """Whether a finished piece holds only units of the run, each as the run needs it."""
+        """Whether a finished shard holds only units of the run, each as the run needs it."""
         run, last = self.run, coverage.units[-1]
         assert run is not None
         if last.index > run.last or any(not u.complete for u in coverage.units[:-1]):
@@ -128,60 +128,60 @@ class Schedule:
             return last.complete if run.rows is None else (not last.complete and last.rows == run.rows)
         return last.complete
 
-    def _plan_static(self, n_pieces: int | None) -> None:
+    def _plan_static(self, n_shards: int | None) -> None:
         run = self.run
         assert run is not None
         covered: set[int] = set()
-        for name, coverage in sorted(self.pieces.items(), key=lambda kv: kv[1].units[0].index):
+        for name, coverage in sorted(self.shards.items(), key=lambda kv: kv[1].units[0].index):
             indices = {u.index for u in coverage.units}
             if self._usable(coverage) and not indices & covered:
                 covered |= indices
                 self.chosen.append(name)
         n_units = run.last + 1
-        n = min(n_pieces or n_units, n_units)
-        bounds = [i * n_units // n for i in range(n + 1)]  # the same pieces on every resume with the same n_shards
+        n = min(n_shards or n_units, n_units)
+        bounds = [i * n_units // n for i in range(n + 1)]  # the same shards on every resume with the same n_shards
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             group: list[int] = []
             for i in range(lo, hi):
                 if i in covered:
                     if group:
-                        self.queue.append(self._piece(group))
+                        self.queue.append(self._shard(group))
                     group = []
                 else:
                     group.append(i)
             if group:
-                self.queue.append(self._piece(group))
+                self.queue.append(self._shard(group))
 
-    def _piece(self, units: list[int]) -> Piece:
+    def _shard(self, units: list[int]) -> Shard:
         assert self.run is not None
         limit = self.run.rows if units[-1] == self.run.last else None
-        return Piece(tuple(self.manifest.ref(i) for i in units), row_limit=limit)
+        return Shard(tuple(self.manifest.ref(i) for i in units), row_limit=limit)
 
     # ---------------------------------------------------------------- results
 
     def _remember(self, coverage: Coverage, name: str) -> None:
-        self.pieces[name] = coverage
+        self.shards[name] = coverage
         for unit in coverage.units:
             (self.full if unit.complete else self.partial)[unit.index] = (unit, name)
 
-    def record(self, piece: Piece, coverage: Coverage) -> None:
-        self.in_flight.pop(piece.name, None)
-        self.flying_units.difference_update(u.index for u in piece.units)
+    def record(self, shard: Shard, coverage: Coverage) -> None:
+        self.in_flight.pop(shard.name, None)
+        self.flying_units.difference_update(u.index for u in shard.units)
         self._remember(coverage, coverage.name)
         self.produced.append(coverage.name)
 
     def needed(self, coverage: Coverage) -> bool:
-        """False for a piece that lies wholly past the end of the run (its result need not be kept)."""
+        """False for a shard that lies wholly past the end of the run (its result need not be kept)."""
         if self.dynamic:
             self._advance()
         return self.run is None or coverage.units[0].index <= self.run.last
 
-    def requeue(self, piece: Piece) -> None:
-        self.in_flight.pop(piece.name, None)
-        self.flying_units.difference_update(u.index for u in piece.units)
-        self._candidate = min(self._candidate, piece.units[0].index)
+    def requeue(self, shard: Shard) -> None:
+        self.in_flight.pop(shard.name, None)
+        self.flying_units.difference_update(u.index for u in shard.units)
+        self._candidate = min(self._candidate, shard.units[0].index)
         if not self.dynamic:
-            self.queue.appendleft(piece)
+            self.queue.appendleft(shard)
 
     # ---------------------------------------------------------------- the dynamic end of the run
 
@@ -228,22 +228,22 @@ class Schedule:
         mean = sum(u.tokens for u, _ in self.full.values()) / len(self.full)
         return self._prefix_tokens + mean * len(self.flying_units) >= self.max_tokens
 
-    def next(self) -> Piece | None:
-        """The next piece to hand out, or None if there is none now (all done, or waiting on pieces in flight)."""
-        piece = self.queue.popleft() if not self.dynamic and self.queue else (
+    def next(self) -> Shard | None:
+        """The next shard to hand out, or None if there is none now (all done, or waiting on shards in flight)."""
+        shard = self.queue.popleft() if not self.dynamic and self.queue else (
             self._next_dynamic() if self.dynamic else None)
-        if piece is not None:
-            self.in_flight[piece.name] = piece
-            self.flying_units.update(u.index for u in piece.units)
-        return piece
+        if shard is not None:
+            self.in_flight[shard.name] = shard
+            self.flying_units.update(u.index for u in shard.units)
+        return shard
 
-    def _next_dynamic(self) -> Piece | None:
+    def _next_dynamic(self) -> Shard | None:
         self._advance()
         if self.run is not None:
             if self._cut_done():
                 return None
-            piece = Piece((self.manifest.ref(self.run.last),), row_limit=self.run.rows)
-            return None if piece.name in self.in_flight else piece
+            shard = Shard((self.manifest.ref(self.run.last),), row_limit=self.run.rows)
+            return None if shard.name in self.in_flight else shard
         index = max(self._candidate, self._prefix)
         while index < len(self.manifest) and (index in self.full or index in self.partial
                                               or index in self.flying_units):
@@ -252,8 +252,8 @@ class Schedule:
         if index == len(self.manifest):
             return None
         if index == self._prefix:
-            return Piece((self.manifest.ref(index),), budget=self._left())
-        return None if self._too_far() else Piece((self.manifest.ref(index),))
+            return Shard((self.manifest.ref(index),), budget=self._left())
+        return None if self._too_far() else Shard((self.manifest.ref(index),))
 
     def _cut_done(self) -> bool:
         run = self.run
@@ -269,7 +269,7 @@ class Schedule:
     # ---------------------------------------------------------------- the merge
 
     def final(self) -> tuple[list[str], np.ndarray]:
-        """(the pieces to merge, in unit order; the global document index of each needed unit's first row)."""
+        """(the shards to merge, in unit order; the global document index of each needed unit's first row)."""
         if not self.finished():
             raise PersonamineError("the run is not finished")
         run = self.run
@@ -278,7 +278,7 @@ class Schedule:
             names = [self.full[i][1] for i in range(run.last)]
             names.append(self.full[run.last][1] if run.rows is None else self.partial[run.last][1])
         else:
-            names = self.chosen + [n for n in self.produced if self._usable(self.pieces[n])]
-            names.sort(key=lambda n: self.pieces[n].units[0].index)
-        rows = [u.rows for name in names for u in self.pieces[name].units]
+            names = self.chosen + [n for n in self.produced if self._usable(self.shards[n])]
+            names.sort(key=lambda n: self.shards[n].units[0].index)
+        rows = [u.rows for name in names for u in self.shards[name].units]
         return names, np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])[:-1]

@@ -4,16 +4,15 @@ two neighbours)."""
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import ExitStack
 
 import torch
 
 from personamine.merge.stats import FeatureStats
 from personamine.model.capture import record_output
-from personamine.model.loading import LoadedModel, find_decoder_layers, load_model
+from personamine.model.loading import find_decoder_layers
 from personamine.saes import PreflightResult, preflight
-from personamine.shards.plan import Piece
+from personamine.shards.plan import Shard
 from personamine.shards.run import MiningEngine
 from personamine.shards.windows import capture_windows, scored_tokens
 
@@ -21,9 +20,9 @@ PREFLIGHT_MIN_TOKENS = 256  # fewer scored tokens than this and the variance exp
 
 
 @torch.inference_mode()
-def preflight_engine(engine: MiningEngine, pieces: list[Piece], n_tokens: int,
+def preflight_engine(engine: MiningEngine, shards: list[Shard], n_tokens: int,
                      min_fve: float) -> PreflightResult | None:
-    """The SAE's pre-flight quality check on the first ``n_tokens`` scored tokens of ``pieces`` (in order), at the
+    """The SAE's pre-flight quality check on the first ``n_tokens`` scored tokens of ``shards`` (in order), at the
     captured layer and at its neighbours, layer - 1 and (when the engine's model holds it: see ``neighbour_model``)
     layer + 1, all from one forward that stops after the last of them."""
     loaded, cfg, layer = engine.loaded, engine.config, engine.loaded.layer
@@ -33,8 +32,8 @@ def preflight_engine(engine: MiningEngine, pieces: list[Piece], n_tokens: int,
     hidden: dict[int, list[torch.Tensor]] = {i: [] for i in wanted}
     got = 0
     counters = FeatureStats.empty(0).counters
-    for piece in pieces:
-        for batch in engine.batches(piece, [], counters):
+    for shard in shards:
+        for batch in engine.batches(shard, [], counters):
             with ExitStack() as stack:
                 seen = {i: stack.enter_context(record_output(layers[i])) for i in wanted if i != last}
                 out = {last: capture_windows(loaded.model, layers[last], batch)}
@@ -56,15 +55,3 @@ def preflight_engine(engine: MiningEngine, pieces: list[Piece], n_tokens: int,
     rows = {i: torch.cat(parts)[:n_tokens] for i, parts in hidden.items()}
     return preflight(engine.sae, rows.pop(layer), layer=layer, neighbours=rows, min_fve=min_fve,
                      chunk_size=cfg.feature_chunk)
-
-
-def neighbour_model(config) -> LoadedModel:
-    """The model truncated one layer later than mining needs (so the pre-flight sees layer + 1), presented as
-    truncated at ``config.layer``: capture hooks stop there, so the extra layer never runs while mining."""
-    from personamine.model.loading import load_config
-
-    n_layers = int(load_config(config.model, config.gguf_file, config.revision).num_hidden_layers)
-    loaded = load_model(config.model, min(config.layer + 1, n_layers - 1), dtype=config.dtype, device=config.device,
-                        gguf_file=config.gguf_file, revision=config.revision)
-    return dataclasses.replace(loaded, layer=config.layer,
-                               layer_module=find_decoder_layers(loaded.model)[config.layer])

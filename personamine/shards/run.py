@@ -1,4 +1,4 @@
-"""The one function that runs one piece of work (``run_piece``). The local and Ray backends both call it, each
+"""The one function that runs one shard of work (``run_shard``). The local and Ray backends both call it, each
 with an engine it holds."""
 
 from __future__ import annotations
@@ -21,27 +21,20 @@ from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
-from personamine.model.loading import LoadedModel, load_model
+from personamine.model.loading import LoadedModel, load_model, neighbour_model
+from personamine.model.prompts import sink_prefix_ids, special_token_ids
 from personamine.roles import CONTENT_ROLES, ROLE, ROLES
 from personamine.saes import Sae, load_checked, sae_spec
 from personamine.saes.base import all_finite, overflow_hint
 from personamine.shards.documents import ROW_BITS, UnitDocuments, UnitTally
 from personamine.shards.negatives import NegativeGatherer
-from personamine.shards.plan import Coverage, Piece
-from personamine.shards.windows import (
-    WindowBatch,
-    build_batch,
-    capture_windows,
-    pack_batches,
-    scored_tokens,
-    sink_prefix_ids,
-    special_token_ids,
-)
+from personamine.shards.plan import Coverage, Shard
+from personamine.shards.windows import WindowBatch, build_batch, capture_windows, pack_batches, scored_tokens
 
 
 @dataclass
-class PieceResult:
-    piece: Piece
+class ShardResult:
+    shard: Shard
     coverage: Coverage
     buffer: TopKBuffer
     stats: FeatureStats
@@ -62,8 +55,6 @@ class MiningEngine:
 
     def __init__(self, config: MineConfig, features: np.ndarray, loaded: LoadedModel | None = None) -> None:
         if loaded is None and config.preflight_tokens > 0:
-            from personamine.shards.preflight import neighbour_model
-
             # One layer more than mining runs, for the pre-flight's look at layer + 1; the capture stops at the
             # layer, so the extra layer only costs its weights (Llama-3.1-8B: ~0.4 GB in bf16).
             loaded = neighbour_model(config)
@@ -88,16 +79,16 @@ class MiningEngine:
     def device(self) -> torch.device:
         return self.loaded.device
 
-    def batches(self, piece: Piece, tallies: list[UnitTally], counters: dict[str, int]) -> Iterator[WindowBatch]:
-        """The piece's batches, unit by unit: a batch never mixes units, so a unit's batches (and so its float
-        rounding) are the same in any piece."""
+    def batches(self, shard: Shard, tallies: list[UnitTally], counters: dict[str, int]) -> Iterator[WindowBatch]:
+        """The shard's batches, unit by unit: a batch never mixes units, so a unit's batches (and so its float
+        rounding) are the same in any shard."""
         cfg = self.config
-        for unit in piece.units:
+        for unit in shard.units:
             tally = UnitTally(unit.index)
             tallies.append(tally)
-            last = unit is piece.units[-1]
-            windows = self.documents.windows(unit, tally, counters, row_limit=piece.row_limit if last else None,
-                                             budget=piece.budget if last else None)
+            last = unit is shard.units[-1]
+            windows = self.documents.windows(unit, tally, counters, row_limit=shard.row_limit if last else None,
+                                             budget=shard.budget if last else None)
             for group in pack_batches(windows, self.batch_tokens):
                 yield build_batch(group, ctx_len=cfg.ctx_len, pad_id=self.pad_id, special_ids=self.special_ids,
                                   device=self.device, score_roles=self.score_roles)
@@ -359,7 +350,7 @@ class _Nonzeros:
     value: torch.Tensor
 
 
-def _nonfinite(engine: MiningEngine, piece: Piece, batch: WindowBatch, tokens: _ScoredTokens, start: int,
+def _nonfinite(engine: MiningEngine, shard: Shard, batch: WindowBatch, tokens: _ScoredTokens, start: int,
                acts: torch.Tensor) -> int:
     """A block of activations holds NaN or infinity: the error naming the first one's feature, document and token,
     or, with ``allow_nonfinite``, the number of such values, read as 0 from here on."""
@@ -374,7 +365,7 @@ def _nonfinite(engine: MiningEngine, piece: Piece, batch: WindowBatch, tokens: _
     table = batch.windows
     uid = int(table.document[w])
     unit, row = uid >> ROW_BITS, uid & ((1 << ROW_BITS) - 1)
-    url = next((u.url for u in piece.units if u.index == unit), "?")
+    url = next((u.url for u in shard.units if u.index == unit), "?")
     n_prefix = int((table.roles[w, :position] == ROLE["prefix"]).sum())
     token = int(table.window_start[w]) + position - n_prefix
     token_id = int(table.token_ids[w, position])
@@ -389,9 +380,9 @@ def _nonfinite(engine: MiningEngine, piece: Piece, batch: WindowBatch, tokens: _
 
 
 @torch.inference_mode()
-def run_piece(engine: MiningEngine, piece: Piece,
-              on_batch: Callable[[int, int, int], None] | None = None) -> PieceResult:
-    """Stream one piece's units through capture + encoder; return its top-k buffers, samples and stats.
+def run_shard(engine: MiningEngine, shard: Shard,
+              on_batch: Callable[[int, int, int], None] | None = None) -> ShardResult:
+    """Stream one shard's units through capture + encoder; return its top-k buffers, samples and stats.
 
     ``on_batch(fed, content, scored)`` gets each batch's fed positions, document tokens and scored tokens."""
     import time
@@ -404,7 +395,7 @@ def run_piece(engine: MiningEngine, piece: Piece,
     n_roles = len(ROLES)
     role_seen = torch.zeros(n_roles, dtype=torch.int64, device=engine.device)  # per role: tokens the run could score
     role_scored = torch.zeros(n_roles, dtype=torch.int64, device=engine.device)
-    with closing(_prefetch(engine.batches(piece, tallies, counters))) as batches:
+    with closing(_prefetch(engine.batches(shard, tallies, counters))) as batches:
         for batch in batches:
             hidden = capture_windows(engine.loaded.model, engine.loaded.layer_module, batch)
             scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)
@@ -420,7 +411,7 @@ def run_piece(engine: MiningEngine, piece: Piece,
             role_scored += torch.bincount(tokens.role, minlength=n_roles)
             for start, end, acts in engine.encoder.iter_encode(hidden[tokens.window, tokens.position]):
                 if not all_finite(acts):
-                    counters["activations_nonfinite"] += _nonfinite(engine, piece, batch, tokens, start, acts)
+                    counters["activations_nonfinite"] += _nonfinite(engine, shard, batch, tokens, start, acts)
                 acc.add(batch.windows, tokens, start, end, acts)
                 del acts  # before the next chunk is computed
             acc.end_batch()
@@ -428,6 +419,6 @@ def run_piece(engine: MiningEngine, piece: Piece,
                 on_batch(fed, int(batch.region.sum()), n_scored)
     coverage = Coverage([t.done() for t in tallies], reached_budget=any(t.reached_budget for t in tallies))
     stats = acc.stats(counters, role_seen.cpu().numpy(), role_scored.cpu().numpy())
-    return PieceResult(piece, coverage, acc.top(), stats,
+    return ShardResult(shard, coverage, acc.top(), stats,
                        [np.asarray(t.doc_tokens, np.int32) for t in tallies], time.perf_counter() - began,
                        acc.interval_samples(), acc.non_activating())

@@ -68,42 +68,6 @@ class WindowBatch:
     windows: WindowTable  # [W] identities, tokens and roles (width ctx_len), built here so the prefetch thread pays
 
 
-def sink_prefix_ids(tokenizer, sink_prefix: list[str] | None = None) -> list[int]:
-    """Token ids every window starts with; never scored."""
-    if sink_prefix:
-        ids = tokenizer.convert_tokens_to_ids(list(sink_prefix))
-        unknown = [t for t, i in zip(sink_prefix, ids, strict=True) if i is None or i == tokenizer.unk_token_id]
-        if unknown:
-            raise PersonamineError(f"sink_prefix token(s) not in the vocabulary: {', '.join(unknown)}")
-        return [int(i) for i in ids]
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    added = with_special[: len(with_special) - len(plain)] if with_special[-len(plain):] == plain else []
-    if added:
-        return [int(i) for i in added]
-    # Measured on SmolLM2 (300 WikiText windows, docs/mining.md): a document separator then BOS
-    # (`<|endoftext|><|im_start|>`, its unk and bos)
-    # keeps every content token at a normal norm; after `<|im_end|>` (eos) the next token becomes a second sink.
-    separator = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.eos_token_id
-    ids = [int(i) for i in dict.fromkeys(i for i in (separator, tokenizer.bos_token_id) if i is not None)]
-    if not ids:
-        raise PersonamineError("the tokenizer adds no BOS and has no bos/eos token: set sink_prefix")
-    return ids
-
-
-def special_token_ids(tokenizer, prefix: list[int]) -> np.ndarray:
-    ids = set(tokenizer.all_special_ids) | set(prefix)
-    if tokenizer.pad_token_id is not None:
-        ids.add(tokenizer.pad_token_id)
-    return np.array(sorted(ids), dtype=np.int64)
-
-
-def tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
-    if not texts:
-        return []
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-
 def cut_windows(doc: Document, prefix: list[int], ctx_len: int, stride: int | None = None) -> Iterator[Window]:
     """The document's windows (see the module docstring); ``stride=None`` means no overlap."""
     capacity = ctx_len - len(prefix)

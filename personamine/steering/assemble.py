@@ -1,10 +1,10 @@
-"""A finished run's outcome as the file's arrays (:class:`~personamine.steering.hdf5.SteeringResults`)."""
+"""A finished run's outcome as the file's arrays (:class:`~personamine.files.steer.SteeringResults`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from personamine.steering.hdf5 import PromptSetResults, SteeringResults
+from personamine.files.steer import PromptSetResults, SteeringResults
 from personamine.steering.run import SteerOutcome
 from personamine.steering.sae_access import SteerSae
 

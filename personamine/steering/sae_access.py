@@ -18,6 +18,7 @@ import torch
 from personamine.errors import PersonamineError
 from personamine.saes import SaeSpec, check_features, load_sae, read_sae_meta
 from personamine.saes.base import all_finite
+from personamine.saes.locate import release_layers
 
 
 @dataclass
@@ -42,8 +43,7 @@ def open_sae(sae: str, layer: int | None, trainer: int = 0, sae_id: str | None =
         raise PersonamineError("no SAE given: pass a hub repo id, a release dir or an ae.pt file")
     path = Path(sae).expanduser()
     if layer is None and not (path.is_file() or (path / "ae.pt").is_file()):
-        layers = sorted(int(p.name.rsplit("_", 1)[1]) for p in path.glob("resid_post_layer_*")
-                        if p.name.rsplit("_", 1)[1].isdigit()) if path.is_dir() else []
+        layers = release_layers(path) if path.is_dir() else []
         if len(layers) != 1:
             raise PersonamineError(f"SAE {sae!r} is a release with one folder per layer: give the layer to steer")
         layer = layers[0]
@@ -51,7 +51,7 @@ def open_sae(sae: str, layer: int | None, trainer: int = 0, sae_id: str | None =
     meta = read_sae_meta(spec)
     threshold = meta.threshold if meta.threshold_kind == "scalar" else None
     return SaeHandle(spec=spec, dict_size=int(meta.d_sae), width=int(meta.d_in), layer=meta.layer,
-                     threshold=threshold, label=sae + (f"/{sae_id}" if sae_id else "") + f"@trainer_{trainer}")
+                     threshold=threshold, label=spec.label)
 
 
 def check_hook(handle: SaeHandle, layer: int, hidden_size: int, allow_uncalibrated: bool) -> None:
