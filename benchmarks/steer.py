@@ -64,6 +64,7 @@ def overhead(args: argparse.Namespace, work: Path) -> dict:
     import torch
 
     from personamine.model.loading import find_decoder_layers, load_causal_lm, load_tokenizer
+    from personamine.model.padding import left_pad
     from personamine.model.prompts import (
         builtin_prompts_path,
         load_prompts,
@@ -74,7 +75,6 @@ def overhead(args: argparse.Namespace, work: Path) -> dict:
     from personamine.steering.hooks import Steering, generation_positions
     from personamine.steering.interventions import Intervention, Term
     from personamine.steering.measure import score_continuations
-    from personamine.steering.padding import left_pad
     from personamine.steering.sae_access import SteerSae, open_sae
 
     model, device, _ = load_causal_lm(args.model, dtype="float32", device="cpu")

@@ -90,6 +90,16 @@ def tied_sae_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def multi_layer_sae_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A release with a calibrated SAE at layers 1, 2 and 3 (trainer 0), and a second one at layer 2 (trainer 1)."""
+    root = tmp_path_factory.mktemp("multi-layer-sae")
+    for layer in (1, 2, 3):
+        fx.make_calibrated_sae_release(root, tiny_model_dir, layer=layer)
+    fx.make_calibrated_sae_release(root, tiny_model_dir, layer=2, seed=11, trainer=1)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_sae_repo(tiny_sae_dir: Path, hf_home: Path) -> str:
     """Repo id whose files are served from the offline hub cache by ``hf_hub_download``."""
     fx.populate_hub_cache(fx.TINY_SAE_REPO_ID, tiny_sae_dir, hub_cache=hf_home / "hub")

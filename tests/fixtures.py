@@ -386,6 +386,7 @@ def make_calibrated_sae_release(
     seed: int = SAE_SEED,
     active_fraction: float = SAE_TARGET_ACTIVE_FRACTION,
     fit: bool = True,
+    trainer: int = 0,
 ) -> Path:
     """SAE whose features fire on the tiny model's layer-``layer`` residual stream and whose decoder reconstructs it
     (so the pre-flight quality check passes at ``layer``). ``fit=False`` keeps the decoder tied to the encoder rows
@@ -395,7 +396,7 @@ def make_calibrated_sae_release(
     calibrate_sae(sae, acts, active_fraction)
     if fit:
         fit_decoder(sae, layer_activations(model_dir, layer, decoder_fit_texts()))
-    return save_sae_release(sae, root, layer, seed=seed)
+    return save_sae_release(sae, root, layer, trainer=trainer, seed=seed)
 
 
 def decoder_fit_texts(n: int = 120, seed: int = 1) -> list[str]:

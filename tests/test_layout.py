@@ -15,9 +15,11 @@ PACKAGE = REPO / "personamine"
 
 # Lowest first. A module may import its own package and the packages of lower layers, nothing else.
 LAYERS = [
-    {"errors", "roles", "verbosity", "version", "cache", "atomic"},
+    {"errors", "roles", "verbosity", "version"},
+    {"cache", "atomic"},
     {"config"},
-    {"corpora", "corpus"},
+    {"corpora"},
+    {"corpus"},
     {"model"},
     {"saes"},
     {"merge"},

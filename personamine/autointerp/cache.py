@@ -19,8 +19,10 @@ class ResponseCache:
 
     def get(self, key: str) -> Response | None:
         try:
-            return Response.from_json(json.loads(self._file(key).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):  # absent, or unreadable: ask again
+            data = json.loads(self._file(key).read_text(encoding="utf-8"))
+            # Absent, unreadable, or JSON of another shape (a damaged or foreign file): ask again.
+            return Response.from_json(data) if isinstance(data, dict) else None
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def put(self, key: str, response: Response) -> None:

@@ -23,6 +23,11 @@ EXECUTION_FIELDS = frozenset(
 )
 
 
+# Fields added after work dirs were first written, with the default that means "as before": left at it, they stay
+# out of the fingerprint, so a run started by an older version resumes.
+ADDED_FIELDS = {"max_q": None, "min_ci_low": None}
+
+
 @dataclass
 class MineConfig:
     # model
@@ -56,6 +61,10 @@ class MineConfig:
     top: int = knob(20, "with features_from: how many of its top-ranked features to mine")
     positive_only: bool = knob(True, "with features_from: take only features that score above zero "
                                      "(--no-positive-only: the top N whatever their score)")
+    max_q: float | None = knob(None, "with features_from: take only features whose q-value (Benjamini-Hochberg, "
+                                     "from the discovery file's statistics) is at most this")
+    min_ci_low: float | None = knob(None, "with features_from: take only features whose CI's lower bound is above "
+                                          "this (0: the CI excludes zero)")
     # corpus
     corpus: str = knob("", "corpus: a file, directory or glob (parquet, jsonl, json, txt, arrow, csv), a hub "
                            "dataset id, or builtin:chat-and-prose")
@@ -135,7 +144,8 @@ class MineConfig:
 
     def fingerprint(self) -> str:
         """Hash of everything that affects the result; a work dir only resumes a run with the same one."""
-        data = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        data = {k: v for k, v in self.to_dict().items()
+                if k not in EXECUTION_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved_work_dir(self) -> Path:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
 
 import torch
 
 from personamine.config import DiscoverConfig
 from personamine.discovery.vectors import prompt_batches
-from personamine.model.capture import capture_residual, record_output
+from personamine.model.capture import capture_layers
 from personamine.model.loading import find_decoder_layers
 from personamine.model.prompts import RenderedPrompt, sink_prefix_ids, special_token_ids
 from personamine.saes import PreflightResult, preflight
@@ -27,10 +26,7 @@ def preflight_on_prompts(loaded, sae, prompts: list[RenderedPrompt], cfg: Discov
     hidden: dict[int, list] = {i: [] for i in wanted}
     with torch.inference_mode():
         for group, input_ids, mask in prompt_batches(prompts, cfg.batch_size, int(pad or 0), loaded.device):
-            with ExitStack() as stack:
-                seen = {i: stack.enter_context(record_output(layers[i])) for i in wanted[:-1]}
-                out = {wanted[-1]: capture_residual(loaded.model, layers[wanted[-1]], input_ids, mask)}
-            out.update({i: found[0] for i, found in seen.items()})
+            out = capture_layers(loaded.model, {i: layers[i] for i in wanted}, input_ids, mask)
             for row, p in enumerate(group):
                 cols = torch.tensor([c for c in range(1, len(p.ids)) if p.ids[c] not in special],
                                     dtype=torch.long, device=out[layer].device)

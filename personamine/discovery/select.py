@@ -8,7 +8,7 @@ import numpy as np
 
 from personamine.config import MineConfig
 from personamine.errors import PersonamineError
-from personamine.files.discover import read_discovery_ranking
+from personamine.files.discover import read_discovery_ranking, read_discovery_statistics
 from personamine.saes import check_features
 
 
@@ -38,6 +38,8 @@ def resolve_features(config: MineConfig, dict_size: int) -> np.ndarray:
         if config.features:
             raise PersonamineError("give either features or features_from, not both")
         ids, scores = read_discovery_ranking(config.features_from)
+        if config.max_q is not None or config.min_ci_low is not None:
+            ids, scores = _significant(config, ids, scores)
         features = top_discovered(ids, scores, config.top, config.positive_only, repr(config.features_from))
         note = positive_only_note(features.size, config.top, ids.size)
         if note is not None:
@@ -50,3 +52,20 @@ def resolve_features(config: MineConfig, dict_size: int) -> np.ndarray:
             raise PersonamineError("no features selected: pass features (ids or 'all') or features_from")
     check_features(features, dict_size)
     return features
+
+
+def _significant(config: MineConfig, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ranked features that pass ``max_q`` and ``min_ci_low``, in rank order."""
+    stats = read_discovery_statistics(config.features_from)
+    if not stats.has_statistics:
+        raise PersonamineError(f"{config.features_from!r} has no statistics (a version-1 file, or contrast none): "
+                               "max_q and min_ci_low need them; run discover again")
+    keep = np.ones(ids.size, bool)
+    if config.max_q is not None:
+        keep &= stats.q_value <= config.max_q
+    if config.min_ci_low is not None:
+        keep &= stats.ci_low > config.min_ci_low
+    if not keep.any():
+        raise PersonamineError(f"no feature of {config.features_from!r} passes max_q={config.max_q} and "
+                               f"min_ci_low={config.min_ci_low}")
+    return ids[keep], scores[keep]

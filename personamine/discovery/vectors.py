@@ -1,68 +1,132 @@
-"""Each prompt's SAE codes averaged over its positions, in batches of right-padded prompts, with every activation
-checked finite."""
+"""Each prompt's reading at every readout in one forward per batch: the SAE codes of each readout (an SAE at a
+layer), and the raw residual at each layer asked for, averaged over the prompt's positions for each pooling.
+Prompts are right-padded into batches (a causal model's real positions never see the pads, so batching changes
+nothing) and every activation is checked finite."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from torch import nn
 
 from personamine.errors import PersonamineError
-from personamine.model.capture import capture_residual
+from personamine.model.capture import capture_layers
+from personamine.model.loading import find_decoder_layers
 from personamine.model.prompts import RenderedPrompt
-from personamine.saes.base import all_finite, overflow_hint
+from personamine.saes.base import Sae, all_finite, overflow_hint
 
 
-def prompt_batches(prompts: list[RenderedPrompt], batch_size: int, pad_id: int, device: torch.device):
+@dataclass
+class Readout:
+    """One SAE read at one layer's output: ``name`` keys its tables (``L10``; ``L10-t1`` when several trainers of a
+    layer are read)."""
+
+    name: str
+    layer: int
+    trainer: int
+    sae: Sae
+    encoder: object  # every feature, exactly (Sae.encoder(None))
+    label: str  # the SAE as files name it (sae@trainer_N)
+
+
+@dataclass
+class Readings:
+    codes: dict[tuple[str, str], np.ndarray]  # (readout name, pooling) -> [n, n_features] float32
+    residuals: dict[tuple[int, str], np.ndarray]  # (layer, pooling) -> [n, hidden] float32
+
+
+def prompt_batches(prompts: list[RenderedPrompt], batch_size: int, pad_id: int,
+                   device: torch.device) -> Iterator[tuple[list[RenderedPrompt], torch.Tensor, torch.Tensor]]:
     for lo in range(0, len(prompts), batch_size):
         group = prompts[lo: lo + batch_size]
         width = max(len(p.ids) for p in group)
         input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, p in enumerate(group):
-            # Right padding: a causal model's real positions never see the pads, so batching changes nothing.
             input_ids[row, : len(p.ids)] = torch.tensor(p.ids)
             mask[row, : len(p.ids)] = 1
         yield group, input_ids.to(device), mask.to(device)
 
 
-def prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: int, bar=None) -> np.ndarray:
-    """[len(prompts), n_features] float32: each prompt's SAE codes averaged over its positions."""
-    with torch.inference_mode():
-        return _prompt_vectors(loaded, encoder, prompts, batch_size, bar)
+def pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad or 0)
 
 
-def _prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: int, bar) -> np.ndarray:
-    tok = loaded.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out = np.zeros((len(prompts), encoder.n_features), dtype=np.float32)
-    row0 = 0
-    for group, input_ids, mask in prompt_batches(prompts, batch_size, int(pad or 0), loaded.device):
-        hidden = capture_residual(loaded.model, loaded.layer_module, input_ids, mask)
-        rows = torch.tensor([r for r, p in enumerate(group) for _ in p.positions], device=hidden.device)
-        cols = torch.tensor([c for p in group for c in p.positions], device=hidden.device)
+@torch.inference_mode()
+def read_prompts(model: nn.Module, tokenizer, readouts: list[Readout], renderings: dict[str, list[RenderedPrompt]],
+                 residual_layers: list[int], batch_size: int, bar=None) -> Readings:
+    """Every pooling's renderings of the same ``n`` prompts (``renderings[pooling][i]``): renderings with the same
+    tokens share one forward, which stops after the deepest layer read."""
+    poolings = list(renderings)
+    n = len(renderings[poolings[0]])
+    # One forward per distinct token sequence; each carries the (pooling, prompt, positions) read from it.
+    uses: dict[tuple[int, ...], list[tuple[str, int, RenderedPrompt]]] = {}
+    for pooling, items in renderings.items():
+        if len(items) != n:
+            raise ValueError("every pooling renders the same prompts")
+        for i, p in enumerate(items):
+            uses.setdefault(tuple(p.ids), []).append((pooling, i, p))
+    layers = find_decoder_layers(model)
+    wanted = sorted({r.layer for r in readouts} | set(residual_layers))
+    device = next(model.parameters()).device
+    codes = {(r.name, pooling): np.zeros((n, r.encoder.n_features), np.float32)
+             for r in readouts for pooling in poolings}
+    residuals: dict[tuple[int, str], np.ndarray] = {}
+    keys = list(uses)
+    sequences = [uses[k][0][2] for k in keys]
+    for lo, (_, input_ids, mask) in zip(range(0, len(keys), batch_size),
+                                        prompt_batches(sequences, batch_size, pad_id(tokenizer), device), strict=True):
+        hidden = capture_layers(model, {i: layers[i] for i in wanted}, input_ids, mask)
+        targets = [(row, pooling, i, p) for row, key in enumerate(keys[lo: lo + batch_size])
+                   for pooling, i, p in uses[key]]
+        rows = torch.tensor([row for row, _, _, p in targets for _ in p.positions], device=device)
+        cols = torch.tensor([c for _, _, _, p in targets for c in p.positions], device=device)
+        which = torch.tensor([t for t, (_, _, _, p) in enumerate(targets) for _ in p.positions], device=device)
         if not bool((mask[rows, cols] == 1).all()):
             raise RuntimeError("a prompt position fell on padding")
-        picked = hidden[rows, cols]  # [n_positions, D]
-        counts = torch.tensor([len(p.positions) for p in group], dtype=torch.float32, device=hidden.device)
-        for start, end, acts in encoder.iter_encode(picked):
-            if not all_finite(acts):  # one sum per block; the details only on failure
-                _nonfinite(acts, start, encoder, group, rows, cols, loaded)
-            summed = torch.zeros((len(group), end - start), dtype=torch.float32, device=hidden.device)
-            summed.index_add_(0, rows, acts)
-            out[row0: row0 + len(group), start:end] = (summed / counts[:, None]).cpu().numpy()
-        row0 += len(group)
+        counts = torch.tensor([len(p.positions) for _, _, _, p in targets], dtype=torch.float32, device=device)
+        for layer in residual_layers:
+            picked = hidden[layer][rows, cols].float()
+            means = torch.zeros((len(targets), picked.shape[1]), dtype=torch.float32, device=device)
+            means.index_add_(0, which, picked)
+            means = (means / counts[:, None]).cpu().numpy()
+            for t, (_, pooling, i, _) in enumerate(targets):
+                residuals.setdefault((layer, pooling), np.zeros((n, picked.shape[1]), np.float32))[i] = means[t]
+        for readout in readouts:
+            picked = hidden[readout.layer][rows, cols]
+            for start, end, acts in readout.encoder.iter_encode(picked):
+                if not all_finite(acts):  # one sum per block; the details only on failure
+                    _nonfinite(acts, start, readout, targets, which, cols, tokenizer, model)
+                summed = torch.zeros((len(targets), end - start), dtype=torch.float32, device=device)
+                summed.index_add_(0, which, acts)
+                means = (summed / counts[:, None]).cpu().numpy()
+                for t, (_, pooling, i, _) in enumerate(targets):
+                    codes[(readout.name, pooling)][i, start:end] = means[t]
         if bar is not None:
-            bar.update(len(group))
-    return out
+            bar.update(len(input_ids))
+    return Readings(codes, residuals)
 
 
-def _nonfinite(acts, start: int, encoder, group: list[RenderedPrompt], rows, cols, loaded) -> None:
+def prompt_vectors(loaded, encoder, prompts: list[RenderedPrompt], batch_size: int, bar=None) -> np.ndarray:
+    """[len(prompts), n_features] float32: each prompt's SAE codes at ``loaded.layer``, averaged over its
+    positions (``read_prompts`` with one readout and one pooling)."""
+    readout = Readout("L", loaded.layer, 0, None, encoder, "")  # type: ignore[arg-type]
+    return read_prompts(loaded.model, loaded.tokenizer, [readout], {"p": prompts}, [], batch_size, bar).codes[
+        ("L", "p")]
+
+
+def _nonfinite(acts, start: int, readout: Readout, targets, which, cols, tokenizer, model) -> None:
     bad = ~torch.isfinite(acts)
     p, f = (int(i) for i in bad.nonzero()[0])
-    prompt, position = group[int(rows[p])], int(cols[p])
-    token = loaded.tokenizer.decode([prompt.ids[position]])
-    hint = overflow_hint(getattr(loaded.model, "dtype", None))
+    _, _, _, prompt = targets[int(which[p])]
+    position = int(cols[p])
+    token = tokenizer.decode([prompt.ids[position]])
+    hint = overflow_hint(getattr(model, "dtype", None))
     raise PersonamineError(
-        f"feature {int(encoder.features[start + f])} is {float(acts[p, f])} on prompt {prompt.text!r}, token "
+        f"feature {int(readout.encoder.features[start + f])} is {float(acts[p, f])} on prompt {prompt.text!r}, token "
         f"{position} ({token!r}); {int(bad.sum()):,} of the batch's {bad.numel():,} activations are not finite: the "
         f"model's activations or the SAE's encoding overflowed{hint}")

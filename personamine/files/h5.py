@@ -138,6 +138,23 @@ def open_h5(path: Path, fmt: str, version: int, kind: str, opened_as: str | None
         yield f
 
 
+def file_format(path: Path, opened_as: str) -> str | None:
+    """The ``format`` attribute of a personamine file (None for another HDF5 file), for a reader that accepts
+    several kinds; one line when the file cannot be opened (``opened_as`` names its role, e.g. "features_from")."""
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+    except OSError as exc:
+        raise PersonamineError(f"cannot open {opened_as} file {str(path)!r}: {exc}") from exc
+    return fmt if isinstance(fmt, str) else None
+
+
+def read_attrs(path: Path, fmt: str, version: int, kind: str) -> dict:
+    """A personamine file's attributes alone, through ``open_h5``'s checks."""
+    with open_h5(path, fmt, version, kind) as f:
+        return plain_attrs(f)
+
+
 def plain_attrs(obj: h5py.HLObject) -> dict:
     """An HDF5 object's attributes as Python values (numpy scalars unwrapped)."""
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in obj.attrs.items()}

@@ -335,6 +335,13 @@ class MineResults:
         return self.vocab_text.get(int(token_id), f"<{int(token_id)}>")
 
 
+def read_feature_ids(path: str | Path) -> tuple[np.ndarray, dict]:
+    """(the feature ids a mining file holds, its attributes), without reading any feature's rows."""
+    path = Path(path)
+    with open_h5(path, FORMAT, FORMAT_VERSION, "mining", opened_as="results") as f:
+        return CheckedReader(path, f)(f["feature_ids"]).astype(np.int64), plain_attrs(f)
+
+
 def read_results(path: str | Path, features: Iterable[int] | None = None) -> MineResults:
     """Read a mining file. ``features`` (SAE feature ids) reads only those features' rows, in the file's order:
     an all-features file holds about 1.3 GB of dense top-k arrays for 131,072 features. A dataset that fails its

@@ -233,8 +233,9 @@ def _discover_flags(parser: argparse.ArgumentParser) -> None:
     from personamine.config import DiscoverConfig
     from personamine.jobs.cliargs import add_config_flags
 
-    parser.description = ("Rank SAE features by mean activation on self-referential prompts minus matched controls, "
-                          "rendered with the chat template (personamine.discover).")
+    parser.description = ("Compare two sides (persona vs control prompts, the default Assistant vs roles, or two "
+                          "models) feature by feature with statistics at every SAE and pooling, and compute the "
+                          "persona direction at each layer with its SAE decomposition (personamine.discover).")
     add_config_flags(parser, DiscoverConfig, "discover options (the fields of DiscoverConfig)")
     parser.add_argument("--table", type=count, default=20, metavar="N",
                         help="print the top N features (default: 20)")
@@ -251,6 +252,8 @@ def _discover(args: argparse.Namespace) -> int:
     path = discover(DiscoverConfig(**overrides_from_args(args, DiscoverConfig)))
     found = read_discovery(path)
     print(found.table(args.table))
+    if found.directions:
+        print(found.directions_table())
     print(f"wrote {path}: {found.summary()} (mine --features-from takes only those by default)")
     return 0
 

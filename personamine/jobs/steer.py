@@ -21,10 +21,13 @@ from personamine.config import DEFAULT_MODEL, SteerConfig, resolve_config
 from personamine.corpus import CorpusSpec, iter_rows, open_manifest
 from personamine.errors import PersonamineError
 from personamine.files.discover import FORMAT as DISCOVERY_FORMAT
+from personamine.files.discover import FORMAT_VERSION as DISCOVERY_VERSION
 from personamine.files.discover import read_discovery_ranking
+from personamine.files.h5 import file_format, read_attrs
 from personamine.files.mine import FORMAT as MINE_FORMAT
-from personamine.files.mine import read_results
+from personamine.files.mine import read_feature_ids, read_results
 from personamine.files.steer import write_steering
+from personamine.model.generate import GenerationSettings
 from personamine.model.loading import check_layer, find_decoder_layers, load_causal_lm, load_config, load_tokenizer
 from personamine.model.prompts import (
     builtin_prompts_path,
@@ -35,7 +38,6 @@ from personamine.model.prompts import (
     tokenize,
 )
 from personamine.steering.assemble import assemble
-from personamine.steering.generate import GenerationSettings
 from personamine.steering.hooks import Steering
 from personamine.steering.interventions import parse_intervention, sweep
 from personamine.steering.run import SteerInputs, run_interventions
@@ -53,19 +55,13 @@ class Source:
 
 
 def read_source(path: str) -> Source:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            fmt = f.attrs.get("format")
-            config = json.loads(f.attrs.get("config", "{}"))
-            ids = f["feature_ids"][()] if fmt == MINE_FORMAT else None
-    except OSError as exc:
-        raise PersonamineError(f"cannot open features_from file {path!r}: {exc}") from exc
+    fmt = file_format(Path(path), "features_from")
     if fmt == DISCOVERY_FORMAT:
-        return Source("discovery", path, config, read_discovery_ranking(path)[0])
+        attrs = read_attrs(Path(path), DISCOVERY_FORMAT, DISCOVERY_VERSION, "discovery")
+        return Source("discovery", path, json.loads(attrs.get("config", "{}")), read_discovery_ranking(path)[0])
     if fmt == MINE_FORMAT:
-        return Source("mining", path, config, ids.astype(np.int64))
+        ids, attrs = read_feature_ids(path)
+        return Source("mining", path, json.loads(attrs.get("config", "{}")), ids)
     raise PersonamineError(f"{path!r} is neither a discovery nor a mining file")
 
 

@@ -59,34 +59,80 @@ def builtin_prompts_path(kind: str) -> Path:
     return Path(str(resources.files("personamine") / "data" / f"{kind}_prompts.jsonl"))
 
 
-def load_prompts(path: str | Path) -> list[str]:
-    """Prompts from a ``.jsonl``/``.json`` file (``{"content": ...}`` per line) or a text file (one per line)."""
-    path = Path(path)
+def _json_lines(path: Path, what: str) -> list[tuple[int, dict | str]]:
+    """(line number, parsed row) of a JSONL file (``.jsonl``/``.json``), or (line number, stripped line) of a
+    text file; blank lines skipped."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise PersonamineError(f"cannot read prompts file {str(path)!r}: {exc.strerror}") from exc
+        raise PersonamineError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise PersonamineError(f"prompts file {str(path)!r} is not UTF-8 text") from exc
-    prompts: list[str] = []
-    as_json = path.suffix in (".jsonl", ".json")
+        raise PersonamineError(f"{what} file {str(path)!r} is not UTF-8 text") from exc
+    rows: list[tuple[int, dict | str]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if not as_json:
-            prompts.append(line.strip())
+        if path.suffix not in (".jsonl", ".json"):
+            rows.append((number, line.strip()))
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PersonamineError(f"{str(path)!r} line {number} is not JSON: {exc.msg}") from exc
-        content = row.get("content") if isinstance(row, dict) else None
-        if not isinstance(content, str) or not content.strip():
-            raise PersonamineError(f"{str(path)!r} line {number} has no non-empty string \"content\"")
-        prompts.append(content)
+        if not isinstance(row, dict):
+            raise PersonamineError(f"{str(path)!r} line {number} is not a JSON object")
+        rows.append((number, row))
+    return rows
+
+
+def _string_field(path: Path, number: int, row: dict, name: str) -> str:
+    value = row.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise PersonamineError(f"{str(path)!r} line {number} has no non-empty string \"{name}\"")
+    return value
+
+
+def load_prompt_records(path: str | Path) -> tuple[list[str], list[str | None]]:
+    """(prompts, responses) from a ``.jsonl``/``.json`` file (``{"content": ..., "response": ...}`` per line, the
+    response optional) or a text file (one prompt per line, no responses)."""
+    path = Path(path)
+    prompts: list[str] = []
+    responses: list[str | None] = []
+    for number, row in _json_lines(path, "prompts"):
+        if isinstance(row, str):
+            prompts.append(row)
+            responses.append(None)
+            continue
+        prompts.append(_string_field(path, number, row, "content"))
+        responses.append(_string_field(path, number, row, "response") if "response" in row else None)
     if not prompts:
         raise PersonamineError(f"prompts file {str(path)!r} holds no prompts")
-    return prompts
+    return prompts, responses
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    """Prompts from a ``.jsonl``/``.json`` file (``{"content": ...}`` per line) or a text file (one per line)."""
+    return load_prompt_records(path)[0]
+
+
+def builtin_roles_path() -> Path:
+    """The shipped role set: characters the Assistant is asked to play (see ``load_roles``)."""
+    return Path(str(resources.files("personamine") / "data" / "roles.jsonl"))
+
+
+def load_roles(path: str | Path) -> list[tuple[str, str]]:
+    """(name, system prompt) of each role of a JSONL file (``{"name": ..., "system": ...}`` per line)."""
+    path = Path(path)
+    if path.suffix not in (".jsonl", ".json"):
+        raise PersonamineError(f"roles file {str(path)!r} must be JSONL ({{\"name\": ..., \"system\": ...}} per line)")
+    roles = [(_string_field(path, n, row, "name"), _string_field(path, n, row, "system"))
+             for n, row in _json_lines(path, "roles") if isinstance(row, dict)]
+    if not roles:
+        raise PersonamineError(f"roles file {str(path)!r} holds no roles")
+    names = [name for name, _ in roles]
+    if len(set(names)) != len(names):
+        raise PersonamineError(f"roles file {str(path)!r} names a role twice")
+    return roles
 
 
 @dataclass
@@ -182,3 +228,27 @@ def _generation_prompt_start(ids: list[int], without: list[int]) -> int:
         "cannot locate the generation prompt: the template rendered with it does not extend the rendering "
         "without it token for token; use position 'last' or 'prompt-mean'"
     )
+
+
+def render_responses(tokenizer, texts: list[str], responses: list[str], *, system_prompt: str | None = None,
+                     date_string: str | None = DEFAULT_DATE) -> list[RenderedPrompt]:
+    """Each prompt as a user turn followed by ``responses[i]`` as the Assistant's turn, rendered as a conversation
+    corpus is; a prompt's positions are its response's tokens (the tokens the template labels ``assistant``),
+    special tokens never."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise PersonamineError("position 'response-mean' needs a chat template; this tokenizer has none")
+    special = set(special_token_ids(tokenizer, sink_prefix_ids(tokenizer)).tolist())
+    renderer = ChatRenderer(tokenizer, system_prompt=system_prompt, date_string=date_string)
+    out = []
+    for text, response in zip(texts, responses, strict=True):
+        try:
+            rendered = renderer.render([{"role": "user", "content": text}, {"role": "assistant", "content": response}])
+        except BadConversation as exc:
+            raise PersonamineError(f"prompt {text!r} with its response: {exc}") from None
+        chosen = [i for i, (t, r) in enumerate(zip(rendered.ids, rendered.roles.tolist(), strict=True))
+                  if r == ROLE["assistant"] and t not in special]
+        if not chosen:
+            raise PersonamineError(f"prompt {text!r}: its response {response!r} has no token to read "
+                                   "(position 'response-mean')")
+        out.append(RenderedPrompt(text, rendered.text, rendered.ids, chosen))
+    return out

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from personamine.model.generate import Generations, GenerationSettings, generate
 from personamine.steering.interventions import Intervention
 from personamine.steering.sae_access import SteerSae
 
@@ -204,3 +205,10 @@ def generation_positions(prompt_real: torch.Tensor, mode: str) -> PositionFn:
         generated = (~in_prompt).expand(ids.shape[0], -1)
         return generated if mode == "generated" else prompt | generated
     return at
+
+
+def generate_steered(model: nn.Module, tokenizer, steering: Steering, prompts: list[list[int]], mode: str,
+                     settings: GenerationSettings) -> Generations:
+    """Responses to ``prompts`` with ``steering``'s intervention acting at ``mode`` positions."""
+    return generate(model, tokenizer, prompts, settings,
+                    around_batch=lambda mask: steering.positions(generation_positions(mask.bool(), mode)))

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from personamine.model.padding import left_pad, right_pad
 from personamine.steering.hooks import Steering, fixed_positions
-from personamine.steering.padding import left_pad, right_pad
 
 _LOGIT_BUDGET = 1 << 28  # floats of [rows, positions, vocab] logits held at once (1 GiB in fp32)
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from personamine.errors import PersonamineError
-from personamine.steering.generate import Generations, GenerationSettings, generate, pad_id
-from personamine.steering.hooks import Observation, Steering
+from personamine.model.generate import Generations, GenerationSettings, pad_id
+from personamine.steering.hooks import Observation, Steering, generate_steered
 from personamine.steering.interventions import UNSTEERED, Intervention, TermSpec, resolve
 from personamine.steering.measure import corpus_nll, kl_divergence, score_continuations
 
@@ -89,7 +89,7 @@ def run_interventions(model: nn.Module, tokenizer, steering: Steering, inputs: S
     steering.use(None)
     for kind in SETS:
         steering.observation = observed[kind] = Observation(sae.features.size, device)
-        sets[kind].generations.append(generate(model, tokenizer, steering, inputs.prompts[kind], "prompt",
+        sets[kind].generations.append(generate_steered(model, tokenizer, steering, inputs.prompts[kind], "prompt",
                                                inputs.generation))
     steering.observation = None
     residual_norm = float(torch.cat(observed["persona"].norms + observed["control"].norms).median())
@@ -120,7 +120,7 @@ def run_interventions(model: nn.Module, tokenizer, steering: Steering, inputs: S
                     continue
                 # The activation record covers the generation: the positions the intervention acts on in use.
                 steering.use(intervention, record=True)
-                out.generations.append(generate(model, tokenizer, steering, inputs.prompts[kind],
+                out.generations.append(generate_steered(model, tokenizer, steering, inputs.prompts[kind],
                                                 inputs.positions, inputs.generation))
                 out.term_stats.append(steering.record.summary())
             steering.use(intervention)

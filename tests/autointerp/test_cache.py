@@ -50,8 +50,6 @@ def test_absent_or_damaged_entries_are_asked_again(tmp_path):
     assert cache.get(key).text == "second"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ResponseCache.get raises AttributeError (Response.from_json calls "
-                   "data.get) on a cache file that holds valid JSON that is not an object, instead of asking again")
 @pytest.mark.parametrize("damaged", ["[1, 2]", "null", '"text"'])
 def test_an_entry_that_is_json_but_not_an_object_is_asked_again(tmp_path, damaged):
     cache = ResponseCache(tmp_path)

@@ -12,7 +12,6 @@ import torch
 from fixtures import SAE_DICT_SIZE, SAE_LAYER, sae_file, save_sae_release
 
 import personamine
-from personamine.discovery.rank import rank_features
 from personamine.errors import PersonamineError
 from personamine.files.discover import read_discovery
 from personamine.jobs.cli import main
@@ -144,10 +143,12 @@ def test_every_prompt_kept_at_its_last_real_token(tiny_model_dir, tiny_sae_dir, 
     np.testing.assert_allclose(res.persona_acts, ref_p[:, cols], atol=1e-5, rtol=0)
     np.testing.assert_allclose(res.control_acts, ref_c[:, cols], atol=1e-5, rtol=0)
     # The ranking statistics are those of every prompt's full vector.
-    expected = rank_features(ref_p, ref_c)
-    np.testing.assert_allclose(res.score, expected.score, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(res.persona_firing, expected.persona_firing)
-    np.testing.assert_allclose(res.control_firing, expected.control_firing)
+    ids = res.feature_ids
+    np.testing.assert_allclose(res.score, ref_p.mean(0)[ids] - ref_c.mean(0)[ids], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(res.persona_firing, (ref_p > 0).mean(0)[ids])
+    np.testing.assert_allclose(res.control_firing, (ref_c > 0).mean(0)[ids])
+    # Every feature that fires on a prompt is ranked (and tested), none that never fires.
+    assert set(ids.tolist()) == set(np.nonzero((ref_p > 0).any(0) | (ref_c > 0).any(0))[0].tolist())
 
 
 def test_batching_does_not_change_vectors(tiny_model_dir, tiny_sae_dir, prompt_files, tmp_path):
@@ -245,17 +246,19 @@ def test_ranking_against_controls_finds_the_planted_feature(tiny_model_dir, plan
 def test_discovery_file_layout(tiny_model_dir, tiny_sae_dir, prompt_files, tmp_path):
     path = personamine.discover(**discover_kwargs(tiny_model_dir, tiny_sae_dir, prompt_files, tmp_path, top=5))
     with h5py.File(path) as f:
-        assert f.attrs["format"] == "personamine.discover" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "personamine.discover" and f.attrs["format_version"] == 2
         assert f.attrs["layer"] == SAE_LAYER and f.attrs["dict_size"] == SAE_DICT_SIZE
         assert f.attrs["position"] == "last" and json.loads(f.attrs["config"])["top"] == 5
         n = f["ranking/feature_ids"].shape[0]
-        for name in ("score", "persona_mean", "control_mean", "persona_firing", "control_firing"):
+        for name in ("score", "persona_mean", "control_mean", "persona_firing", "control_firing", "ci_low", "ci_high",
+                     "p_value", "q_value", "effect_size", "support"):
             assert f[f"ranking/{name}"].shape == (n,)
         assert f["activations/persona"].shape == (len(PERSONA), 5)
         assert f["activations/control"].shape == (len(CONTROL), 5)
         assert [s.decode() for s in f["prompts/persona_rendered"][()]][0].endswith("<|assistant|>\n")
     res = read_discovery(path)
-    assert (np.diff(res.score) <= 0).all() and (res.score != 0).all()
+    assert (np.diff(res.ranking.ci_low) <= 0).all()  # ranked by the CI's lower bound
+    assert (res.ranking.ci_low <= res.ranking.ci_high).all()
     assert np.unique(res.feature_ids).size == res.feature_ids.size
     assert not list(tmp_path.glob(".*tmp*"))
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from fixtures import SAE_LAYER, SENTENCES
 
-from personamine.steering.generate import GenerationSettings, generate
-from personamine.steering.hooks import Steering, fixed_positions, generation_positions
+from personamine.model.generate import GenerationSettings
+from personamine.model.padding import left_pad
+from personamine.steering.hooks import Steering, fixed_positions, generate_steered, generation_positions
 from personamine.steering.interventions import Intervention, Term, parse_intervention, resolve
-from personamine.steering.padding import left_pad
 from personamine.steering.sae_access import SteerSae, open_sae
 
 FEATURES = np.arange(0, 256, 1, dtype=np.int64)
@@ -55,7 +55,7 @@ def test_zero_change_and_empty_intervention_are_bitwise_the_plain_model(tiny, ti
             with torch.inference_mode(), steering.positions(fixed_positions(mask.bool())):
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
             assert torch.equal(logits, plain), intervention.name
-            gens = generate(model, tok, steering, prompts, "all", settings)
+            gens = generate_steered(model, tok, steering, prompts, "all", settings)
             for row in range(len(prompts)):
                 expected = [t for t in plain_gen[row].tolist()]
                 end = next((j for j, t in enumerate(expected) if t == tok.eos_token_id), len(expected))

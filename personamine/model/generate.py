@@ -1,4 +1,4 @@
-"""Batched generation from rendered prompts, with whatever intervention the steering hooks hold.
+"""Batched generation from rendered prompts (discovery's own responses; steering's, with its hooks active).
 
 ``transformers``' own ``generate`` (left padding, attention mask, KV cache), with every option that changes
 which tokens come out set explicitly: values left unset would be filled from the model's
@@ -7,14 +7,15 @@ which tokens come out set explicitly: values left unset would be filled from the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from personamine.steering.hooks import Steering, generation_positions
-from personamine.steering.padding import left_pad
+from personamine.model.padding import left_pad
 
 
 @dataclass
@@ -48,9 +49,10 @@ def pad_id(tokenizer) -> int:
     return int(pad or 0)
 
 
-def generate(model: nn.Module, tokenizer, steering: Steering, prompts: list[list[int]], mode: str,
-             settings: GenerationSettings) -> Generations:
-    """Responses to ``prompts`` (token ids, already rendered), acting at ``mode`` positions."""
+def generate(model: nn.Module, tokenizer, prompts: list[list[int]], settings: GenerationSettings, *,
+             around_batch: Callable[[torch.Tensor], AbstractContextManager] | None = None) -> Generations:
+    """Responses to ``prompts`` (token ids, already rendered). ``around_batch(attention_mask)`` is entered around
+    each batch's generation (steering activates its hooks there)."""
     from transformers import GenerationConfig
 
     stop, pad = end_ids(model, tokenizer), pad_id(tokenizer)
@@ -70,7 +72,7 @@ def generate(model: nn.Module, tokenizer, steering: Steering, prompts: list[list
         ids, mask, _ = left_pad(group, pad, device)
         if settings.sample:
             torch.manual_seed(settings.seed + batch)  # the same draws for every intervention
-        with torch.inference_mode(), steering.positions(generation_positions(mask.bool(), mode)):
+        with torch.inference_mode(), (around_batch(mask) if around_batch is not None else nullcontext()):
             sequences = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         for row, tokens in enumerate(sequences[:, ids.shape[1]:].tolist()):
             end = next((j for j, t in enumerate(tokens) if t in stop_set), None)
