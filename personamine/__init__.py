@@ -3,7 +3,8 @@
 Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.steer(...)``,
 ``personamine.explain(...)``, ``personamine.read_results(path)``, ``personamine.read_discovery(path)``,
 ``personamine.read_steering(path)``, ``personamine.read_explanations(path)``, ``personamine.load_sae(...)`` (any
-supported SAE layout: see ``personamine.saes``), and every run's config class.
+supported SAE layout: see ``personamine.saes``), ``personamine.export_neuronpedia(results, output)``
+(Neuronpedia's import bundle), and every run's config class.
 Imports are lazy so ``import personamine`` (and the CLI's ``--help``) does not pay for torch and transformers.
 """
 
@@ -31,6 +32,7 @@ _PUBLIC = {
     "SteerConfig": "personamine.config",
     "ExplainConfig": "personamine.config",
     "PersonamineError": "personamine.errors",
+    "export_neuronpedia": "personamine.export",
 }
 
 __all__ = sorted([*_PUBLIC, "__version__"])

@@ -26,7 +26,8 @@ LAYERS = [
     {"files"},
     {"shards"},
     {"cluster", "discovery", "steering", "autointerp"},
-    {"report"},
+    {"report", "export"},
+    {"serve"},
     {"jobs"},
     {"__init__"},
 ]

@@ -133,17 +133,18 @@ def write_explanations(path: str | Path, results: ExplanationResults) -> Path:
     return path
 
 
-def read_explanations(path: str | Path) -> ExplanationResults:
-    """Read a file written by ``personamine.explain``."""
+def read_explanations(path: str | Path, calls: bool = True) -> ExplanationResults:
+    """Read a file written by ``personamine.explain``. ``calls=False`` leaves out the calls (every prompt and
+    response: the bulk of the file, which an all-features run makes gigabytes)."""
     path = Path(path)
     with open_h5(path, FORMAT, FORMAT_VERSION, "explanations") as f:
         attrs = plain_attrs(f)
         scores = {s: {m: f[f"scores/{s}/{m}"][()] for m in f[f"scores/{s}"]} for s in f.get("scores", {})}
         c, a = f["calls"], f["answers"]
-        calls = [Call(int(fid), kind, json.loads(prompt), response, error or None, int(att), bool(cached))
-                 for fid, kind, prompt, response, error, att, cached in zip(
-                     c["feature_id"][()], c["kind"].asstr()[()], c["prompt"].asstr()[()], c["response"].asstr()[()],
-                     c["error"].asstr()[()], c["attempts"][()], c["cached"][()], strict=True)]
+        made = [Call(int(fid), kind, json.loads(prompt), response, error or None, int(att), bool(cached))
+                for fid, kind, prompt, response, error, att, cached in zip(
+                    c["feature_id"][()], c["kind"].asstr()[()], c["prompt"].asstr()[()], c["response"].asstr()[()],
+                    c["error"].asstr()[()], c["attempts"][()], c["cached"][()], strict=True)] if calls else []
         answers = [Answer(int(fid), scorer, int(call), int(truth), None if pred < 0 else int(pred),
                           None if math.isnan(p) else float(p), int(doc), int(start), source)
                    for fid, scorer, call, truth, pred, p, doc, start, source in zip(
@@ -153,4 +154,4 @@ def read_explanations(path: str | Path) -> ExplanationResults:
         return ExplanationResults(
             path=path, attrs=attrs, config=json.loads(attrs.get("config", "{}")), feature_ids=f["feature_ids"][()],
             explanations=list(f["explanation"].asstr()[()]), parsed=f["explanation_parsed"][()], scores=scores,
-            calls=calls, answers=answers)
+            calls=made, answers=answers)

@@ -163,14 +163,23 @@ def _read_samples(group: h5py.Group, dedupe: bool, rows: np.ndarray | None,
                               "token_ids", "activations", "roles", "span_start") if n in group)
     if rows is None:
         arrays = {name: read(group[name]) for name in names}
-    else:  # samples are sorted by feature row: one contiguous slice per wanted feature
-        bounds = np.searchsorted(read(group["feature_row"]), np.stack([rows, rows + 1]))
-        arrays = {name: np.concatenate([read(group[name], slice(lo, hi)) for lo, hi in bounds.T])
-                  for name in names}
+    else:  # samples are sorted by feature row: one contiguous slice per wanted feature, touching slices read as one
+        lo, hi = np.searchsorted(read(group["feature_row"]), np.stack([rows, rows + 1]))
+        spans = _joined(lo, hi)
+        arrays = {name: np.concatenate([read(group[name], slice(a, b)) for a, b in spans]) for name in names}
         arrays["feature_row"] = np.searchsorted(rows, arrays["feature_row"])
     arrays["feature"] = arrays.pop("feature_row")
     arrays["per_interval"] = group.attrs["per_interval"]
     return SampleBuffer.from_arrays(arrays, dedupe=dedupe), read(group["interval_edges"])
+
+
+def _joined(lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted, disjoint ranges [lo, hi) with each run of touching ones joined: the samples of consecutive features
+    are one read, not one per feature (each read decompresses and checksums its chunks again: for 1,024 features of
+    a 131,072-feature file, seconds instead of milliseconds)."""
+    starts = np.flatnonzero(np.r_[True, lo[1:] != hi[:-1]])
+    ends = np.r_[starts[1:], lo.size] - 1
+    return list(zip(lo[starts].tolist(), hi[ends].tolist(), strict=True))
 
 
 def _feature_rows(path: Path, file_ids: np.ndarray, features: Iterable[int] | None) -> np.ndarray | None:

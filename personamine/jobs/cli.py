@@ -105,7 +105,8 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-_ORDER = ("demo", "discover", "mine", "show", "report", "train-sae", "submit")  # the order a newcomer meets them
+# The order a newcomer meets them.
+_ORDER = ("demo", "discover", "mine", "show", "report", "export", "train-sae", "submit")
 _VERBOSE_HELP = "show the libraries' own logs, warnings and progress bars (also: PERSONAMINE_VERBOSE=1)"
 
 
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # What an interrupted command leaves behind, where that is worth knowing.
 _INTERRUPTED = {"mine": "finished shards are checkpointed; rerun the same command to resume",
-                "demo": "finished mining shards are checkpointed; rerun to resume"}
+                "demo": "finished mining shards are checkpointed; rerun to resume",
+                "export": "the partial export was removed"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,6 +394,66 @@ def _report(args: argparse.Namespace) -> int:
     path = report(args.results, args.output, discovery=args.discovery, features=features, steering=args.steering,
                   explanations=args.explanations)
     print(f"wrote {path}")
+    return 0
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+positive.__name__ = "positive (a whole number >= 1)"
+
+
+def _export_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.saes.neuronpedia import CREATOR_ID, CREATOR_NAME
+    from personamine.saes.neuronpedia import EXPORT_BATCH as BATCH_FEATURES
+    from personamine.saes.neuronpedia import OWN_SOURCE_SET as DEFAULT_SOURCE_SET
+
+    parser.description = "Write a mining file in another tool's import format."
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT",
+                                    help="the format to write: neuronpedia")
+    summary = "Neuronpedia's import bundle (personamine.export_neuronpedia)"
+    neuronpedia = formats.add_parser("neuronpedia", help=summary, description=(
+        "Write a mining file as the bundle Neuronpedia imports, in the layout of its public exports: "
+        "DIR/MODEL/LAYER-SOURCESET/ with features/, activations/ (top windows and interval samples) and, with an "
+        "explanations file, explanations/ and their scores (personamine.export_neuronpedia; docs/export.md)."))
+    neuronpedia.add_argument("results", help="a mining HDF5 file")
+    neuronpedia.add_argument("-o", "--output", required=True, metavar="DIR",
+                             help="directory to write into (the bundle goes to DIR/MODEL/LAYER-SOURCESET)")
+    neuronpedia.add_argument("--explanations", default=None, metavar="FILE",
+                             help="an explanations file of RESULTS (personamine explain): adds its explanations "
+                                  "and their scores")
+    neuronpedia.add_argument("--discovery", default=None, metavar="FILE",
+                             help="a discovery file of the same model, layer and SAE: adds a Neuronpedia list of "
+                                  "the discovered features")
+    neuronpedia.add_argument("--source-set", default=None, metavar="NAME",
+                             help="Neuronpedia source-set name (default: the hosted SAE's, e.g. resid-post-aa, "
+                                  f"else {DEFAULT_SOURCE_SET})")
+    neuronpedia.add_argument("--model-id", default=None, metavar="ID",
+                             help="Neuronpedia model id (default: the hosted SAE's, e.g. llama3.1-8b-it, else the "
+                                  "model's name, lowercased)")
+    neuronpedia.add_argument("--creator-id", default=CREATOR_ID, metavar="ID",
+                             help=f"the Neuronpedia user the rows name as creator and author (default: {CREATOR_ID}, "
+                                  "the one Neuronpedia's bulk imports use)")
+    neuronpedia.add_argument("--creator-name", default=CREATOR_NAME, metavar="NAME",
+                             help=f"creator name of the release and source set (default: {CREATOR_NAME})")
+    neuronpedia.add_argument("--batch-size", type=positive, default=BATCH_FEATURES, metavar="N",
+                             help=f"features per batch file and per read of RESULTS (default: {BATCH_FEATURES})")
+    neuronpedia.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+
+
+@command("export", "write a mining file as another tool's import bundle (neuronpedia)")(_export_flags)
+def _export(args: argparse.Namespace) -> int:
+    from personamine.export import describe_export, export_neuronpedia
+
+    path = export_neuronpedia(args.results, args.output, explanations=args.explanations, discovery=args.discovery,
+                              source_set=args.source_set, model_id=args.model_id, creator_id=args.creator_id,
+                              creator_name=args.creator_name, batch_size=args.batch_size)
+    print(f"wrote {describe_export(path)}")
     return 0
 
 
