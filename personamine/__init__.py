@@ -1,7 +1,8 @@
 """personamine: find the SAE features a chat model uses for its Assistant self, and mine a corpus for them.
 
 Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.steer(...)``,
-``personamine.explain(...)``, ``personamine.read_results(path)``, ``personamine.read_discovery(path)``,
+``personamine.explain(...)``, ``personamine.report(...)``, ``personamine.serve(...)`` (a local feature browser),
+``personamine.read_results(path)``, ``personamine.read_discovery(path)``,
 ``personamine.read_steering(path)``, ``personamine.read_explanations(path)``, ``personamine.load_sae(...)`` (any
 supported SAE layout: see ``personamine.saes``), ``personamine.export_neuronpedia(results, output)``
 (Neuronpedia's import bundle), and every run's config class.
@@ -33,6 +34,7 @@ _PUBLIC = {
     "ExplainConfig": "personamine.config",
     "PersonamineError": "personamine.errors",
     "export_neuronpedia": "personamine.export",
+    "serve": "personamine.serve",
 }
 
 __all__ = sorted([*_PUBLIC, "__version__"])

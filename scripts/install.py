@@ -38,6 +38,7 @@ PATHS: dict[str, tuple[str, bool]] = {
     "ray": ("ray", False),
     "saelens": ("saelens", False),
     "docs": ("docs", False),
+    "serve": ("serve", False),  # personamine serve (the local feature browser)
     "test": ("test", True),
 }
 BROWSER_HINT = ("the report's browser tests need Chromium and ChromeDriver on PATH: on Debian/Ubuntu "

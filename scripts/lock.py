@@ -29,8 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
 LOCK = REPO / "requirements" / "lock.txt"
 UV_VERSION = "0.13.9"  # the lock tool, itself pinned
-# Libraries whose releases have broken a first run before: pyproject.toml bounds them from above (`<=` or `==`).
-BOUNDED = ("torch", "transformers", "datasets", "huggingface_hub", "numpy", "ray", "sae-lens", "eai-sparsify")
+# Libraries whose releases have broken a first run before, and the web stack of `personamine serve` (Starlette 1.x
+# still moves): pyproject.toml bounds them from above (`<=` or `==`).
+BOUNDED = ("torch", "transformers", "datasets", "huggingface_hub", "numpy", "ray", "sae-lens", "eai-sparsify",
+           "starlette", "uvicorn")
 COMPILE_ARGS = ["--all-extras", "--python-version", "3.11", "--python-platform", "linux", "--no-annotate",
                 "--custom-compile-command", "python3.11 scripts/lock.py"]
 

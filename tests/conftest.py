@@ -155,3 +155,31 @@ def browser():
     yield driver
     driver.quit()
     profile.cleanup()
+
+
+# --- the feature browser (tests/serve/) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def big_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 131,072-feature mining file (``fixtures.big_results``), built once."""
+    return fx.big_results(tmp_path_factory.mktemp("big") / "big.h5")
+
+
+@pytest.fixture(scope="session")
+def big_explanations(big_results: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Explanations of every feature of ``big_results``."""
+    import numpy as np
+
+    return fx.synthetic_explanations(tmp_path_factory.mktemp("big-ex") / "ex.h5", np.arange(fx.BIG_FEATURES))
+
+
+@pytest.fixture(scope="session")
+def big_server(big_results: Path, big_explanations: Path):
+    """``personamine.serve`` on the 131,072-feature file and its explanations, on a free loopback port, for the
+    session (no live inspection: the synthetic file's model does not exist)."""
+    import personamine
+
+    running = personamine.serve(big_results, explanations=big_explanations, port=0, inspect=False, quiet=True)
+    yield running
+    running.stop()

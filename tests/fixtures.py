@@ -835,3 +835,82 @@ def synthetic_results(path: Path, n_features: int, *, top_k: int = 20, ctx_len: 
     ids = np.arange(n_features) * 7 + 3 if feature_ids is None else np.asarray(feature_ids)
     return write_results(path, feature_ids=ids, buffer=buffer, stats=stats, attrs=base,
                          vocab=vocab, samples=samples, logit_lens=lens)
+
+
+# ------------------------------------------------------------------------------------------------
+# The feature browser (tests/serve/; the ``big_results`` and ``big_server`` fixtures are in conftest.py)
+# ------------------------------------------------------------------------------------------------
+BIG_FEATURES = 131_072  # an all-features run over the target SAE (Llama-3.1-8B, trainer 1)
+PERSONA_EXPLANATION = "the Assistant speaking about itself"  # a findable phrase in some synthetic explanations
+
+
+def big_results(path: Path) -> Path:
+    """A mining file of ``BIG_FEATURES`` features (ids 0..131,071), as ``synthetic_results`` builds it but with few,
+    short windows per feature, so it builds in seconds: the index and its timings depend on the feature count."""
+    import numpy as np
+
+    return synthetic_results(path, BIG_FEATURES, top_k=4, ctx_len=16, per_interval=1, windows_per_feature=5,
+                             feature_ids=np.arange(BIG_FEATURES), seed=1)
+
+
+def synthetic_explanations(path: Path, feature_ids, hostile: dict[int, str] | None = None, seed: int = 0) -> Path:
+    """An explanations file for ``feature_ids``: detection and fuzzing scores, a text per feature (every 997th one
+    ``PERSONA_EXPLANATION``), ``hostile`` texts for some features, and no LLM calls."""
+    import numpy as np
+
+    from personamine.autointerp.scoring import METRICS
+    from personamine.autointerp.store import ExplanationResults, write_explanations
+
+    ids = np.asarray(feature_ids, np.int64)
+    rng = np.random.default_rng(seed)
+    texts = [PERSONA_EXPLANATION if i % 997 == 0 else f"tokens near feature {int(f)}'s words" for i, f in
+             enumerate(ids.tolist())]
+    for feature, text in (hostile or {}).items():
+        texts[int(np.nonzero(ids == feature)[0][0])] = text
+    scores = {s: {m: rng.random(ids.size) for m in METRICS} for s in ("detection", "fuzzing")}
+    for s in scores:
+        scores[s]["n"][:], scores[s]["n_unanswered"][:] = 20, 0
+        scores[s]["balanced_accuracy"][::11] = np.nan  # some features were not scored
+    return write_explanations(path, ExplanationResults(
+        path=path, attrs={"model": "synthetic-explainer", "backend": "openai"}, config={}, feature_ids=ids,
+        explanations=texts, parsed=np.ones(ids.size, bool), scores=scores))
+
+
+def http_request(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
+                 timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP request sent as given (path, Host and all: nothing normalised), over the loopback address:
+    (status, headers with lower-case names, body)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        names = {k.lower() for k in (headers or {})}
+        conn.putrequest(method, target, skip_host="host" in names, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def http_json(method: str, url: str, payload: object | None = None, **kwargs) -> tuple[int, object]:
+    """A JSON request and its JSON answer."""
+    body = None if payload is None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    status, _, data = http_request(method, url, body=body, headers=headers, **kwargs)
+    return status, json.loads(data)
+
+
+def open_page(driver, url: str) -> float:
+    """Load a page of the browser (``personamine serve``); return seconds until its script finished."""
+    began = time.perf_counter()
+    driver.get(url)
+    wait_for(driver, "return document.body && document.body.getAttribute('data-ready') === '1'")
+    return time.perf_counter() - began

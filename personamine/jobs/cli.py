@@ -106,7 +106,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 # The order a newcomer meets them.
-_ORDER = ("demo", "discover", "mine", "show", "report", "export", "train-sae", "submit")
+_ORDER = ("demo", "discover", "mine", "show", "report", "serve", "export", "train-sae", "submit")
 _VERBOSE_HELP = "show the libraries' own logs, warnings and progress bars (also: PERSONAMINE_VERBOSE=1)"
 
 
@@ -454,6 +454,57 @@ def _export(args: argparse.Namespace) -> int:
                               source_set=args.source_set, model_id=args.model_id, creator_id=args.creator_id,
                               creator_name=args.creator_name, batch_size=args.batch_size)
     print(f"wrote {describe_export(path)}")
+    return 0
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free port)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+_port.__name__ = "port (0 to 65535)"
+
+
+def _serve_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.serve import DEFAULT_PORT
+
+    parser.description = ("Browse mining files of any size in a local web app: an index of every feature sorted, "
+                          "filtered and paged on the server, a page per feature with the report's sections and its "
+                          "neighbours by decoder direction, and live inspection of a text of your own with the "
+                          "file's model and SAE (personamine.serve). Read-only; binds 127.0.0.1 unless --host says "
+                          "otherwise; stops on Ctrl-C.")
+    parser.add_argument("results", nargs="+", help="one or more mining HDF5 files")
+    parser.add_argument("--discovery", default=None, help="a discovery file: adds its rank, score and firing columns "
+                                                          "and the per-prompt activations")
+    parser.add_argument("--explanations", default=None, help="an explanations file (personamine explain): adds the "
+                                                             "explanation and its scores, searchable and sortable")
+    parser.add_argument("--steering", default=None, help="a steering file (personamine steer): adds its section to "
+                                                         "the pages of the features it steered")
+    parser.add_argument("--model", default=None, help="the model for live inspection (default: the one each file "
+                                                      "records)")
+    parser.add_argument("--sae", default=None, help="the SAE for live inspection and neighbours (default: the one "
+                                                    "each file records)")
+    parser.add_argument("--device", default=None, help="torch device for live inspection: auto, cpu, cuda, ... "
+                                                       "(default: each file's)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                                                            "only; any other is served to whoever reaches it, with "
+                                                            "a warning)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to listen on (default: "
+                                                                           f"{DEFAULT_PORT}; 0: any free port)")
+    parser.add_argument("--no-inspect", action="store_true", help="no live inspection: the model is never loaded")
+
+
+@command("serve", "browse mining files in a local web app: sortable index, feature pages, live inspection")(
+    _serve_flags)
+def _serve(args: argparse.Namespace) -> int:
+    from personamine.serve import serve
+
+    serve(args.results, discovery=args.discovery, explanations=args.explanations, steering=args.steering,
+          model=args.model, sae=args.sae, device=args.device, host=args.host, port=args.port,
+          inspect=not args.no_inspect).wait()
     return 0
 
 

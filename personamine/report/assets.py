@@ -1,8 +1,11 @@
 """The page's inline stylesheet and script (kept as strings: the report is one file with no external requests).
 
-The script builds every element from the embedded JSON with ``textContent`` and ``setAttribute`` only, never
-``innerHTML``, so corpus text can only ever become text. Feature sections render when they scroll near the
-viewport, which keeps a 1,000-feature page responsive.
+The script is two parts: ``RENDER_JS``, the renderers of a feature's sections (histogram, logit lens, prompt pairs,
+contexts with their turns, interval samples), which ``personamine serve`` uses for its feature pages and live
+inspection too, and ``REPORT_JS``, the report's own page (header, index, lazily rendered sections). Both build every
+element from the embedded JSON with ``textContent`` and ``setAttribute`` only, never ``innerHTML``, so corpus text
+can only ever become text. Feature sections render when they scroll near the viewport, which keeps a 1,000-feature
+page responsive.
 """
 
 CSS = r"""
@@ -68,11 +71,13 @@ svg text.count { fill: var(--fg); }
 .note { color: var(--muted); font-style: italic; }
 """
 
-JS = r"""
-(function () {
+# The renderers of a feature's sections, shared by the report (below) and by ``personamine serve``'s feature pages and
+# live inspection, so the two cannot drift: ``personamine.renderers(D)`` takes data of the shape ``report_data``
+# returns (any number of features) and returns the functions that build a feature's elements.
+RENDER_JS = r"""
+var personamine = (function () {
   "use strict";
-  var D = JSON.parse(document.getElementById("pm-data").textContent);
-  var V = D.vocab, SVG = "http://www.w3.org/2000/svg";
+  var SVG = "http://www.w3.org/2000/svg";
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -96,28 +101,255 @@ JS = r"""
     if (v === null || v === undefined) return "";
     return v === 0 ? "0%" : (v * 100 < 0.01 ? (v * 100).toExponential(1) : (v * 100).toPrecision(3)) + "%";
   }
-  function tok(id) { return V[id] || ["<" + id + ">", "", 1]; }
   function range(lo, hi) { return "[" + fmt(lo) + ", " + fmt(hi) + ")"; }
+  function count(v) { return Math.round(v).toLocaleString(); }
 
-  function header() {
-    var m = D.meta, h = document.getElementById("pm-header");
-    h.appendChild(el("h1", null, "personamine report: " + D.features.length + " features"));
-    var bits = [m.model + " layer " + m.layer, "SAE " + m.sae, "corpus " + m.corpus,
-                (m.n_documents || 0).toLocaleString() + " documents",
-                m.tokens_scored.toLocaleString() + " tokens scored", "ctx " + m.ctx_len,
-                "top " + m.top_k + (m.per_interval ? " + " + m.per_interval + " per interval" : "")];
-    if (m.scored_by_role) bits.push("conversations, scoring " + Object.keys(m.scored_by_role).join(" + ") + " turns");
-    if (m.discovery) bits.push("discovery " + m.discovery);
-    h.appendChild(el("div", "meta", bits.join(" · ")));
-    h.appendChild(el("div", "meta", m.file + " (format v" + m.format_version + ")"));
+  // A chart's frame: plot area [L, L + PW] x [T, T + PH], a y axis with ticks at 0, half and a round top value.
+  var L = 46, T = 14, PH = 110, B = 34;
+  function niceTop(v) {
+    var e = Math.pow(10, Math.floor(Math.log10(v))), steps = [1, 2, 2.5, 5, 10];
+    for (var i = 0; i < steps.length; i++) if (steps[i] * e >= v) return steps[i] * e;
+    return 10 * e;
+  }
+  function yAxis(svg, top, PW, label, format) {
+    [0, top / 2, top].forEach(function (v) {
+      var y = T + PH - PH * v / top;
+      sv("line", {x1: L - 3, x2: L + PW, y1: y, y2: y, stroke: v ? "#eee" : "#bbb"}, svg);
+      sv("text", {x: L - 5, y: y + 3, "text-anchor": "end"}, svg).textContent = format(v);
+    });
+    sv("line", {x1: L, x2: L, y1: T, y2: T + PH, stroke: "#bbb"}, svg);
+    sv("text", {x: 10, y: T + PH / 2, transform: "rotate(-90 10 " + (T + PH / 2) + ")", "text-anchor": "middle"},
+       svg).textContent = label;
+  }
+  function xTitle(svg, PW, text) {
+    sv("text", {x: L + PW / 2, y: T + PH + B - 4, "text-anchor": "middle"}, svg).textContent = text;
   }
 
-  function topToken(f) {
-    if (!f.top.length) return "";
-    var w = f.top[0], best = 0;
-    for (var j = 1; j < w.a.length; j++) if (w.a[j] > w.a[best]) best = j;
-    return tok(w.t[best])[0];
+  function renderers(D) {
+    var V = D.vocab, ROLE_NAMES = D.meta.roles || [];
+    function tok(id) { return V[id] || ["<" + id + ">", "", 1]; }
+    function negative(f) { return !!(f.disc && f.disc.score !== null && f.disc.score < 0); }
+
+    function header(title) {
+      var m = D.meta, h = document.getElementById("pm-header");
+      h.appendChild(el("h1", null, title));
+      var bits = [m.model + " layer " + m.layer, "SAE " + m.sae, "corpus " + m.corpus,
+                  (m.n_documents || 0).toLocaleString() + " documents",
+                  m.tokens_scored.toLocaleString() + " tokens scored", "ctx " + m.ctx_len,
+                  "top " + m.top_k + (m.per_interval ? " + " + m.per_interval + " per interval" : "")];
+      if (m.scored_by_role) bits.push("conversations, scoring " + Object.keys(m.scored_by_role).join(" + ") + " turns");
+      if (m.discovery) bits.push("discovery " + m.discovery);
+      h.appendChild(el("div", "meta", bits.join(" · ")));
+      h.appendChild(el("div", "meta", m.file + " (format v" + m.format_version + ")"));
+    }
+
+    function topToken(f) {
+      if (!f.top.length) return "";
+      var w = f.top[0], best = 0;
+      for (var j = 1; j < w.a.length; j++) if (w.a[j] > w.a[best]) best = j;
+      return tok(w.t[best])[0];
+    }
+
+    // In a conversation each turn opens with a label of its role; template tokens (headers, delimiters) are muted
+    // and the Assistant's tokens underlined. The peak token's role is named after the position.
+    function windowRow(w, fmax) {
+      var row = el("div", "ctx"), turn = null, best = 0;
+      row.appendChild(el("span", "score", fmt(w.s)));
+      w.t.forEach(function (id, j) {
+        var t = tok(id), a = w.a[j], role = w.r ? ROLE_NAMES[w.r[j]] : null;
+        if (a > w.a[best]) best = j;
+        if (role === "template") turn = null;
+        else if (role && role !== turn) { row.appendChild(el("span", "turn " + role, role)); turn = role; }
+        var s = el("span", "tok" + (t[2] ? " piece" : "") + (a > 0 ? " on" : "") + (role ? " r-" + role : ""), t[0]);
+        if (a > 0) s.style.backgroundColor = "rgba(255, 98, 0, " + Math.min(1, a / fmax).toFixed(3) + ")";
+        s.setAttribute("data-a", a);
+        s.setAttribute("title", "activation " + fmt(a) + " | token " + id + (t[1] ? " " + JSON.stringify(t[1]) : "") +
+                       (role ? " | " + role : ""));
+        row.appendChild(s);
+      });
+      row.appendChild(el("span", "where", (w.where !== undefined ? w.where : "doc " + w.d + " @ " + w.w) +
+                         (w.r && w.t.length ? " · peak in " + ROLE_NAMES[w.r[best]] : "")));
+      return row;
+    }
+
+    function histogram(f) {
+      var E = D.hist_edges, PW = 340, svg = sv("svg", {width: L + PW + 10, height: T + PH + B, class: "hist"});
+      if (!f.hist.length) { svg.appendChild(sv("text", {x: 4, y: 14})).textContent = "never active"; return svg; }
+      var lo = Math.max(0, f.hist[0][0] - 2), hi = Math.min(E.length - 1, f.hist[f.hist.length - 1][0] + 3);
+      var n = hi - lo, bw = PW / n, cmax = Math.max.apply(null, f.hist.map(function (b) { return b[1]; }));
+      var top = niceTop(cmax);
+      yAxis(svg, top, PW, "tokens", count);
+      f.hist.forEach(function (b) {
+        var h = Math.max(1, PH * b[1] / top), x = L + (b[0] - lo) * bw;
+        var r = sv("rect", {x: x, y: T + PH - h, width: bw - 1, height: h, fill: "rgb(255, 98, 0)"}, svg);
+        sv("title", {}, r).textContent = b[1].toLocaleString() + " tokens in " + range(E[b[0]], E[b[0] + 1]);
+        if (b[1] === cmax) sv("text", {x: x + bw / 2, y: T + PH - h - 3, "text-anchor": "middle", class: "count"},
+                              svg).textContent = count(cmax);
+      });
+      // Dashed lines and labels at the interval edges (a fixed subset of the bin edges): samples map onto the bars.
+      for (var i = lo; i <= hi; i++) {
+        if (i % D.interval_step) continue;
+        var x = L + (i - lo) * bw;
+        sv("line", {x1: x, x2: x, y1: T, y2: T + PH, stroke: "#999", "stroke-dasharray": "2,3"}, svg);
+        sv("text", {x: x, y: T + PH + 12, "text-anchor": "middle"}, svg).textContent = fmt(E[i]);
+      }
+      sv("line", {x1: L, x2: L + PW, y1: T + PH, y2: T + PH, stroke: "#bbb"}, svg);
+      xTitle(svg, PW, "activation (log scale, 10 bins per decade)");
+      return svg;
+    }
+
+    // Persona prompt i and control prompt i ask the same question of the Assistant and of someone else: each pair
+    // is drawn side by side, so the chart reads as the contrast the discovery score averages.
+    function promptBars(f) {
+      var p = f.disc.persona_acts, c = f.disc.control_acts, n = Math.max(p.length, c.length), per = c.length ? 2 : 1;
+      var bw = Math.max(2, Math.min(9, Math.floor(640 / (n * (per + 0.6))))), gw = bw * per + Math.ceil(bw * 0.6);
+      var PW = n * gw, svg = sv("svg", {width: L + PW + 10, height: T + PH + B, class: "bars"});
+      var top = niceTop(Math.max.apply(null, p.concat(c, [1e-12])));
+      yAxis(svg, top, PW, "activation", fmt);
+      function bar(v, j, kind, x) {
+        var h = PH * v / top, text = kind === "persona" ? D.prompts.persona[j] : D.prompts.control[j];
+        var r = sv("rect", {x: x, y: T + PH - h, width: Math.max(1, bw - 1), height: Math.max(h, 0.5),
+                            fill: kind === "persona" ? "#8250df" : "#8c959f", class: kind, "data-pair": j}, svg);
+        r.setAttribute("data-v", v);
+        sv("title", {}, r).textContent = kind + " prompt " + (j + 1) + ": " + fmt(v) + "\n" + text;
+      }
+      var every = Math.ceil(n / 16);
+      for (var j = 0; j < n; j++) {
+        var x = L + j * gw + 1;
+        if (j < p.length) bar(p[j], j, "persona", x);
+        if (j < c.length) bar(c[j], j, "control", x + (j < p.length ? bw : 0));
+        if (j % every === 0) sv("text", {x: x + bw * per / 2, y: T + PH + 12, "text-anchor": "middle"},
+                                svg).textContent = String(j + 1);
+      }
+      sv("line", {x1: L, x2: L + PW, y1: T + PH, y2: T + PH, stroke: "#bbb"}, svg);
+      xTitle(svg, PW, c.length ? "prompt pair (persona line i with control line i)" : "persona prompt");
+      return svg;
+    }
+
+    function chips(list, cls) {
+      var box = el("div", "chips");
+      list.forEach(function (pair) {
+        var t = tok(pair[0]), c = el("span", "chip " + cls + (t[2] ? " piece" : ""), t[0]);
+        c.setAttribute("title", "token " + pair[0] + (t[1] ? " " + JSON.stringify(t[1]) : "") + ": logit " +
+                       fmt(pair[1]));
+        c.appendChild(el("span", "v", fmt(pair[1])));
+        box.appendChild(c);
+      });
+      return box;
+    }
+
+    function panel(title, body, cls) {
+      var box = el("div", "panel" + (cls ? " " + cls : ""));
+      box.appendChild(el("h3", null, title));
+      (Array.isArray(body) ? body : [body]).forEach(function (b) { box.appendChild(b); });
+      return box;
+    }
+
+    // A feature section, top to bottom: each renderer takes the feature's entry and returns an element or null.
+    // A new kind of content is a new function added to one of these lists.
+    function statsLine(f) {
+      var d = f.disc, box = el("div", "stats", "max " + fmt(f.max) + " · active on " + pct(f.density) +
+          " of scored tokens (" + f.active.toLocaleString() + ") · mean when active " + fmt(f.mean) +
+          Object.keys(f.by_role || {}).map(function (r) { return " · " + pct(f.by_role[r]) + " of " + r + " tokens"; })
+            .join(""));
+      if (!d) return box;
+      var disc = el("span", negative(f) ? "neg" : null, " · discovery rank " + d.rank + ", score " +
+          (negative(f) ? "▼ " : "") + fmt(d.score) + ", fires on " + pct(d.persona) + " of persona prompts" +
+          (d.control === null ? "" : " vs " + pct(d.control) + " of controls") +
+          (negative(f) ? " (below zero: it fires more on the controls)" : ""));
+      box.appendChild(disc);
+      return box;
+    }
+
+    function histogramPanel(f) {
+      return panel("activation histogram: " + f.active.toLocaleString() + " active tokens", histogram(f));
+    }
+
+    function lensPanel(f) {
+      if (!f.lens) return panel("logit lens", el("div", "note", "not in this file"), "lens");
+      return panel("logit lens", [el("div", "interval-head", "promoted"), chips(f.lens.up, "up"),
+                                  el("div", "interval-head", "suppressed"), chips(f.lens.down, "down")], "lens");
+    }
+
+    function promptsPanel(f) {
+      var d = f.disc;
+      if (!d || !d.persona_acts) return null;
+      var key = el("div", "chart-note");
+      key.appendChild(el("span", "key persona")); key.appendChild(document.createTextNode("persona"));
+      if (d.control_acts.length) {
+        key.appendChild(el("span", "key control")); key.appendChild(document.createTextNode("matched control"));
+      }
+      key.appendChild(document.createTextNode(" · hover a bar for its prompt"));
+      return panel("activation on discovery prompts", [promptBars(f), key]);
+    }
+
+    var PANELS = [histogramPanel, lensPanel, promptsPanel];  // side by side, under the stats line
+
+    function panelsRow(f) {
+      var row = el("div", "row");
+      PANELS.forEach(function (make) { var e = make(f); if (e) row.appendChild(e); });
+      return row;
+    }
+
+    function topContexts(f) {
+      var top = el("div", "top"), fmax = f.max > 0 ? f.max : 1;
+      top.appendChild(el("h3", null, "top " + f.top.length + " contexts"));
+      // The first few contexts show at once; the rest fold away so a section stays short enough to skim.
+      var more = f.top.length > 8 ? el("details", "more") : null;
+      if (more) more.appendChild(el("summary", null, (f.top.length - 8) + " more"));
+      f.top.forEach(function (w, j) { (j < 8 || !more ? top : more).appendChild(windowRow(w, fmax)); });
+      if (more) top.appendChild(more);
+      if (!f.top.length) top.appendChild(el("div", "note", "no activating window"));
+      return top;
+    }
+
+    function intervalSamples(f) {
+      var samples = el("div", "samples"), fmax = f.max > 0 ? f.max : 1;
+      samples.appendChild(el("h3", null, "interval samples (by each window's max)"));
+      if (!D.interval_edges) samples.appendChild(el("div", "note", "not in this file (format version 1)"));
+      f.intervals.forEach(function (group) {
+        var k = group[0], g = el("div", "interval");
+        g.setAttribute("data-interval", k);
+        var bounds = range(D.interval_edges[k], D.interval_edges[k + 1]);
+        g.appendChild(el("div", "interval-head", "window max in " + bounds + ": " + group[1].length + " sampled"));
+        group[1].forEach(function (w) { g.appendChild(windowRow(w, fmax)); });
+        samples.appendChild(g);
+      });
+      return samples;
+    }
+
+    var BLOCKS = [statsLine, panelsRow, topContexts, intervalSamples];
+
+    function render(sec, f) {
+      BLOCKS.forEach(function (make) { var e = make(f); if (e) sec.appendChild(e); });
+      sec.setAttribute("data-rendered", "1");
+    }
+
+    // A feature's section: its heading (and Neuronpedia link); ``render`` fills it.
+    function section(f) {
+      var sec = el("section", "feature");
+      sec.id = "f-" + f.id;
+      sec.setAttribute("data-feature", f.id);
+      sec.appendChild(el("h2", null, "feature " + f.id));
+      if (f.np) { var np = el("a", "np", "Neuronpedia"); np.setAttribute("href", f.np); sec.appendChild(np); }
+      return sec;
+    }
+
+    return {tok: tok, negative: negative, header: header, topToken: topToken, windowRow: windowRow, section: section,
+            render: render};
   }
+
+  return {el: el, sv: sv, fmt: fmt, pct: pct, range: range, renderers: renderers};
+})();
+"""
+
+# The report's own page: its header, the sortable index of every feature, and the sections, rendered lazily.
+REPORT_JS = r"""
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("pm-data").textContent);
+  var P = personamine, R = P.renderers(D), el = P.el, fmt = P.fmt, pct = P.pct;
+  var topToken = R.topToken, negative = R.negative;
 
   // Index columns: [heading, value, kind (0 number, 1 share, 2 text), what it means (shown in the legend)].
   var COLS = [["#", function (f, i) { return i + 1; }, 0, "position in this report (discovery rank order when a " +
@@ -146,10 +378,7 @@ JS = r"""
       function (f) { return f.by_role ? f.by_role[role] : null; }, 1,
       "share of the " + SCORED[role].toLocaleString() + " scored " + role + " tokens on which the feature is active"]);
   });
-  var ROLE_NAMES = D.meta.roles || [];
   var SCORE_COL = 3, INDEX_ROWS = 50;  // longer indexes fold after this many rows (a button unfolds them)
-
-  function negative(f) { return !!(f.disc && f.disc.score !== null && f.disc.score < 0); }
 
   function indexTable() {
     var wrap = document.getElementById("pm-index"), filter = el("input", "filter");
@@ -214,225 +443,26 @@ JS = r"""
     show();
   }
 
-  // In a conversation each turn opens with a label of its role; template tokens (headers, delimiters) are muted
-  // and the Assistant's tokens underlined. The peak token's role is named after the position.
-  function windowRow(w, fmax) {
-    var row = el("div", "ctx"), turn = null, best = 0;
-    row.appendChild(el("span", "score", fmt(w.s)));
-    w.t.forEach(function (id, j) {
-      var t = tok(id), a = w.a[j], role = w.r ? ROLE_NAMES[w.r[j]] : null;
-      if (a > w.a[best]) best = j;
-      if (role === "template") turn = null;
-      else if (role && role !== turn) { row.appendChild(el("span", "turn " + role, role)); turn = role; }
-      var s = el("span", "tok" + (t[2] ? " piece" : "") + (a > 0 ? " on" : "") + (role ? " r-" + role : ""), t[0]);
-      if (a > 0) s.style.backgroundColor = "rgba(255, 98, 0, " + Math.min(1, a / fmax).toFixed(3) + ")";
-      s.setAttribute("data-a", a);
-      s.setAttribute("title", "activation " + fmt(a) + " | token " + id + (t[1] ? " " + JSON.stringify(t[1]) : "") +
-                     (role ? " | " + role : ""));
-      row.appendChild(s);
-    });
-    row.appendChild(el("span", "where", "doc " + w.d + " @ " + w.w +
-                       (w.r && w.t.length ? " · peak in " + ROLE_NAMES[w.r[best]] : "")));
-    return row;
-  }
-
-  // A chart's frame: plot area [L, L + PW] x [T, T + PH], a y axis with ticks at 0, half and a round top value.
-  var L = 46, T = 14, PH = 110, B = 34;
-  function niceTop(v) {
-    var e = Math.pow(10, Math.floor(Math.log10(v))), steps = [1, 2, 2.5, 5, 10];
-    for (var i = 0; i < steps.length; i++) if (steps[i] * e >= v) return steps[i] * e;
-    return 10 * e;
-  }
-  function yAxis(svg, top, PW, label, format) {
-    [0, top / 2, top].forEach(function (v) {
-      var y = T + PH - PH * v / top;
-      sv("line", {x1: L - 3, x2: L + PW, y1: y, y2: y, stroke: v ? "#eee" : "#bbb"}, svg);
-      sv("text", {x: L - 5, y: y + 3, "text-anchor": "end"}, svg).textContent = format(v);
-    });
-    sv("line", {x1: L, x2: L, y1: T, y2: T + PH, stroke: "#bbb"}, svg);
-    sv("text", {x: 10, y: T + PH / 2, transform: "rotate(-90 10 " + (T + PH / 2) + ")", "text-anchor": "middle"},
-       svg).textContent = label;
-  }
-  function xTitle(svg, PW, text) {
-    sv("text", {x: L + PW / 2, y: T + PH + B - 4, "text-anchor": "middle"}, svg).textContent = text;
-  }
-  function count(v) { return Math.round(v).toLocaleString(); }
-
-  function histogram(f) {
-    var E = D.hist_edges, PW = 340, svg = sv("svg", {width: L + PW + 10, height: T + PH + B, class: "hist"});
-    if (!f.hist.length) { svg.appendChild(sv("text", {x: 4, y: 14})).textContent = "never active"; return svg; }
-    var lo = Math.max(0, f.hist[0][0] - 2), hi = Math.min(E.length - 1, f.hist[f.hist.length - 1][0] + 3);
-    var n = hi - lo, bw = PW / n, cmax = Math.max.apply(null, f.hist.map(function (b) { return b[1]; }));
-    var top = niceTop(cmax);
-    yAxis(svg, top, PW, "tokens", count);
-    f.hist.forEach(function (b) {
-      var h = Math.max(1, PH * b[1] / top), x = L + (b[0] - lo) * bw;
-      var r = sv("rect", {x: x, y: T + PH - h, width: bw - 1, height: h, fill: "rgb(255, 98, 0)"}, svg);
-      sv("title", {}, r).textContent = b[1].toLocaleString() + " tokens in " + range(E[b[0]], E[b[0] + 1]);
-      if (b[1] === cmax) sv("text", {x: x + bw / 2, y: T + PH - h - 3, "text-anchor": "middle", class: "count"},
-                            svg).textContent = count(cmax);
-    });
-    // Dashed lines and labels at the interval edges (a fixed subset of the bin edges): samples map onto the bars.
-    for (var i = lo; i <= hi; i++) {
-      if (i % D.interval_step) continue;
-      var x = L + (i - lo) * bw;
-      sv("line", {x1: x, x2: x, y1: T, y2: T + PH, stroke: "#999", "stroke-dasharray": "2,3"}, svg);
-      sv("text", {x: x, y: T + PH + 12, "text-anchor": "middle"}, svg).textContent = fmt(E[i]);
-    }
-    sv("line", {x1: L, x2: L + PW, y1: T + PH, y2: T + PH, stroke: "#bbb"}, svg);
-    xTitle(svg, PW, "activation (log scale, 10 bins per decade)");
-    return svg;
-  }
-
-  // Persona prompt i and control prompt i ask the same question of the Assistant and of someone else: each pair
-  // is drawn side by side, so the chart reads as the contrast the discovery score averages.
-  function promptBars(f) {
-    var p = f.disc.persona_acts, c = f.disc.control_acts, n = Math.max(p.length, c.length), per = c.length ? 2 : 1;
-    var bw = Math.max(2, Math.min(9, Math.floor(640 / (n * (per + 0.6))))), gw = bw * per + Math.ceil(bw * 0.6);
-    var PW = n * gw, svg = sv("svg", {width: L + PW + 10, height: T + PH + B, class: "bars"});
-    var top = niceTop(Math.max.apply(null, p.concat(c, [1e-12])));
-    yAxis(svg, top, PW, "activation", fmt);
-    function bar(v, j, kind, x) {
-      var h = PH * v / top, text = kind === "persona" ? D.prompts.persona[j] : D.prompts.control[j];
-      var r = sv("rect", {x: x, y: T + PH - h, width: Math.max(1, bw - 1), height: Math.max(h, 0.5),
-                          fill: kind === "persona" ? "#8250df" : "#8c959f", class: kind, "data-pair": j}, svg);
-      r.setAttribute("data-v", v);
-      sv("title", {}, r).textContent = kind + " prompt " + (j + 1) + ": " + fmt(v) + "\n" + text;
-    }
-    var every = Math.ceil(n / 16);
-    for (var j = 0; j < n; j++) {
-      var x = L + j * gw + 1;
-      if (j < p.length) bar(p[j], j, "persona", x);
-      if (j < c.length) bar(c[j], j, "control", x + (j < p.length ? bw : 0));
-      if (j % every === 0) sv("text", {x: x + bw * per / 2, y: T + PH + 12, "text-anchor": "middle"},
-                              svg).textContent = String(j + 1);
-    }
-    sv("line", {x1: L, x2: L + PW, y1: T + PH, y2: T + PH, stroke: "#bbb"}, svg);
-    xTitle(svg, PW, c.length ? "prompt pair (persona line i with control line i)" : "persona prompt");
-    return svg;
-  }
-
-  function chips(list, cls) {
-    var box = el("div", "chips");
-    list.forEach(function (pair) {
-      var t = tok(pair[0]), c = el("span", "chip " + cls + (t[2] ? " piece" : ""), t[0]);
-      c.setAttribute("title", "token " + pair[0] + (t[1] ? " " + JSON.stringify(t[1]) : "") + ": logit " +
-                     fmt(pair[1]));
-      c.appendChild(el("span", "v", fmt(pair[1])));
-      box.appendChild(c);
-    });
-    return box;
-  }
-
-  function panel(title, body, cls) {
-    var box = el("div", "panel" + (cls ? " " + cls : ""));
-    box.appendChild(el("h3", null, title));
-    (Array.isArray(body) ? body : [body]).forEach(function (b) { box.appendChild(b); });
-    return box;
-  }
-
-  // A feature section, top to bottom: each renderer takes the feature's entry and returns an element or null.
-  // A new kind of content is a new function added to one of these lists.
-  function statsLine(f) {
-    var d = f.disc, box = el("div", "stats", "max " + fmt(f.max) + " · active on " + pct(f.density) +
-        " of scored tokens (" + f.active.toLocaleString() + ") · mean when active " + fmt(f.mean) +
-        Object.keys(f.by_role || {}).map(function (r) { return " · " + pct(f.by_role[r]) + " of " + r + " tokens"; })
-          .join(""));
-    if (!d) return box;
-    var disc = el("span", negative(f) ? "neg" : null, " · discovery rank " + d.rank + ", score " +
-        (negative(f) ? "▼ " : "") + fmt(d.score) + ", fires on " + pct(d.persona) + " of persona prompts" +
-        (d.control === null ? "" : " vs " + pct(d.control) + " of controls") +
-        (negative(f) ? " (below zero: it fires more on the controls)" : ""));
-    box.appendChild(disc);
-    return box;
-  }
-
-  function histogramPanel(f) {
-    return panel("activation histogram: " + f.active.toLocaleString() + " active tokens", histogram(f));
-  }
-
-  function lensPanel(f) {
-    if (!f.lens) return panel("logit lens", el("div", "note", "not in this file"), "lens");
-    return panel("logit lens", [el("div", "interval-head", "promoted"), chips(f.lens.up, "up"),
-                                el("div", "interval-head", "suppressed"), chips(f.lens.down, "down")], "lens");
-  }
-
-  function promptsPanel(f) {
-    var d = f.disc;
-    if (!d || !d.persona_acts) return null;
-    var key = el("div", "chart-note");
-    key.appendChild(el("span", "key persona")); key.appendChild(document.createTextNode("persona"));
-    if (d.control_acts.length) {
-      key.appendChild(el("span", "key control")); key.appendChild(document.createTextNode("matched control"));
-    }
-    key.appendChild(document.createTextNode(" · hover a bar for its prompt"));
-    return panel("activation on discovery prompts", [promptBars(f), key]);
-  }
-
-  var PANELS = [histogramPanel, lensPanel, promptsPanel];  // side by side, under the stats line
-
-  function panelsRow(f) {
-    var row = el("div", "row");
-    PANELS.forEach(function (make) { var e = make(f); if (e) row.appendChild(e); });
-    return row;
-  }
-
-  function topContexts(f) {
-    var top = el("div", "top"), fmax = f.max > 0 ? f.max : 1;
-    top.appendChild(el("h3", null, "top " + f.top.length + " contexts"));
-    // The first few contexts show at once; the rest fold away so a section stays short enough to skim.
-    var more = f.top.length > 8 ? el("details", "more") : null;
-    if (more) more.appendChild(el("summary", null, (f.top.length - 8) + " more"));
-    f.top.forEach(function (w, j) { (j < 8 || !more ? top : more).appendChild(windowRow(w, fmax)); });
-    if (more) top.appendChild(more);
-    if (!f.top.length) top.appendChild(el("div", "note", "no activating window"));
-    return top;
-  }
-
-  function intervalSamples(f) {
-    var samples = el("div", "samples"), fmax = f.max > 0 ? f.max : 1;
-    samples.appendChild(el("h3", null, "interval samples (by each window's max)"));
-    if (!D.interval_edges) samples.appendChild(el("div", "note", "not in this file (format version 1)"));
-    f.intervals.forEach(function (group) {
-      var k = group[0], g = el("div", "interval");
-      g.setAttribute("data-interval", k);
-      g.appendChild(el("div", "interval-head", "window max in " + range(D.interval_edges[k], D.interval_edges[k + 1]) +
-                                               ": " + group[1].length + " sampled"));
-      group[1].forEach(function (w) { g.appendChild(windowRow(w, fmax)); });
-      samples.appendChild(g);
-    });
-    return samples;
-  }
-
-  var BLOCKS = [statsLine, panelsRow, topContexts, intervalSamples];
-
-  function render(sec, f) {
-    BLOCKS.forEach(function (make) { var e = make(f); if (e) sec.appendChild(e); });
-    sec.setAttribute("data-rendered", "1");
-  }
-
   function sections() {
     var main = document.getElementById("pm-features"), byId = {};
     var io = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
       entries.forEach(function (e) {
-        if (e.isIntersecting) { io.unobserve(e.target); render(e.target, byId[e.target.id]); }
+        if (e.isIntersecting) { io.unobserve(e.target); R.render(e.target, byId[e.target.id]); }
       });
     }, {rootMargin: "800px 0px"}) : null;
     D.features.forEach(function (f) {
-      var sec = el("section", "feature");
-      sec.id = "f-" + f.id;
-      sec.setAttribute("data-feature", f.id);
-      sec.appendChild(el("h2", null, "feature " + f.id));
-      if (f.np) { var np = el("a", "np", "Neuronpedia"); np.setAttribute("href", f.np); sec.appendChild(np); }
+      var sec = R.section(f);
       byId[sec.id] = f;
       main.appendChild(sec);
-      if (io) io.observe(sec); else render(sec, f);
+      if (io) io.observe(sec); else R.render(sec, f);
     });
   }
 
-  header();
+  R.header("personamine report: " + D.features.length + " features");
   indexTable();
   sections();
   document.body.setAttribute("data-ready", "1");
 })();
 """
+
+JS = RENDER_JS + REPORT_JS

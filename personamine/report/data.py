@@ -34,6 +34,13 @@ def display_token(text: str, piece: str) -> tuple[str, bool]:
     return out, out != text
 
 
+def vocab_entry(token_id: int, text: str | None, piece: str) -> list:
+    """A token as the page's script reads it: [what to print, its byte-level piece, 1 if that is not the literal
+    text]; a token the file holds no text for prints as ``<id>``."""
+    shown, is_piece = display_token(text, piece) if text is not None else (f"<{token_id}>", True)
+    return [shown, piece, int(is_piece)]
+
+
 def _round(values: np.ndarray) -> list[float | None]:
     # Most per-token activations are 0: skipping their formatting makes a 1,000-feature page several times faster.
     return [0.0 if v == 0 else float(f"{v:.{_SIG}g}") if math.isfinite(v) else None
@@ -114,12 +121,8 @@ def report_data(results: MineResults, features: list[int] | None = None,
     """Everything the page renders, as one JSON-able dict."""
     used: set[int] = set()
     entries = [feature_entry(results, f, discovery, used) for f in feature_order(results, features, discovery)]
-    vocab = {}
-    for tid in sorted(used):
-        text = results.vocab_text.get(tid)
-        shown, is_piece = display_token(text, results.vocab_pieces.get(tid, "")) if text is not None else (
-            f"<{tid}>", True)
-        vocab[str(tid)] = [shown, results.vocab_pieces.get(tid, ""), int(is_piece)]
+    vocab = {str(tid): vocab_entry(tid, results.vocab_text.get(tid), results.vocab_pieces.get(tid, ""))
+             for tid in sorted(used)}
     a = results.attrs
     meta = {
         "file": str(results.path), "model": str(a.get("model", "")), "layer": a.get("layer"),

@@ -51,52 +51,58 @@ JS = r"""
     }).join(" · ");
   }
 
-  var sec = el("section"), table = el("table"), thead = el("thead"), tbody = el("tbody"), tr = el("tr");
-  sec.id = "pm-explanations";
-  sec.appendChild(el("h2", null, "Explanations"));
-  sec.appendChild(el("div", "meta", X.features.length + " features explained by " + X.model + " (" + X.backend +
-                                    ") · " + X.file));
-  var heads = ["feature"].concat(cols.map(function (c) {
-    return c[0] + " " + (c[1] === "auc" ? "AUC" : "bal. acc."); })).concat(["explanation"]);
-  var dir = {};
-  heads.forEach(function (h, k) {
-    var th = el("th", k === heads.length - 1 ? "txt" : null, h);
-    th.setAttribute("data-col", k);
-    th.addEventListener("click", function () { sortBy(k); });
-    tr.appendChild(th);
-  });
-  thead.appendChild(tr);
-  var rows = X.features.map(function (f) {
-    var r = el("tr"), keys = [f.id].concat(cols.map(function (c) { return f.scores[c[0]][c[1]]; }));
-    r.setAttribute("data-feature", f.id);
-    var td = el("td"), a = el("a", null, f.id);
-    a.setAttribute("href", "#f-" + f.id);
-    td.appendChild(a);
-    r.appendChild(td);
-    keys.slice(1).forEach(function (v) { r.appendChild(el("td", null, num(v))); });
-    r.appendChild(el("td", "txt" + (f.parsed ? "" : " unparsed"), f.e));
-    keys.push(f.e);
-    r._keys = keys;
-    tbody.appendChild(r);
-    return r;
-  });
-  function sortBy(k) {  // a score column sorts best first on its first click; ids and text ascending
-    var desc = dir[k] = dir[k] === undefined ? k > 0 && k < heads.length - 1 : !dir[k];
-    rows.sort(function (a, b) {
-      var x = a._keys[k], y = b._keys[k];
-      if (x === y) return a._keys[0] - b._keys[0];
-      if (x === null) return 1;
-      if (y === null) return -1;  // unscored rows last either way
-      return (x < y ? -1 : 1) * (desc ? -1 : 1);
+  // The table of every explained feature heads the report; a page of one feature (personamine serve) has only the
+  // explanation under its heading.
+  if (X.table) explanationsTable();
+
+  function explanationsTable() {
+    var sec = el("section"), table = el("table"), thead = el("thead"), tbody = el("tbody"), tr = el("tr");
+    sec.id = "pm-explanations";
+    sec.appendChild(el("h2", null, "Explanations"));
+    sec.appendChild(el("div", "meta", X.features.length + " features explained by " + X.model + " (" + X.backend +
+                                      ") · " + X.file));
+    var heads = ["feature"].concat(cols.map(function (c) {
+      return c[0] + " " + (c[1] === "auc" ? "AUC" : "bal. acc."); })).concat(["explanation"]);
+    var dir = {};
+    heads.forEach(function (h, k) {
+      var th = el("th", k === heads.length - 1 ? "txt" : null, h);
+      th.setAttribute("data-col", k);
+      th.addEventListener("click", function () { sortBy(k); });
+      tr.appendChild(th);
     });
-    rows.forEach(function (r) { tbody.appendChild(r); });
+    thead.appendChild(tr);
+    var rows = X.features.map(function (f) {
+      var r = el("tr"), keys = [f.id].concat(cols.map(function (c) { return f.scores[c[0]][c[1]]; }));
+      r.setAttribute("data-feature", f.id);
+      var td = el("td"), a = el("a", null, f.id);
+      a.setAttribute("href", "#f-" + f.id);
+      td.appendChild(a);
+      r.appendChild(td);
+      keys.slice(1).forEach(function (v) { r.appendChild(el("td", null, num(v))); });
+      r.appendChild(el("td", "txt" + (f.parsed ? "" : " unparsed"), f.e));
+      keys.push(f.e);
+      r._keys = keys;
+      tbody.appendChild(r);
+      return r;
+    });
+    function sortBy(k) {  // a score column sorts best first on its first click; ids and text ascending
+      var desc = dir[k] = dir[k] === undefined ? k > 0 && k < heads.length - 1 : !dir[k];
+      rows.sort(function (a, b) {
+        var x = a._keys[k], y = b._keys[k];
+        if (x === y) return a._keys[0] - b._keys[0];
+        if (x === null) return 1;
+        if (y === null) return -1;  // unscored rows last either way
+        return (x < y ? -1 : 1) * (desc ? -1 : 1);
+      });
+      rows.forEach(function (r) { tbody.appendChild(r); });
+    }
+    table.appendChild(thead); table.appendChild(tbody);
+    var wrap = el("div", "wrap");
+    wrap.appendChild(table);
+    sec.appendChild(wrap);
+    var main = document.querySelector("main");
+    main.insertBefore(sec, main.firstChild);
   }
-  table.appendChild(thead); table.appendChild(tbody);
-  var wrap = el("div", "wrap");
-  wrap.appendChild(table);
-  sec.appendChild(wrap);
-  var main = document.querySelector("main");
-  main.insertBefore(sec, main.firstChild);
 
   X.features.forEach(function (f) {
     var feature = document.getElementById("f-" + f.id);
@@ -120,8 +126,9 @@ def _count(v: float) -> int:
     return 0 if math.isnan(v) else int(v)
 
 
-def explanations_data(ex: ExplanationResults, feature_ids: list[int]) -> dict:
-    """The explained features among ``feature_ids`` (the report's, in its order), as JSON-able data."""
+def explanations_data(ex: ExplanationResults, feature_ids: list[int], table: bool = True) -> dict:
+    """The explained features among ``feature_ids`` (the report's, in its order), as JSON-able data; ``table``:
+    whether the page shows the table of them all (the report does, a feature page does not)."""
     explained = {int(f): row for row, f in enumerate(ex.feature_ids.tolist())}
     features = []
     for f in feature_ids:
@@ -132,11 +139,13 @@ def explanations_data(ex: ExplanationResults, feature_ids: list[int]) -> dict:
                 "n": _count(ex.scores[s]["n"][row]), "n_unanswered": _count(ex.scores[s]["n_unanswered"][row])}
             for s in ex.scorers}})
     return {"file": str(ex.path), "model": str(ex.attrs.get("model", "")), "backend": str(ex.attrs.get("backend", "")),
-            "scorers": ex.scorers, "metrics": list(SHOWN_METRICS), "features": features}
+            "scorers": ex.scorers, "metrics": list(SHOWN_METRICS), "features": features, "table": table}
 
 
-def explanations_html(path: str | Path, feature_ids: list[int]) -> str:
-    """What ``render_page`` appends for an explanations file: style, data and script."""
-    data = explanations_data(read_explanations(path), feature_ids)
+def explanations_html(source: str | Path | ExplanationResults, feature_ids: list[int], table: bool = True) -> str:
+    """What ``render_page`` appends for an explanations file (or what ``read_explanations`` returned): style, data
+    and script."""
+    ex = source if isinstance(source, ExplanationResults) else read_explanations(source)
+    data = explanations_data(ex, feature_ids, table)
     return (f"<style>{CSS}</style><script type=\"application/json\" id=\"pm-explanations-data\">"
             f"{script_json(data)}</script><script>{JS}</script>")

@@ -20,15 +20,17 @@ def script_json(data: object) -> str:
     return text
 
 
+# No network at all: a page needs nothing but itself (``personamine serve`` sends the same policy with each page).
+CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
 def render_page(data: dict, title: str, extra: str = "") -> str:
     """``extra``: markup appended after the page's own script (sections that add themselves: steering,
     explanations)."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        # No network at all: the page needs nothing but itself.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "script-src 'unsafe-inline'; img-src data:\">"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         "<header class=\"run\" id=\"pm-header\"></header><main><h2>Features</h2><div id=\"pm-index\"></div>"
         "<div id=\"pm-features\"></div></main>"

@@ -20,8 +20,9 @@ def _num(value: float) -> float | None:
     return float(f"{value:.5g}") if math.isfinite(value) else None
 
 
-def steering_data(res: SteeringResults, page_features: list[int] | None = None) -> dict:
-    """What the section renders, as JSON-able data."""
+def steering_data(res: SteeringResults, page_features: list[int] | None = None, only: int | None = None) -> dict:
+    """What the section renders, as JSON-able data; ``only``: just the groups that steer this feature (a feature's
+    own page in ``personamine serve``)."""
     summary = res.summary()
     groups: dict[tuple[int, ...], list[int]] = {}
     for i in range(1, len(res.names)):
@@ -52,7 +53,7 @@ def steering_data(res: SteeringResults, page_features: list[int] | None = None) 
         "responses": {kind: data.responses for kind, data in res.sets.items()},
         "interventions": interventions,
         "groups": [{"features": list(features), "rows": rows, "linked": [f for f in features if f in on_page]}
-                   for features, rows in groups.items()],
+                   for features, rows in groups.items() if only is None or only in features],
     }
 
 
@@ -258,8 +259,8 @@ JS = r"""
 """
 
 
-def steering_html(res: SteeringResults, page_features: list[int] | None = None) -> str:
+def steering_html(res: SteeringResults, page_features: list[int] | None = None, only: int | None = None) -> str:
     """The section, its style, its data and its script, to append to the page's body."""
+    data = script_json(steering_data(res, page_features, only))
     return (f"<style>{CSS}</style><section id=\"pm-steering\" aria-label=\"{html.escape('steering')}\"></section>"
-            f"<script type=\"application/json\" id=\"pm-steer-data\">{script_json(steering_data(res, page_features))}"
-            f"</script><script>{JS}</script>")
+            f"<script type=\"application/json\" id=\"pm-steer-data\">{data}</script><script>{JS}</script>")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -29,7 +29,16 @@ from personamine.saes.base import all_finite, overflow_hint
 from personamine.shards.documents import ROW_BITS, UnitDocuments, UnitTally
 from personamine.shards.negatives import NegativeGatherer
 from personamine.shards.plan import Coverage, Shard
-from personamine.shards.windows import WindowBatch, build_batch, capture_windows, pack_batches, scored_tokens
+from personamine.shards.windows import (
+    Document,
+    Window,
+    WindowBatch,
+    build_batch,
+    capture_windows,
+    cut_windows,
+    pack_batches,
+    scored_tokens,
+)
 
 
 @dataclass
@@ -82,16 +91,33 @@ class MiningEngine:
     def batches(self, shard: Shard, tallies: list[UnitTally], counters: dict[str, int]) -> Iterator[WindowBatch]:
         """The shard's batches, unit by unit: a batch never mixes units, so a unit's batches (and so its float
         rounding) are the same in any shard."""
-        cfg = self.config
         for unit in shard.units:
             tally = UnitTally(unit.index)
             tallies.append(tally)
             last = unit is shard.units[-1]
             windows = self.documents.windows(unit, tally, counters, row_limit=shard.row_limit if last else None,
                                              budget=shard.budget if last else None)
-            for group in pack_batches(windows, self.batch_tokens):
-                yield build_batch(group, ctx_len=cfg.ctx_len, pad_id=self.pad_id, special_ids=self.special_ids,
-                                  device=self.device, score_roles=self.score_roles)
+            yield from self.pack(windows)
+
+    def document_batches(self, documents: Iterable[Document]) -> Iterator[WindowBatch]:
+        """The batches of ``documents`` (already tokenized or rendered), windowed and packed as a unit's documents
+        are: ``personamine serve``'s live inspection runs a typed text through mining's own path with this."""
+        cfg = self.config
+        yield from self.pack(w for doc in documents for w in cut_windows(doc, self.prefix, cfg.ctx_len, cfg.stride))
+
+    def pack(self, windows: Iterable[Window]) -> Iterator[WindowBatch]:
+        """Windows packed into batches of at most ``batch_tokens`` fed positions, laid out for the model."""
+        cfg = self.config
+        for group in pack_batches(windows, self.batch_tokens):
+            yield build_batch(group, ctx_len=cfg.ctx_len, pad_id=self.pad_id, special_ids=self.special_ids,
+                              device=self.device, score_roles=self.score_roles)
+
+    def capture(self, batch: WindowBatch) -> tuple[torch.Tensor, ScoredTokens, torch.Tensor]:
+        """A batch through the early-stopped model: the layer's residual stream [W, T, D], the tokens it scores
+        (the sink prefix, special tokens, unscored roles and norm outliers left out) and the outlier mask [W, T]."""
+        hidden = capture_windows(self.loaded.model, self.loaded.layer_module, batch)
+        scored, outlier = scored_tokens(hidden, batch, self.config.norm_filter)
+        return hidden, ScoredTokens(scored, batch.roles), outlier
 
 
 def score_role_codes(config: MineConfig) -> np.ndarray:
@@ -200,7 +226,7 @@ class _Accumulator:
                                                   self.before_peak)
         self.negative_pending = _Pending()
 
-    def add(self, windows: WindowTable, tokens: _ScoredTokens, start: int, end: int, acts: torch.Tensor) -> None:
+    def add(self, windows: WindowTable, tokens: ScoredTokens, start: int, end: int, acts: torch.Tensor) -> None:
         """acts: [P, F_chunk], one row per scored token (nonnegative: thresholded ReLU)."""
         scores = tokens.window_max(acts)  # [W, F_chunk]
         self.max[start:end] = torch.maximum(self.max[start:end], scores.amax(dim=0))
@@ -324,7 +350,7 @@ def _spans(windows: WindowTable, window: np.ndarray, entry: np.ndarray, position
     return rows, table, entry[keep], offset[keep], values[keep]
 
 
-class _ScoredTokens:
+class ScoredTokens:
     """Where a batch's scored tokens are: the encoder sees only them, [P, D], not the padded [W, T] view."""
 
     def __init__(self, scored: torch.Tensor, roles: torch.Tensor) -> None:
@@ -350,7 +376,7 @@ class _Nonzeros:
     value: torch.Tensor
 
 
-def _nonfinite(engine: MiningEngine, shard: Shard, batch: WindowBatch, tokens: _ScoredTokens, start: int,
+def _nonfinite(engine: MiningEngine, shard: Shard, batch: WindowBatch, tokens: ScoredTokens, start: int,
                acts: torch.Tensor) -> int:
     """A block of activations holds NaN or infinity: the error naming the first one's feature, document and token,
     or, with ``allow_nonfinite``, the number of such values, read as 0 from here on."""
@@ -388,7 +414,6 @@ def run_shard(engine: MiningEngine, shard: Shard,
     import time
 
     began = time.perf_counter()
-    cfg = engine.config
     counters = FeatureStats.empty(0).counters
     acc = _Accumulator(engine)
     tallies: list[UnitTally] = []
@@ -397,14 +422,12 @@ def run_shard(engine: MiningEngine, shard: Shard,
     role_scored = torch.zeros(n_roles, dtype=torch.int64, device=engine.device)
     with closing(_prefetch(engine.batches(shard, tallies, counters))) as batches:
         for batch in batches:
-            hidden = capture_windows(engine.loaded.model, engine.loaded.layer_module, batch)
-            scored, outlier = scored_tokens(hidden, batch, cfg.norm_filter)
+            hidden, tokens, outlier = engine.capture(batch)
             counters["tokens_norm_filtered"] += int(outlier.sum())
             counters["n_windows"] += len(batch.windows)
             fed = int(batch.real.sum())
             counters["tokens_fed"] += fed
             counters["tokens_special"] += int(batch.special.sum())
-            tokens = _ScoredTokens(scored, batch.roles)
             n_scored = tokens.window.numel()
             counters["tokens_scored"] += n_scored
             role_seen += torch.bincount(batch.roles[batch.region & ~batch.special], minlength=n_roles)
