@@ -10,3 +10,8 @@ class FeatureNotInFile(PersonamineError, KeyError):
 
     def __str__(self) -> str:  # KeyError's own __str__ would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+def one_line(message: str) -> str:
+    """A message on one line whatever it quotes (HDF5's errors, for one, hold a newline inside their timestamp)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip()) if "\n" in message else message

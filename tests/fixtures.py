@@ -858,8 +858,7 @@ def synthetic_explanations(path: Path, feature_ids, hostile: dict[int, str] | No
     ``PERSONA_EXPLANATION``), ``hostile`` texts for some features, and no LLM calls."""
     import numpy as np
 
-    from personamine.autointerp.scoring import METRICS
-    from personamine.autointerp.store import ExplanationResults, write_explanations
+    from personamine.files.explain import METRICS, ExplanationResults, write_explanations
 
     ids = np.asarray(feature_ids, np.int64)
     rng = np.random.default_rng(seed)

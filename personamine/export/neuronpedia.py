@@ -622,7 +622,7 @@ def export_neuronpedia(results: str | Path, output: str | Path, *, explanations:
         (tmp / "skipped_indexes.json").write_text(json.dumps(
             {"model_id": names.model, "layer": names.layer, "sae_set": names.source_set,
              "skipped_indexes": never_active}) + "\n")
-        from personamine import __version__
+        from personamine.version import __version__
 
         (tmp / PROVENANCE).write_text(json.dumps({
             "personamine_version": __version__, "results": str(results),

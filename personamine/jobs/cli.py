@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from personamine.errors import PersonamineError
+from personamine.errors import PersonamineError, one_line
 
 
 @dataclass(frozen=True)
@@ -146,11 +146,6 @@ def main(argv: list[str] | None = None) -> int:
             detail = _INTERRUPTED.get(args.command)
             print(f"personamine: interrupted{f' ({detail})' if detail else ''}", file=sys.stderr)
             return 130
-
-
-def one_line(message: str) -> str:
-    """A message on one line whatever it quotes (HDF5's errors, for one, hold a newline inside their timestamp)."""
-    return " ".join(part.strip() for part in message.splitlines() if part.strip()) if "\n" in message else message
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)

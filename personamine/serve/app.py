@@ -27,8 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from personamine.config import parse_feature_list
-from personamine.errors import PersonamineError
-from personamine.jobs.cli import one_line
+from personamine.errors import PersonamineError, one_line
 from personamine.report.page import CSP
 from personamine.serve.inspect import Busy, Inspector, InspectRequest, Unavailable, parse_chat
 from personamine.serve.neighbours import DecoderNeighbours

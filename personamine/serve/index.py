@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from personamine.autointerp.store import ExplanationResults
 from personamine.errors import PersonamineError
-from personamine.jobs.discover import DiscoveryResults
+from personamine.files.discover import DiscoveryResults
+from personamine.files.explain import ExplanationResults
+from personamine.files.h5 import open_h5
+from personamine.files.mine import FORMAT, FORMAT_VERSION, MineResults
 from personamine.merge.entries import TOKEN_FILL
-from personamine.merge.hdf5 import FORMAT, FORMAT_VERSION, MineResults, open_h5
 from personamine.report.data import display_token
 from personamine.report.explanations import SHOWN_METRICS
 from personamine.roles import ROLE, ROLES

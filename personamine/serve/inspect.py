@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personamine.config import MineConfig
-from personamine.errors import PersonamineError
-from personamine.jobs.cli import one_line
+from personamine.errors import PersonamineError, one_line
 from personamine.report.data import vocab_entry
 from personamine.roles import ROLE, ROLES
 
@@ -273,7 +272,8 @@ def inspect_text(engine: MiningEngine, full: Any, column: dict[int, int], reques
     """One inspection through ``engine`` (mining's windows, forward, scoring rules and encoder); ``full`` encodes
     every SAE feature for the top features at each token."""
     from personamine.corpus.conversations import ChatRenderer, parse_turns
-    from personamine.shards.windows import Document, tokenize
+    from personamine.model.prompts import tokenize
+    from personamine.shards.windows import Document
 
     cfg, tokenizer = engine.config, engine.loaded.tokenizer
     if request.messages is not None:

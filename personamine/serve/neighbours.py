@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from personamine.jobs.cli import one_line
+from personamine.errors import one_line
 
 if TYPE_CHECKING:
     import torch

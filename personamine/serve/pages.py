@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
-from personamine.merge.hdf5 import read_results
+from personamine.files.mine import read_results
 from personamine.report.assets import CSS as REPORT_CSS
 from personamine.report.assets import RENDER_JS
 from personamine.report.data import report_data

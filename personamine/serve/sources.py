@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from personamine.autointerp.store import ExplanationResults, read_explanations
 from personamine.errors import PersonamineError
-from personamine.jobs.discover import DiscoveryResults, read_discovery
-from personamine.merge.hdf5 import FORMAT, FORMAT_VERSION, MineResults, open_h5, read_results
+from personamine.files.discover import DiscoveryResults, read_discovery
+from personamine.files.explain import ExplanationResults, read_explanations
+from personamine.files.h5 import open_h5
+from personamine.files.mine import FORMAT, FORMAT_VERSION, MineResults, read_results
+from personamine.files.steer import SteeringResults, read_steering
 from personamine.serve.index import FeatureIndex, build_index, read_columns
-from personamine.steering.hdf5 import SteeringResults, read_steering
 
 
 @dataclass

@@ -12,9 +12,9 @@ import torch
 from fixtures import SAE_LAYER
 
 from personamine.files.steer import read_steering, write_steering
+from personamine.model.generate import Generations
 from personamine.model.prompts import RenderedPrompt
 from personamine.steering.assemble import assemble
-from personamine.steering.generate import Generations
 from personamine.steering.interventions import UNSTEERED, Intervention, Term
 from personamine.steering.run import SetOutcome, SteerOutcome
 from personamine.steering.sae_access import SteerSae, open_sae

@@ -12,7 +12,7 @@ import torch
 from fixtures import SAE_LAYER
 
 from personamine.errors import PersonamineError
-from personamine.steering.generate import GenerationSettings
+from personamine.model.generate import GenerationSettings
 from personamine.steering.hooks import Steering
 from personamine.steering.interventions import UNSTEERED, TermSpec, parse_intervention
 from personamine.steering.measure import corpus_nll
