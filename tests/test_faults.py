@@ -332,7 +332,7 @@ def test_split_text_cuts_where_whitespace_begins():
     assert list(split_text("x" * 100, 30)) == ["x" * 30] * 3 + ["x" * 10]  # no whitespace: cut at the size
 
 
-def test_a_huge_document_is_tokenized_in_bounded_shards_with_the_same_result(
+def test_a_huge_document_is_tokenized_in_bounded_pieces_with_the_same_result(
         tiny_model_dir, tiny_sae_dir, tmp_path, monkeypatch):
     """A document 40 times the piece size (the piece shrunk to 2,000 characters so the test is small) is tokenized
     in pieces of at most that size, windowed as they come, counted in documents_chunked, and mines exactly what the

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from personamine.config.fields import DEFAULT_MODEL, at_least, knob
+from personamine.config.fields import DEFAULT_MODEL, at_least, knob, parse_feature_list
 
 DEMO_CORPUS = "builtin:chat-and-prose"
 DEMO_CONVERSATIONS = "builtin:conversations"
@@ -28,6 +28,12 @@ class DemoConfig:
     train_steps: int = knob(500, "its training steps")
     train_batch_size: int = knob(1024, "activations per training step")
     # discovery and mining
+    discover_position: str = knob("last,response-mean", "discovery's poolings (see discover --help): the last "
+                                                         "generation-prompt token and the model's own responses")
+    direction_layers: list[int] = knob(help="layers whose persona direction discovery computes, in the same pass "
+                                            "(default: the SAE's layer and five spread over the model's depth)",
+                                       factory=list)
+    n_boot: int = knob(1000, "discovery's bootstrap resamples")
     top: int = knob(20, "how many of the best-ranked discovered features to mine")
     positive_only: bool = knob(True, "mine only features that score above zero (--no-positive-only: the top N "
                                      "whatever their score)")
@@ -47,7 +53,10 @@ class DemoConfig:
     progress: bool = knob(True, "show progress bars")
 
     def __post_init__(self) -> None:
+        if isinstance(self.direction_layers, str):
+            self.direction_layers = parse_feature_list(self.direction_layers)
         at_least(self, 1, "dict_size", "k", "train_tokens", "train_steps", "train_batch_size", "top", "mine_tokens")
+        at_least(self, 2, "n_boot")
         at_least(self, 4, "ctx_len", "mine_ctx_len")
         at_least(self, 0, "train_from_document", "show", "examples")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,14 +125,19 @@ def run_discovery(cfg: DiscoverConfig) -> Path:
     if cfg.contrast == "roles":
         read_b = _mean_over_roles(read_b, len(roles))
     paired = side_b is not None and len(side_a.texts) == len(side_b.texts)
+    n_b = len(side_b.texts) // max(len(roles), 1) if side_b is not None else 0
+    statistics = side_b is not None and min(len(side_a.texts), n_b) >= 2
+    if side_b is not None and not statistics:
+        warnings.warn("statistics and directions need at least 2 prompts a side: ranked by the mean difference "
+                      "alone", stacklevel=3)
 
     tables, mean_differences = [], {}
     for r in readouts:
         for pooling in cfg.positions:
             a = read_a.codes[(r.name, pooling)]
             b = read_b.codes[(r.name, pooling)] if read_b is not None else None
-            if b is None:
-                ranking = rank_features(a, None)
+            if b is None or not statistics:
+                ranking = rank_features(a, b)
             else:
                 stats = compare(a, b, paired=paired, n_boot=cfg.n_boot, seed=cfg.seed, feature_chunk=cfg.feature_chunk)
                 ranking = ranking_from_statistics(stats, len(a), len(b))
@@ -143,7 +149,7 @@ def run_discovery(cfg: DiscoverConfig) -> Path:
         raise PersonamineError("no SAE feature fires on these prompts: nothing to rank")
 
     directions = []
-    if read_b is not None:
+    if statistics:
         for layer in direction_layers:
             for pooling in cfg.positions:
                 d = persona_direction(read_a.residuals[(layer, pooling)], read_b.residuals[(layer, pooling)],

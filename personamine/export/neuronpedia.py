@@ -43,13 +43,17 @@ from typing import Any
 import numpy as np
 
 from personamine.atomic import check_writable, ensure_dir
+from personamine.cache import cache_dir
 from personamine.errors import PersonamineError
+from personamine.files.discover import read_discovery
 from personamine.files.explain import ExplanationResults, read_explanations
 from personamine.files.h5 import open_h5, plain_attrs
 from personamine.files.mine import FORMAT, FORMAT_VERSION, MineResults, read_results
 from personamine.merge.samples import INTERVAL_STEP
+from personamine.model.smollm2 import MODEL_DIRNAME, SMOLLM2_ID
 from personamine.roles import ROLES
 from personamine.saes import neuronpedia as np_names
+from personamine.version import __version__
 
 CREATOR_ID, CREATOR_NAME = np_names.CREATOR_ID, np_names.CREATOR_NAME
 BATCH_FEATURES = np_names.EXPORT_BATCH
@@ -389,9 +393,6 @@ def _model_config(model: str) -> dict:
     Hugging Face cache); never fetched: an export needs no network. {} when not found."""
     candidates: list[Path] = []
     if model.startswith("builtin:"):
-        from personamine.cache import cache_dir
-        from personamine.model.smollm2 import MODEL_DIRNAME, SMOLLM2_ID
-
         if model.strip().lower() == SMOLLM2_ID:
             candidates.append(cache_dir() / "models" / MODEL_DIRNAME / "config.json")
     else:
@@ -564,8 +565,6 @@ def export_neuronpedia(results: str | Path, output: str | Path, *, explanations:
     explained = _explained(explanations, results, feature_ids) if explanations is not None else None
     disc = None
     if discovery is not None:
-        from personamine.files.discover import read_discovery
-
         disc = read_discovery(discovery)
         _check_discovery(disc, attrs, results)
     if explained is not None:  # a mismatched file is refused now, not after hours of writing
@@ -622,7 +621,6 @@ def export_neuronpedia(results: str | Path, output: str | Path, *, explanations:
         (tmp / "skipped_indexes.json").write_text(json.dumps(
             {"model_id": names.model, "layer": names.layer, "sae_set": names.source_set,
              "skipped_indexes": never_active}) + "\n")
-        from personamine.version import __version__
 
         (tmp / PROVENANCE).write_text(json.dumps({
             "personamine_version": __version__, "results": str(results),

@@ -251,7 +251,9 @@ def _discover(args: argparse.Namespace) -> int:
     print(found.table(args.table))
     if found.directions:
         print(found.directions_table())
-    print(f"wrote {path}: {found.summary()} (mine --features-from takes only those by default)")
+    takes = ("those scoring above zero by default; with --max-q 0.05 --min-ci-low 0, only the discoveries"
+             if found.ranking is not None and found.ranking.has_statistics else "only those by default")
+    print(f"wrote {path}: {found.summary()} (mine --features-from takes {takes})")
     return 0
 
 

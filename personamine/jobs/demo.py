@@ -31,7 +31,7 @@ from personamine.jobs.discover import discover
 from personamine.jobs.mine import mine
 from personamine.jobs.show import format_feature
 from personamine.jobs.train_sae import train_sae
-from personamine.model.loading import resolve_model_source
+from personamine.model.loading import load_config, resolve_model_source
 from personamine.report import report
 from personamine.saes.locate import release_subpath
 
@@ -110,6 +110,23 @@ def demo(config: DemoConfig | None = None, /, *, say: Callable[[str], None] = pr
     return _demo(cfg, say, began)
 
 
+def _honest_summary(found) -> str:
+    """What the statistics say, in one paragraph: how many features survive the false discovery rate at each SAE
+    and pooling, and how many of the top ones one or two prompts carry."""
+    lines = []
+    for (readout, pooling), table in sorted(found.tables.items()):
+        r = table.ranking
+        if not r.has_statistics:
+            continue
+        passed = (r.q_value < 0.05) & (r.ci_low > 0)
+        thin = int((r.support[: 10] < 3).sum())
+        lines.append(f"{readout} {pooling}: {int(passed.sum())} of {r.feature_ids.size} features tested survive "
+                     f"FDR (q < 0.05) with a CI above zero"
+                     + (f": {', '.join(str(int(f)) for f in r.feature_ids[passed][:8])}" if passed.any() else "")
+                     + f"; {thin} of the top 10 are carried by fewer than 3 prompts")
+    return "\n".join(lines)
+
+
 def format_report(found, results, n_features: int = 10, n_examples: int = 3) -> str:
     """The top discovered features, each with its discovery scores, the prompts it fires on most, and its mined
     contexts (``found``: :func:`~personamine.files.discover.read_discovery`; ``results``: ``read_results``)."""
@@ -150,13 +167,19 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
         sae_root, sae_summary = Path(cfg.sae), f"SAE {cfg.sae} (given)"
     say(sae_summary)
 
+    n_layers = int(load_config(cfg.model, None, None).num_hidden_layers)
+    spread = {min(n_layers - 1, round(n_layers * i / 6)) for i in range(1, 6)} | {cfg.layer}
     discovery_path = discover(model=cfg.model, layer=cfg.layer, sae=str(sae_root), output=str(out / "discover.h5"),
-                              progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
+                              position=cfg.discover_position, direction_layers=cfg.direction_layers or sorted(spread),
+                              n_boot=cfg.n_boot, progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
     found = read_discovery(discovery_path)
     features = top_discovered(found.feature_ids, found.score, cfg.top, cfg.positive_only, "the discovery").tolist()
-    say(f"\nwrote {discovery_path}: {found.summary()}; top features by mean(persona) - mean(control) at the "
-        f"{found.attrs['position']} token:")
+    say(f"\nwrote {discovery_path}: {found.summary()}; top features by the lower bound of the 95% CI of "
+        f"mean(persona) - mean(control) at the {found.attrs['position']} token:")
     say(found.table(cfg.top))
+    say(_honest_summary(found))
+    say("persona directions (mean(persona) - mean(control) of the residual):")
+    say(found.directions_table())
     say(positive_only_note(len(features), cfg.top, found.feature_ids.size)
         or f"mining these {len(features)} features")
 

@@ -252,8 +252,9 @@ def load_causal_lm(
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_source(name), dtype=torch_dtype,
-                                                     **_hub_kwargs(gguf_file, revision))
+        with quiet_load():
+            model = AutoModelForCausalLM.from_pretrained(resolve_model_source(name), dtype=torch_dtype,
+                                                         **_hub_kwargs(gguf_file, revision))
     except (OSError, ValueError) as exc:
         raise PersonamineError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
     return model.to(dev).eval(), dev, torch_dtype

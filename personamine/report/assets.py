@@ -141,6 +141,16 @@ var personamine = (function () {
       if (m.discovery) bits.push("discovery " + m.discovery);
       h.appendChild(el("div", "meta", bits.join(" · ")));
       h.appendChild(el("div", "meta", m.file + " (format v" + m.format_version + ")"));
+      (m.directions || []).forEach(function (d) {
+        var line = "persona direction at layer " + d.layer + " (" + d.pooling + "): |v| " + fmt(d.norm) +
+            ", AUROC " + fmt(d.auroc) + " [" + fmt(d.auroc_ci[0]) + ", " + fmt(d.auroc_ci[1]) + "], split-half " +
+            "cosine " + fmt(d.split_half);
+        d.saes.forEach(function (s) {
+          line += "; " + s.name + " reconstructs " + pct(s.share) + " of it (cos " + fmt(s.cosine) + "), carried by " +
+              s.carried.map(function (c) { return c[0] + " (" + fmt(c[1]) + ")"; }).join(", ");
+        });
+        h.appendChild(el("div", "meta direction", line));
+      });
     }
 
     function topToken(f) {
@@ -256,6 +266,9 @@ var personamine = (function () {
       var disc = el("span", negative(f) ? "neg" : null, " · discovery rank " + d.rank + ", score " +
           (negative(f) ? "▼ " : "") + fmt(d.score) + ", fires on " + pct(d.persona) + " of persona prompts" +
           (d.control === null ? "" : " vs " + pct(d.control) + " of controls") +
+          (d.ci ? " · 95% CI [" + fmt(d.ci[0]) + ", " + fmt(d.ci[1]) + "], q " + fmt(d.q) + ", carried by " +
+                  d.support + " prompt" + (d.support === 1 ? "" : "s") + (d.support < 3 ? " (fewer than 3)" : "")
+                : "") +
           (negative(f) ? " (below zero: it fires more on the controls)" : ""));
       box.appendChild(disc);
       return box;

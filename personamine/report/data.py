@@ -109,11 +109,31 @@ def feature_entry(results: MineResults, feature_id: int, discovery: DiscoveryRes
             control = _round([discovery.control_firing[rank]])[0] if discovery.has_controls else None
             disc: dict = {"rank": rank + 1, "score": _round([discovery.score[rank]])[0],
                           "persona": _round([discovery.persona_firing[rank]])[0], "control": control}
+            stats = discovery.ranking
+            if stats is not None and stats.has_statistics:  # version 2: the CI, q and support behind the rank
+                disc.update({"ci": _round([stats.ci_low[rank], stats.ci_high[rank]]),
+                             "q": _round([stats.q_value[rank]])[0], "support": int(stats.support[rank])})
             if rank < discovery.persona_acts.shape[1]:  # per-prompt activations are stored for the top N only
                 disc["persona_acts"] = _round(discovery.persona_acts[:, rank])
                 disc["control_acts"] = _round(discovery.control_acts[:, rank])
             entry["disc"] = disc
     return entry
+
+
+def directions_data(discovery: DiscoveryResults) -> list[dict]:
+    """Each persona direction of a discovery file: its separation, stability and the SAE features that carry it."""
+    out = []
+    for (layer, pooling), d in sorted(discovery.directions.items()):
+        out.append({"layer": layer, "pooling": pooling, "norm": _round([d.norm])[0], "auroc": _round([d.auroc])[0],
+                    "auroc_ci": _round(list(d.auroc_ci)), "split_half": _round([d.split_half[0]])[0],
+                    "saes": [{"name": name, "share": _round([dec.reconstructed_share])[0],
+                              "cosine": _round([dec.reconstructed_cosine])[0],
+                              "carried": [[int(f), v] for f, v in zip(dec.contribution_ids[:5].tolist(),
+                                                                       _round(dec.contribution[:5]), strict=True)],
+                              "aligned": [[int(f), v] for f, v in zip(dec.cosine_ids[:5].tolist(),
+                                                                       _round(dec.cosine[:5]), strict=True)]}
+                             for name, dec in d.decompositions.items()]})
+    return out
 
 
 def report_data(results: MineResults, features: list[int] | None = None,
@@ -131,6 +151,7 @@ def report_data(results: MineResults, features: list[int] | None = None,
         "n_features_in_file": int(results.feature_ids.size), "format_version": a.get("format_version"),
         "per_interval": int(results.samples.per_interval) if results.samples is not None else None,
         "discovery": str(discovery.path) if discovery is not None else None,
+        "directions": directions_data(discovery) if discovery is not None else None,
         "roles": list(ROLES) if results.has_turns() else None,
         "scored_by_role": ({ROLES[r]: int(n) for r, n in enumerate(results.tokens_scored_by_role.tolist()) if n}
                            if results.has_turns() else None),

@@ -51,13 +51,13 @@ def test_without_controls_the_controls_are_never_read(tiny_model_dir, tiny_sae_d
     np.testing.assert_allclose(found.score, found.persona_mean)
 
 
-def test_prompts_that_equal_their_controls_rank_nothing_and_write_nothing(tiny_model_dir, tiny_sae_dir, tmp_path):
+def test_prompts_that_equal_their_controls_discover_nothing(tiny_model_dir, tiny_sae_dir, tmp_path):
     same = lines(tmp_path / "same.txt", PERSONA)
     cfg = DiscoverConfig(model=str(tiny_model_dir), layer=SAE_LAYER, sae=str(tiny_sae_dir), prompts=same,
-                         controls=same, preflight=False, progress=False, output=str(tmp_path / "d.h5"))
-    with pytest.raises(PersonamineError, match="^no SAE feature scores above zero on these prompts: nothing to rank$"):
-        run_discovery(cfg)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.txt"]
+                         controls=same, preflight=False, progress=False, output=str(tmp_path / "d.h5"), n_boot=100)
+    found = read_discovery(run_discovery(cfg))
+    assert (found.score == 0).all() and not found.discoveries().any() and (found.ranking.support == 0).all()
+    assert found.directions[(SAE_LAYER, "last")].norm == 0
 
 
 def test_an_output_that_cannot_be_written_fails_before_the_model_loads(tmp_path):

@@ -112,10 +112,13 @@ def test_discover_prints_the_table_and_a_summary(tiny_model_dir, tiny_sae_dir, t
     assert run.returncode == 0 and run.stderr == "", run.stderr
     found = personamine.read_discovery(out)
     lines = run.stdout.splitlines()
-    assert lines[:6] == found.table(5).splitlines()
+    table, directions = found.table(5).splitlines(), found.directions_table().splitlines()
+    assert lines[:len(table)] == table and lines[len(table):-1] == directions
     positive = int((found.score > 0).sum())
-    assert lines[6:] == [f"wrote {out}: 32 persona prompts vs 32 controls, {found.feature_ids.size} features ranked, "
-                         f"{positive} scoring above zero (mine --features-from takes only those by default)"]
+    assert lines[-1] == (f"wrote {out}: 32 persona prompts vs 32 controls, {found.feature_ids.size} features ranked, "
+                         f"{positive} scoring above zero, {int(found.discoveries().sum())} with q < 0.05 and a CI "
+                         "above zero (mine --features-from takes those scoring above zero by default; with "
+                         "--max-q 0.05 --min-ci-low 0, only the discoveries)")
     assert 0 < positive < found.feature_ids.size  # the tiny SAE ranks some features below zero too
 
 

@@ -74,8 +74,10 @@ def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
     assert lines[0] == f"personamine demo: {tiny_model_dir} layer {SAE_LAYER}, mining {tiny_corpus_jsonl} (all offline)"
     assert lines[1] == f"SAE {tiny_sae_dir} (given)"
     found = personamine.read_discovery(out / "discover.h5")
-    assert f"wrote {out / 'discover.h5'}: {found.summary()}; top features by mean(persona) - mean(control) at the " \
-           "last token:" in lines
+    assert f"wrote {out / 'discover.h5'}: {found.summary()}; top features by the lower bound of the 95% CI of " \
+           "mean(persona) - mean(control) at the last token:" in lines
+    assert any(line.startswith(f"L{SAE_LAYER} last: ") and "survive FDR" in line for line in lines)
+    assert any(line.startswith(f"layer {SAE_LAYER:>3} response-mean") and "AUROC" in line for line in lines)
     assert "mining these 5 features" in lines and printed.count("discovery score") == 2
     assert any(line.startswith(f"wrote {out / 'mine.h5'}: ") and line.endswith(" documents)") for line in lines)
     assert lines[-1] == f"report: {out / 'report.html'} (open it in a browser; it works offline)"
@@ -97,7 +99,7 @@ def test_real_demo_on_smollm2(tmp_path):
     assert found.score[0] > 0 and found.persona_firing[0] > found.control_firing[0]
     mined = personamine.read_results(result.mining)
     assert mined.feature_ids.tolist() == top_discovered(found.feature_ids, found.score, 20).tolist()
-    assert (found.score[: mined.feature_ids.size] > 0).all()
+    assert (found.score[np.isin(found.feature_ids, mined.feature_ids)] > 0).all()
     # Mined over the built-in conversations, scoring the Assistant's turns only: its contexts show the turns.
     assert mined.attrs["corpus"] == "builtin:conversations" and mined.has_turns()
     assert mined.tokens_scored == mined.tokens_scored_by_role[ROLE["assistant"]] > 4_000

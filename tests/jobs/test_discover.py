@@ -26,9 +26,9 @@ def test_keywords_override_a_given_config(tiny_model_dir, tiny_sae_dir, tmp_path
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"layr": 2}, "unknown discover option(s): layr (did you mean layer?)"),
-    ({"top_k": 5, "contrl": False}, "unknown discover option(s): contrl (did you mean control or controls?), top_k "
-                                    "(did you mean top?)"),
+    ({"layr": 2}, "unknown discover option(s): layr (did you mean layer or layers?)"),
+    ({"top_k": 5, "contrl": False}, "unknown discover option(s): contrl (did you mean control or controls or "
+                                    "contrast?), top_k (did you mean top_p or top?)"),
 ])
 def test_unknown_keywords_are_one_line_with_or_without_a_config(kwargs, message, tmp_path):
     for args in ((), (DiscoverConfig(output=str(tmp_path / "x.h5")),)):
@@ -39,6 +39,6 @@ def test_unknown_keywords_are_one_line_with_or_without_a_config(kwargs, message,
 
 
 def test_a_bad_value_is_refused_before_anything_loads(tmp_path):
-    with pytest.raises(personamine.PersonamineError, match="^position must be one of last, assistant-header, "
-                                                           "prompt-mean, user, got 'end'$"):
+    with pytest.raises(personamine.PersonamineError, match="^position must be among last, assistant-header, "
+                                                           "prompt-mean, user, response-mean, got 'end'$"):
         discover(model=str(tmp_path / "no-model"), position="end")

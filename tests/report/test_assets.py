@@ -36,6 +36,11 @@ def test_the_script_builds_elements_never_markup_and_never_fetches():
 
 
 def test_the_script_is_strict_and_self_contained():
-    body = JS.strip()
-    assert body.startswith("(function () {\n  \"use strict\";") and body.endswith("})();")
+    # Two strict closures: the renderers the browser shares (one global, ``personamine``), then the report's page.
+    from personamine.report.assets import RENDER_JS, REPORT_JS
+
+    assert JS == RENDER_JS + REPORT_JS
+    assert RENDER_JS.strip().startswith("var personamine = (function () {\n  \"use strict\";")
+    assert REPORT_JS.strip().startswith("(function () {\n  \"use strict\";")
+    assert RENDER_JS.strip().endswith("})();") and REPORT_JS.strip().endswith("})();")
     assert 'document.getElementById("pm-data").textContent' in JS  # its data is the page's embedded JSON

@@ -106,6 +106,13 @@ def test_report_dom_holds_the_file(browser, injected_run, tiny_model_dir, tiny_s
         else:
             assert shown["bars"] == []
         assert f"discovery rank {r + 1}," in shown["text"]
+        support = int(disc.ranking.support[r])
+        assert "95% CI [" in shown["text"] and f"carried by {support} prompt" in shown["text"]
+    directions = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#pm-header .direction')).map(e => e.textContent)")
+    d = disc.directions[(disc.attrs["layer"], "last")]
+    assert len(directions) == 1 and directions[0].startswith(f"persona direction at layer {d.layer} (last)")
+    assert "AUROC" in directions[0] and f"L{d.layer} reconstructs" in directions[0]
     shot = tmp_path / "report.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
