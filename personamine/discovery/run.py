@@ -70,6 +70,9 @@ def run_discovery(cfg: DiscoverConfig) -> Path:
     n_layers, width = int(model_config.num_hidden_layers), int(model_config.hidden_size)
     tokenizer = load_tokenizer(cfg.model, cfg.gguf_file, cfg.revision)
     tokenizer_b = _check_model_b(cfg, n_layers, width, tokenizer) if cfg.contrast == "models" else tokenizer
+    if cfg.contrast == "roles" and getattr(tokenizer, "chat_template", None) is None:
+        raise PersonamineError("contrast roles needs a chat template (each role is a system prompt); this tokenizer "
+                               "has none")
 
     specs = []
     for layer in cfg.layers or [cfg.layer]:

@@ -120,7 +120,7 @@ def _honest_summary(found) -> str:
             continue
         passed = (r.q_value < 0.05) & (r.ci_low > 0)
         thin = int((r.support[: 10] < 3).sum())
-        lines.append(f"{readout} {pooling}: {int(passed.sum())} of {r.feature_ids.size} features tested survive "
+        lines.append(f"{readout} {pooling}: {int(passed.sum())} of {r.feature_ids.size} features ranked survive "
                      f"FDR (q < 0.05) with a CI above zero"
                      + (f": {', '.join(str(int(f)) for f in r.feature_ids[passed][:8])}" if passed.any() else "")
                      + f"; {thin} of the top 10 are carried by fewer than 3 prompts")

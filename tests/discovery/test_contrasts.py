@@ -113,7 +113,7 @@ def write_wide_model(src, out):
 
 
 @pytest.mark.parametrize("case", ["empty-roles", "wide-model-b", "no-model-b", "no-given-response",
-                                  "response-without-template", "layer-past-the-model"])
+                                  "response-without-template", "roles-without-template", "layer-past-the-model"])
 def test_bad_input_gets_one_line_and_writes_nothing(case, tiny_model_dir, tiny_model_dir_nobos, tiny_sae_dir,
                                                     tmp_path, capsys):
     args = ["discover", "--model", str(tiny_model_dir), "--layer", str(SAE_LAYER), "--sae", str(tiny_sae_dir),
@@ -130,6 +130,8 @@ def test_bad_input_gets_one_line_and_writes_nothing(case, tiny_model_dir, tiny_m
         args += ["--position", "response-mean", "--responses", "given"]
     elif case == "response-without-template":
         args += ["--model", str(_no_template(tiny_model_dir_nobos, tmp_path)), "--position", "response-mean"]
+    elif case == "roles-without-template":
+        args += ["--model", str(_no_template(tiny_model_dir_nobos, tmp_path)), "--contrast", "roles"]
     elif case == "layer-past-the-model":
         args += ["--direction-layers", "1,9"]
     assert main(args) == 2
