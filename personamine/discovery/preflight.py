@@ -9,6 +9,7 @@ import torch
 from personamine.config import DiscoverConfig
 from personamine.discovery.vectors import prompt_batches
 from personamine.model.capture import capture_layers
+from personamine.model.generate import pad_id
 from personamine.model.loading import find_decoder_layers
 from personamine.model.prompts import RenderedPrompt, sink_prefix_ids, special_token_ids
 from personamine.saes import PreflightResult, preflight
@@ -20,12 +21,11 @@ def preflight_on_prompts(loaded, sae, prompts: list[RenderedPrompt], cfg: Discov
     (or, with allow_low_fve, warns) before anything is ranked. ``loaded`` holds one layer past ``loaded.layer``."""
     tok, layer = loaded.tokenizer, loaded.layer
     special = set(special_token_ids(tok, sink_prefix_ids(tok)).tolist())
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     layers = find_decoder_layers(loaded.model)
     wanted = [i for i in (layer - 1, layer, layer + 1) if 0 <= i < len(layers)]
     hidden: dict[int, list] = {i: [] for i in wanted}
     with torch.inference_mode():
-        for group, input_ids, mask in prompt_batches(prompts, cfg.batch_size, int(pad or 0), loaded.device):
+        for group, input_ids, mask in prompt_batches(prompts, cfg.batch_size, pad_id(tok), loaded.device):
             out = capture_layers(loaded.model, {i: layers[i] for i in wanted}, input_ids, mask)
             for row, p in enumerate(group):
                 cols = torch.tensor([c for c in range(1, len(p.ids)) if p.ids[c] not in special],

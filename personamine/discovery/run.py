@@ -9,8 +9,10 @@ import dataclasses
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,7 +26,7 @@ from personamine.discovery.responses import generate_responses
 from personamine.discovery.stats import compare
 from personamine.discovery.vectors import Readings, Readout, read_prompts
 from personamine.errors import PersonamineError
-from personamine.files.discover import Side, Table, export_directions, write_discovery
+from personamine.files.discover import Side, Table, write_directions, write_discovery
 from personamine.model.loading import (
     LoadedModel,
     find_decoder_layers,
@@ -45,6 +47,8 @@ from personamine.model.prompts import (
 )
 from personamine.saes import load_checked, prepare_sae, sae_spec
 from personamine.version import __version__
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -97,7 +101,9 @@ def run_discovery(cfg: DiscoverConfig) -> Path:
     for spec in specs:
         sae = load_checked(spec, hidden_size=width, layer=spec.layer, allow_uncalibrated=cfg.allow_uncalibrated)
         name = f"L{spec.layer}" + (f"-t{spec.trainer}" if several_trainers else "")
-        readouts.append(Readout(name, spec.layer, spec.trainer, sae, None, spec.label))
+        # Every feature: exact for TopK SAEs too (all pre-activations are computed anyway).
+        encoder = sae.encoder(None, device=loaded.device, chunk_size=cfg.feature_chunk)
+        readouts.append(Readout(name, spec.layer, spec.trainer, sae, encoder, spec.label))
 
     renderings_a, responses_a = _render(cfg, loaded, tokenizer, side_a)
     loaded_b = _load(cfg, cfg.model_b, deepest, n_layers, generating) if cfg.contrast == "models" else loaded
@@ -110,8 +116,6 @@ def run_discovery(cfg: DiscoverConfig) -> Path:
         for r in readouts:
             at = dataclasses.replace(loaded, layer=r.layer, layer_module=find_decoder_layers(loaded.model)[r.layer])
             checks[r.name] = preflight_on_prompts(at, r.sae, prompts, cfg)
-    for r in readouts:  # every feature: exact for TopK SAEs too (all pre-activations are computed anyway)
-        r.encoder = r.sae.encoder(None, device=loaded.device, chunk_size=cfg.feature_chunk)
 
     bar = None
     if cfg.progress:
@@ -185,7 +189,10 @@ def run_discovery(cfg: DiscoverConfig) -> Path:
         control = Side(side_a.texts, renderings_b[first][:: len(roles)], responses_b)
     path = write_discovery(Path(cfg.output), attrs, tables, persona, control, directions, roles)
     if cfg.directions_out:
-        export_directions(path, cfg.directions_out)
+        if not directions:
+            raise PersonamineError("directions_out: this run computed no directions (contrast none, or fewer than 2 "
+                                   "prompts a side)")
+        write_directions(directions, cfg.model, cfg.directions_out)
     return path
 
 
@@ -245,6 +252,17 @@ def _load(cfg: DiscoverConfig, name: str, deepest: int, n_layers: int, generatin
                        num_layers_total=n_layers, device=device, dtype=dtype, source=name)
 
 
+def _per_system(side: _Prompts, render: Callable[[list[int], str | None], list[T]]) -> list[T]:
+    """``render(indices, system prompt)`` called once per distinct system prompt of the side, on the renderings
+    under it; the results back in the side's order."""
+    out: list[T | None] = [None] * len(side.texts)
+    for system in dict.fromkeys(side.systems):
+        idx = [i for i, s in enumerate(side.systems) if s == system]
+        for i, item in zip(idx, render(idx, system), strict=True):
+            out[i] = item
+    return out  # type: ignore[return-value]  (every index is some system's)
+
+
 def _render(cfg: DiscoverConfig, loaded: LoadedModel, tokenizer,
             side: _Prompts) -> tuple[dict[str, list[RenderedPrompt]], list[str] | None]:
     """Every pooling's renderings of the side's prompts (each under its system prompt), and the responses read by
@@ -252,35 +270,23 @@ def _render(cfg: DiscoverConfig, loaded: LoadedModel, tokenizer,
     renderings: dict[str, list[RenderedPrompt]] = {}
     responses = None
     for pooling in cfg.positions:
-        rendered: list[RenderedPrompt] = []
         if pooling == "response-mean":
-            if responses is None:
-                responses = _responses(cfg, loaded, tokenizer, side)
-            for system in dict.fromkeys(side.systems):
-                idx = [i for i, s in enumerate(side.systems) if s == system]
-                rendered += list(zip(idx, render_responses(tokenizer, [side.texts[i] for i in idx],
-                                                          [responses[i] for i in idx], system_prompt=system,
-                                                          date_string=cfg.date_string), strict=True))
+            responses = responses or _responses(cfg, loaded, tokenizer, side)
+            renderings[pooling] = _per_system(side, lambda idx, system, said=responses: render_responses(
+                tokenizer, [side.texts[i] for i in idx], [said[i] for i in idx], system_prompt=system,
+                date_string=cfg.date_string))
         else:
-            for system in dict.fromkeys(side.systems):
-                idx = [i for i, s in enumerate(side.systems) if s == system]
-                rendered += list(zip(idx, render_prompts(tokenizer, [side.texts[i] for i in idx], position=pooling,
-                                                         system_prompt=system, date_string=cfg.date_string),
-                                     strict=True))
-        renderings[pooling] = [p for _, p in sorted(rendered, key=lambda item: item[0])]
+            renderings[pooling] = _per_system(side, lambda idx, system, pooling=pooling: render_prompts(
+                tokenizer, [side.texts[i] for i in idx], position=pooling, system_prompt=system,
+                date_string=cfg.date_string))
     return renderings, responses
 
 
 def _responses(cfg: DiscoverConfig, loaded: LoadedModel, tokenizer, side: _Prompts) -> list[str]:
     if cfg.responses == "given":
         return [str(g) for g in side.given]
-    out: list[str | None] = [None] * len(side.texts)
-    for system in dict.fromkeys(side.systems):
-        idx = [i for i, s in enumerate(side.systems) if s == system]
-        for i, text in zip(idx, generate_responses(loaded.model, tokenizer, [side.texts[i] for i in idx], system,
-                                                   cfg), strict=True):
-            out[i] = text
-    return [str(r) for r in out]
+    return _per_system(side, lambda idx, system: generate_responses(loaded.model, tokenizer,
+                                                                     [side.texts[i] for i in idx], system, cfg))
 
 
 def _mean_over_roles(readings: Readings, n_roles: int) -> Readings:

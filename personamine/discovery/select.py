@@ -37,9 +37,10 @@ def resolve_features(config: MineConfig, dict_size: int) -> np.ndarray:
     if config.features_from:
         if config.features:
             raise PersonamineError("give either features or features_from, not both")
-        ids, scores = read_discovery_ranking(config.features_from)
         if config.max_q is not None or config.min_ci_low is not None:
-            ids, scores = _significant(config, ids, scores)
+            ids, scores = _significant(config)
+        else:
+            ids, scores = read_discovery_ranking(config.features_from)
         features = top_discovered(ids, scores, config.top, config.positive_only, repr(config.features_from))
         note = positive_only_note(features.size, config.top, ids.size)
         if note is not None:
@@ -54,13 +55,13 @@ def resolve_features(config: MineConfig, dict_size: int) -> np.ndarray:
     return features
 
 
-def _significant(config: MineConfig, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ranked features that pass ``max_q`` and ``min_ci_low``, in rank order."""
+def _significant(config: MineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of the ranked features that pass ``max_q`` and ``min_ci_low``, in rank order."""
     stats = read_discovery_statistics(config.features_from)
     if not stats.has_statistics:
         raise PersonamineError(f"{config.features_from!r} has no statistics (a version-1 file, or contrast none): "
                                "max_q and min_ci_low need them; run discover again")
-    keep = np.ones(ids.size, bool)
+    keep = np.ones(stats.feature_ids.size, bool)
     if config.max_q is not None:
         keep &= stats.q_value <= config.max_q
     if config.min_ci_low is not None:
@@ -68,4 +69,4 @@ def _significant(config: MineConfig, ids: np.ndarray, scores: np.ndarray) -> tup
     if not keep.any():
         raise PersonamineError(f"no feature of {config.features_from!r} passes max_q={config.max_q} and "
                                f"min_ci_low={config.min_ci_low}")
-    return ids[keep], scores[keep]
+    return stats.feature_ids[keep].astype(np.int64), stats.score[keep]

@@ -14,7 +14,9 @@ from torch import nn
 
 from personamine.errors import PersonamineError
 from personamine.model.capture import capture_layers
+from personamine.model.generate import pad_id
 from personamine.model.loading import find_decoder_layers
+from personamine.model.padding import right_pad
 from personamine.model.prompts import RenderedPrompt
 from personamine.saes.base import Sae, all_finite, overflow_hint
 
@@ -38,22 +40,11 @@ class Readings:
     residuals: dict[tuple[int, str], np.ndarray]  # (layer, pooling) -> [n, hidden] float32
 
 
-def prompt_batches(prompts: list[RenderedPrompt], batch_size: int, pad_id: int,
+def prompt_batches(prompts: list[RenderedPrompt], batch_size: int, pad: int,
                    device: torch.device) -> Iterator[tuple[list[RenderedPrompt], torch.Tensor, torch.Tensor]]:
     for lo in range(0, len(prompts), batch_size):
         group = prompts[lo: lo + batch_size]
-        width = max(len(p.ids) for p in group)
-        input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), width), dtype=torch.long)
-        for row, p in enumerate(group):
-            input_ids[row, : len(p.ids)] = torch.tensor(p.ids)
-            mask[row, : len(p.ids)] = 1
-        yield group, input_ids.to(device), mask.to(device)
-
-
-def pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return int(pad or 0)
+        yield group, *right_pad([p.ids for p in group], pad, device)
 
 
 @torch.inference_mode()

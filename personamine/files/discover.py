@@ -343,24 +343,28 @@ def read_discovery_statistics(path: str | Path) -> Ranking:
 
 
 def export_directions(path: str | Path, out: str | Path) -> Path:
-    """Write a discovery file's persona directions (``v`` = mean(a) - mean(b), one per layer and pooling) for other
-    tools: ``.safetensors`` (tensors named ``L{layer}/{pooling}``, with each one's norm, AUROC and split-half cosine in
-    the metadata) or ``.npy`` (an [n, hidden] float32 array, rows in the order of the ``.json`` written beside it)."""
+    """Write a discovery file's persona directions for other tools (``write_directions``)."""
     found = read_discovery(path)
     if not found.directions:
         raise PersonamineError(f"{str(path)!r} holds no directions (a version-1 file, or contrast none)")
+    return write_directions(list(found.directions.values()), str(found.attrs.get("model", "")), out)
+
+
+def write_directions(directions: list[Direction], model: str, out: str | Path) -> Path:
+    """Persona directions (``v`` = mean(a) - mean(b), one per layer and pooling) for other tools: ``.safetensors``
+    (tensors named ``L{layer}/{pooling}``, with each one's norm, AUROC and split-half cosine in the metadata) or
+    ``.npy`` (an [n, hidden] float32 array, rows in the order of the ``.json`` written beside it)."""
     out = Path(out)
-    names = [f"L{layer}/{pooling}" for layer, pooling in sorted(found.directions)]
-    vectors = [found.directions[key].vector.astype(np.float32) for key in sorted(found.directions)]
+    ordered = sorted(directions, key=lambda d: (d.layer, d.pooling))
+    names = [f"L{d.layer}/{d.pooling}" for d in ordered]
+    vectors = [d.vector.astype(np.float32) for d in ordered]
     info = {name: {"layer": d.layer, "pooling": d.pooling, "norm": d.norm, "auroc": d.auroc,
-                   "split_half_cosine": d.split_half[0]}
-            for name, d in zip(names, (found.directions[k] for k in sorted(found.directions)), strict=True)}
+                   "split_half_cosine": d.split_half[0]} for name, d in zip(names, ordered, strict=True)}
     if out.suffix == ".safetensors":
         from safetensors.numpy import save
 
-        data = save(dict(zip(names, vectors, strict=True)), metadata={"directions": json.dumps(info),
-                                                                     "model": str(found.attrs.get("model", ""))})
-        atomic_write_bytes(out, data)
+        atomic_write_bytes(out, save(dict(zip(names, vectors, strict=True)),
+                                     metadata={"directions": json.dumps(info), "model": model}))
     elif out.suffix == ".npy":
         buffer = io.BytesIO()
         np.save(buffer, np.stack(vectors))

@@ -25,7 +25,8 @@ def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[
 
 
 def right_pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) [B, max length]: sequences that continue a cache, each from its column 0."""
+    """(input_ids, attention_mask) [B, max length], each sequence from its column 0: sequences that continue a cache,
+    or prompts read at their own positions (a causal model's real positions never see the pads that follow)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
