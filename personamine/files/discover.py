@@ -61,6 +61,12 @@ class Ranking:
     def has_statistics(self) -> bool:
         return self.ci_low is not None
 
+    def discoveries(self, q: float = 0.05) -> np.ndarray:
+        """[n ranked] bool: the features with a q-value below ``q`` and a CI above zero (none without statistics)."""
+        if not self.has_statistics:
+            return np.zeros(self.feature_ids.size, bool)
+        return (self.q_value < q) & (self.ci_low > 0)
+
 
 @dataclass
 class Table:
@@ -227,10 +233,7 @@ class DiscoveryResults:
 
     def discoveries(self, q: float = 0.05) -> np.ndarray:
         """[n ranked] bool: the primary table's features with a q-value below ``q`` and a CI above zero."""
-        r = self.ranking
-        if r is None or not r.has_statistics:
-            return np.zeros(self.feature_ids.size, bool)
-        return (r.q_value < q) & (r.ci_low > 0)
+        return self.ranking.discoveries(q) if self.ranking is not None else np.zeros(self.feature_ids.size, bool)
 
     def directions_table(self) -> str:
         """Each persona direction: its separation (AUROC with CI), stability (split-half cosine), and the SAE

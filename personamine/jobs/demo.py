@@ -118,7 +118,7 @@ def _honest_summary(found) -> str:
         r = table.ranking
         if not r.has_statistics:
             continue
-        passed = (r.q_value < 0.05) & (r.ci_low > 0)
+        passed = r.discoveries()
         thin = int((r.support[: 10] < 3).sum())
         lines.append(f"{readout} {pooling}: {int(passed.sum())} of {r.feature_ids.size} features ranked survive "
                      f"FDR (q < 0.05) with a CI above zero"
