@@ -361,8 +361,11 @@ def write_directions(directions: list[Direction], model: str, out: str | Path) -
     ordered = sorted(directions, key=lambda d: (d.layer, d.pooling))
     names = [f"L{d.layer}/{d.pooling}" for d in ordered]
     vectors = [d.vector.astype(np.float32) for d in ordered]
+    # "mean": the midpoint of the two sides' mean projections, the reference a centred reading subtracts
     info = {name: {"layer": d.layer, "pooling": d.pooling, "norm": d.norm, "auroc": d.auroc,
-                   "split_half_cosine": d.split_half[0]} for name, d in zip(names, ordered, strict=True)}
+                   "split_half_cosine": d.split_half[0],
+                   "mean": float((d.projection_a.mean() + d.projection_b.mean()) / 2)}
+            for name, d in zip(names, ordered, strict=True)}
     if out.suffix == ".safetensors":
         from safetensors.numpy import save
 

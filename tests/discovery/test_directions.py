@@ -150,3 +150,12 @@ def test_directions_export_for_other_tools(tiny_model_dir, tiny_sae_dir, pair_fi
     names = json.loads((tmp_path / "v.json").read_text())["names"]
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy")[names.index(f"L{SAE_LAYER}/last")],
                                   res.directions[(SAE_LAYER, "last")].vector)
+    # the loader mining and steering share reads all three alike, with the layer and the sides' midpoint
+    from personamine.files.directions import load_directions
+
+    d = res.directions[(SAE_LAYER, "last")]
+    for source in (res.path, tmp_path / "v.npy", tmp_path / "v.safetensors"):
+        (found,) = load_directions(source, names=[f"L{SAE_LAYER}/last"])
+        np.testing.assert_array_equal(found.vector, d.vector)
+        assert found.layer == SAE_LAYER
+        assert found.mean == pytest.approx((d.projection_a.mean() + d.projection_b.mean()) / 2)
