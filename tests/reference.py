@@ -104,6 +104,40 @@ def windows_of(doc: RefDoc, prefix: list[int], ctx_len: int, stride: int | None)
         s += step
 
 
+def scored_positions(h: torch.Tensor, fed: list[int], roles: list[int], score_from: int, special: set[int],
+                     score_roles: tuple[int, ...], norm_filter: float) -> list[bool]:
+    """Which fed positions a window scores (README, "Which tokens are scored"): in its region, not special, of a
+    scored role, and not a norm outlier (norm above ``norm_filter`` times the lower median of the eligible ones)."""
+    eligible = [i >= score_from and fed[i] not in special and roles[i] in score_roles for i in range(len(fed))]
+    if norm_filter <= 0:
+        return eligible
+    norms = h.norm(dim=-1)
+    vals = sorted(norms[i].item() for i in range(len(fed)) if eligible[i])
+    if not vals:
+        return eligible
+    median = vals[(len(vals) - 1) // 2]  # lower median
+    return [e and norms[i].item() <= norm_filter * median for i, e in enumerate(eligible)]
+
+
+def ref_docs(model_dir: Path, kind: str, rows: list) -> list[RefDoc]:
+    """Reference documents: texts tokenized whole (no special tokens added), or conversations rendered with the
+    chat template (``kind`` "text" or "chat")."""
+    from transformers import AutoTokenizer
+
+    from personamine.corpus.conversations import ChatRenderer, parse_turns
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if kind == "text":
+        return [RefDoc(i, tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+                for i, t in enumerate(rows)]
+    renderer = ChatRenderer(tok, date_string="26 Jul 2024")
+    docs = []
+    for i, turns in enumerate(rows):
+        rendered = renderer.render(parse_turns(turns))
+        docs.append(RefDoc(i, rendered.ids, rendered.roles.tolist(), rendered=True))
+    return docs
+
+
 @torch.no_grad()
 def reference_mine(model_dir: Path, ae_path: Path, docs: list[RefDoc], *, layer: int, features: list[int],
                    ctx_len: int, prefix: list[int], stride: int | None = None, norm_filter: float = 10.0,
@@ -125,15 +159,7 @@ def reference_mine(model_dir: Path, ae_path: Path, docs: list[RefDoc], *, layer:
         for start, fed, roles, score_from in windows_of(doc, prefix, ctx_len, stride):
             out = model(torch.tensor([fed]), output_hidden_states=True)
             h = out.hidden_states[layer + 1][0]
-            eligible = [i >= score_from and fed[i] not in special and roles[i] in score_roles
-                        for i in range(len(fed))]
-            norms = h.norm(dim=-1)
-            scored = list(eligible)
-            if norm_filter > 0:
-                vals = sorted(norms[i].item() for i in range(len(fed)) if eligible[i])
-                if vals:
-                    median = vals[(len(vals) - 1) // 2]  # lower median
-                    scored = [e and norms[i].item() <= norm_filter * median for i, e in enumerate(eligible)]
+            scored = scored_positions(h, fed, roles, score_from, special, score_roles, norm_filter)
             stats.tokens_scored += sum(scored)
             for i, s in enumerate(scored):
                 if s:
@@ -219,3 +245,63 @@ def reference_topk(model_dir: Path, ae_path: Path, texts: list[object], *, layer
             for i, t in enumerate(texts) if isinstance(t, str)]
     return reference_mine(model_dir, ae_path, docs, layer=layer, features=features, ctx_len=ctx_len, prefix=prefix,
                           norm_filter=norm_filter, dedupe=dedupe, top_k=top_k, example_len=max(ctx_len, 64))[0]
+
+
+ASSISTANT = 3  # role code (README, "Roles")
+
+
+@dataclass
+class RefProjections:
+    """Per document: scored tokens, and per direction the sum, max and min of the projection; per (document,
+    assistant turn): tokens and sums; per fed window: each direction's max and min over its scored tokens."""
+
+    documents: dict[int, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    turns: dict[tuple[int, int], tuple[int, np.ndarray]] = field(default_factory=dict)
+    windows: list[tuple[int, int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)  # every scored token's projections
+
+
+@torch.no_grad()
+def reference_projections(model_dir: Path, units: np.ndarray, docs: list[RefDoc], *, layer: int, ctx_len: int,
+                          prefix: list[int], stride: int | None = None, norm_filter: float = 10.0,
+                          score_roles: tuple[int, ...] = CONTENT_ROLES) -> RefProjections:
+    """Every window alone through the full model (``output_hidden_states``); each scored token's projection
+    ``h . u`` on the unit vectors ``units`` [n, hidden], in float64."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    special = set(tok.all_special_ids) | set(prefix) | {tok.pad_token_id}
+    u = torch.from_numpy(np.asarray(units, np.float64))
+    out = RefProjections()
+    for doc in docs:
+        roles_all = doc.roles if doc.roles is not None else [TEXT] * len(doc.ids)
+        turn_of, turn = [], -1
+        for i, r in enumerate(roles_all):  # the k-th run of assistant tokens is assistant turn k
+            if r == ASSISTANT and (i == 0 or roles_all[i - 1] != ASSISTANT):
+                turn += 1
+            turn_of.append(turn if r == ASSISTANT else -1)
+        n, total = 0, np.zeros(len(units))
+        high, low = np.full(len(units), -np.inf), np.full(len(units), np.inf)
+        for start, fed, roles, score_from in windows_of(doc, prefix, ctx_len, stride):
+            h = model(torch.tensor([fed]), output_hidden_states=True).hidden_states[layer + 1][0]
+            scored = scored_positions(h, fed, roles, score_from, special, score_roles, norm_filter)
+            p = (h.double() @ u.T).numpy()
+            rows = [i for i, s in enumerate(scored) if s]
+            if not rows:
+                continue
+            block = p[rows]
+            out.values.append(block)
+            n += len(rows)
+            total += block.sum(0)
+            high, low = np.maximum(high, block.max(0)), np.minimum(low, block.min(0))
+            out.windows.append((doc.index, start, block.max(0), block.min(0)))
+            offset = start - (len(prefix) if not (doc.rendered and start == 0) else 0)
+            for i in rows:
+                t = turn_of[offset + i]
+                if t >= 0:
+                    k, s = out.turns.get((doc.index, t), (0, np.zeros(len(units))))
+                    out.turns[(doc.index, t)] = (k + 1, s + p[i])
+        if n:
+            out.documents[doc.index] = (n, total, high, low)
+    return out

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from fixtures import SAE_LAYER, TIE
 from ray_helpers import assert_identical_datasets
-from reference import RefDoc, reference_mine
+from reference import ref_docs, reference_mine
 from transformers import AutoTokenizer
 
 import personamine
-from personamine.corpus.conversations import ChatRenderer, parse_turns
 from personamine.roles import ROLE, ROLES
 
 FEATURES = list(range(0, 256, 9))
@@ -29,19 +28,6 @@ def corpora(tmp_path_factory):
     text.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     chat = fx.write_chat_corpus_jsonl(root / "chat.jsonl")
     return {"text": (text, texts), "chat": (chat, fx.conversations())}
-
-
-def ref_docs(model_dir, kind, rows):
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if kind == "text":
-        return [RefDoc(i, tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-                for i, t in enumerate(rows)]
-    renderer = ChatRenderer(tok, date_string="26 Jul 2024")
-    docs = []
-    for i, turns in enumerate(rows):
-        rendered = renderer.render(parse_turns(turns))
-        docs.append(RefDoc(i, rendered.ids, rendered.roles.tolist(), rendered=True))
-    return docs
 
 
 def assert_equal_to_reference(res, ref, features, example_len):

@@ -6,11 +6,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-import numpy as np
-
 from personamine.config import MineConfig
 from personamine.saes import PreflightResult
 from personamine.shards.plan import Schedule, Shard
+from personamine.shards.readouts import ReadoutSpec
 from personamine.shards.run import ShardResult
 
 
@@ -18,14 +17,14 @@ class Backend(ABC):
     """``start`` acquires workers, ``preflight`` checks the SAE on the first shards' tokens (None: no check ran),
     ``run`` mines every shard the schedule hands out, ``close`` releases the workers (always called)."""
 
-    def __init__(self, config: MineConfig, features: np.ndarray) -> None:
-        self.config, self.features = config, features
+    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec]) -> None:
+        self.config, self.readouts = config, readouts
 
     @abstractmethod
     def start(self) -> None: ...
 
     @abstractmethod
-    def preflight(self, shards: list[Shard], n_tokens: int, min_fve: float) -> PreflightResult | None: ...
+    def preflight(self, shards: list[Shard], n_tokens: int, min_fve: float) -> dict[str, PreflightResult]: ...
 
     @abstractmethod
     def run(self, schedule: Schedule, on_result: Callable[[ShardResult], None],

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import numpy as np
-
 from personamine.cluster.backend import Backend
 from personamine.config import MineConfig
 from personamine.errors import PersonamineError
 from personamine.shards.plan import Schedule, Shard
 from personamine.shards.preflight import preflight_engine
+from personamine.shards.readouts import ReadoutSpec
 from personamine.shards.run import MiningEngine, ShardResult, run_shard
 from personamine.verbosity import ENV, verbose
 
@@ -74,8 +73,8 @@ def actor_spec(config: MineConfig, cluster: dict[str, float], n_shards: int) -> 
 class ShardWorker:
     """One per actor: builds the engine (model, targeted encoder) once, then runs shards."""
 
-    def __init__(self, config: MineConfig, features: np.ndarray) -> None:
-        self.engine = MiningEngine(config, features)
+    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec]) -> None:
+        self.engine = MiningEngine(config, readouts)
 
     def ready(self) -> str:
         return str(self.engine.device)
@@ -163,8 +162,8 @@ class RayBackend(Backend):
     connection made here is shut down here.
     """
 
-    def __init__(self, config: MineConfig, features: np.ndarray) -> None:
-        super().__init__(config, features)
+    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec]) -> None:
+        super().__init__(config, readouts)
         self.connected = False
         self.driver: _Driver | None = None
 
@@ -181,7 +180,7 @@ class RayBackend(Backend):
             except ConnectionError as exc:
                 raise PersonamineError(f"cannot connect to Ray at {self.config.ray_address!r}: {exc}") from exc
             self.connected = True
-        self.driver = _Driver(self.config, self.features)
+        self.driver = _Driver(self.config, self.readouts)
         self.driver.spawn_all()
 
     def run(self, schedule: Schedule, on_result: Callable[[ShardResult], None],
@@ -206,10 +205,10 @@ class RayBackend(Backend):
 
 
 class _Driver:
-    def __init__(self, config: MineConfig, features: np.ndarray) -> None:
+    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec]) -> None:
         import ray
 
-        self.config, self.features = config, features
+        self.config, self.readouts = config, readouts
         self.failures: dict[str, int] = {}
         self.spec = actor_spec(config, ray.cluster_resources(), 1 << 30)
         self.idle: list[Any] = []
@@ -224,7 +223,7 @@ class _Driver:
                                        max_task_retries=0, scheduling_strategy="SPREAD")
         if env := _actor_env():
             options["runtime_env"] = {"env_vars": env}
-        actor = _remote_worker().options(**options).remote(self.config, self.features)
+        actor = _remote_worker().options(**options).remote(self.config, self.readouts)
         self.starting[actor.ready.remote()] = actor
 
     def spawn_all(self) -> None:

@@ -25,7 +25,8 @@ EXECUTION_FIELDS = frozenset(
 
 # Fields added after work dirs were first written, with the default that means "as before": left at it, they stay
 # out of the fingerprint, so a run started by an older version resumes.
-ADDED_FIELDS = {"max_q": None, "min_ci_low": None}
+ADDED_FIELDS = {"max_q": None, "min_ci_low": None, "layers": [], "directions": None, "direction_names": None,
+                "direction_layer": None, "center_directions": False, "document_scores": False}
 
 
 @dataclass
@@ -34,12 +35,16 @@ class MineConfig:
     model: str = knob(DEFAULT_MODEL, "model: a hub id, a local directory, or builtin:smollm2-135m-instruct")
     layer: int | None = knob(None, "decoder layer whose output (resid_post) is captured; the forward stops there "
                                    "(default: the layer the SAE declares)")
+    layers: list[int] = knob(help="several layers in one forward (3,7,11 or 3-27): one SAE readout per layer, each "
+                                  "the release's SAE at that layer, written to OUTPUT's stem + .L<layer>.h5 and "
+                                  "indexed by OUTPUT (default: layer alone)", factory=list)
     gguf_file: str | None = knob(None, "GGUF file inside the model repo or directory, for GGUF checkpoints")
     revision: str | None = knob(None, "model revision (branch, tag or commit) on the hub")
     dtype: str = knob("auto", "model dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16 or float16")
     device: str = knob("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
     # SAE
-    sae: str = knob("", "SAE: a hub repo id, a release directory, a directory holding ae.pt, or the ae.pt file")
+    sae: str = knob("", "SAE: a hub repo id, a release directory, a directory holding ae.pt, or the ae.pt file "
+                        "(none: mine directions alone)")
     sae_trainer: int = knob(0, "trainer folder of a release (resid_post_layer_L/trainer_T)")
     allow_uncalibrated: bool = knob(False, "use an SAE whose threshold was never calibrated (dense ReLU codes)")
     # SAE layout, exact TopK encoding and the pre-flight quality check (personamine/saes)
@@ -65,6 +70,18 @@ class MineConfig:
                                      "from the discovery file's statistics) is at most this")
     min_ci_low: float | None = knob(None, "with features_from: take only features whose CI's lower bound is above "
                                           "this (0: the CI excludes zero)")
+    # directions, read in the same forward (personamine/shards/readouts.py)
+    directions: str | None = knob(None, "also mine directions: a discovery .h5, or a .safetensors, .npy (names in a "
+                                        ".json beside it) or .pt file of [n, hidden] vectors; each direction's value "
+                                        "at a token is the projection h . v_hat at its layer, mined in both tails")
+    direction_names: list[str] | None = knob(None, "with directions: mine only these (default: every direction in "
+                                                   "the file)")
+    direction_layer: int | None = knob(None, "with directions: the layer of directions whose file does not say (a "
+                                             "discovery file does; default: layer)")
+    center_directions: bool = knob(False, "with directions: subtract each direction's reference mean (a discovery "
+                                          "direction's: the midpoint of its two sides' mean projections)")
+    document_scores: bool = knob(False, "SAE readouts: also keep each mined feature's mean and max per document and "
+                                        "per assistant turn (directions always keep theirs)")
     # corpus
     corpus: str = knob("", "corpus: a file, directory or glob (parquet, jsonl, json, txt, arrow, csv), a hub "
                            "dataset id, or builtin:chat-and-prose")
@@ -123,6 +140,13 @@ class MineConfig:
     def __post_init__(self) -> None:
         if isinstance(self.features, str) and self.features != "all":
             self.features = parse_feature_list(self.features)
+        if isinstance(self.layers, str):
+            self.layers = parse_feature_list(self.layers)
+        self.layers = [int(v) for v in self.layers]
+        if any(v < 0 for v in self.layers) or (self.direction_layer is not None and self.direction_layer < 0):
+            raise PersonamineError(f"layers must not be negative, got {self.layers or self.direction_layer}")
+        if len(set(self.layers)) != len(self.layers):
+            raise PersonamineError(f"layers names a layer twice ({self.layers}): two readouts would have one name")
         at_least(self, 4, "ctx_len")
         at_least(self, 1, "top", "top_k", "n_shards", "batch_tokens", "feature_chunk", "max_documents", "max_tokens",
                  "unit_bytes", "example_len", "stride")

@@ -19,20 +19,24 @@ import h5py
 import numpy as np
 
 from personamine.errors import FeatureNotInFile, PersonamineError
+from personamine.files.directions import NamedDirection
 from personamine.files.h5 import (
     CheckedReader,
     atomic_h5,
     dataset,
+    file_format,
     open_h5,
     packed_dataset,
     plain_attrs,
+    read_attrs,
     read_strings,
     write_strings,
 )
+from personamine.merge.documents import DocumentScores
 from personamine.merge.entries import TOKEN_FILL, Entries, WindowTable
 from personamine.merge.negatives import NegativeBuffer, no_activations
 from personamine.merge.samples import INTERVAL_EDGES, SampleBuffer
-from personamine.merge.stats import HISTOGRAM_EDGES, FeatureStats
+from personamine.merge.stats import HISTOGRAM_EDGES, PERCENTILES, FeatureStats, histogram_percentiles
 from personamine.merge.topk import TopKBuffer
 from personamine.roles import ROLE, ROLES
 from personamine.saes.logit_lens import LogitLens
@@ -50,9 +54,15 @@ def _blocks(n: int, row_bytes: int) -> list[tuple[int, int]]:
 
 def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuffer, stats: FeatureStats,
                   attrs: dict, vocab: dict[int, tuple[str, str]] | None = None, samples: SampleBuffer | None = None,
-                  logit_lens: LogitLens | None = None, negatives: NegativeBuffer | None = None) -> Path:
+                  logit_lens: LogitLens | None = None, negatives: NegativeBuffer | None = None,
+                  documents: DocumentScores | None = None, directions: list[NamedDirection] | None = None,
+                  center_directions: bool = False) -> Path:
     path = Path(path)
     with atomic_h5(path, FORMAT, FORMAT_VERSION, attrs) as f:
+        if directions:
+            _write_directions(f.create_group("directions"), directions, center_directions)
+        if documents is not None:
+            _write_documents(f.create_group("documents"), documents, stats, directions)
         dataset(f, "feature_ids", np.asarray(feature_ids, np.int64))
         _write_top(f.create_group("top"), buffer)
         st = f.create_group("stats")
@@ -88,6 +98,35 @@ def write_results(path: str | Path, *, feature_ids: np.ndarray, buffer: TopKBuff
             write_strings(tok, "pieces", [vocab[i][0] for i in ids])
             write_strings(tok, "text", [vocab[i][1] for i in ids])
     return path
+
+
+def _write_directions(group: h5py.Group, directions: list[NamedDirection], center: bool) -> None:
+    group.attrs["center"] = bool(center)
+    write_strings(group, "names", [d.name for d in directions])
+    dataset(group, "vectors", np.stack([d.vector for d in directions]).astype(np.float32))
+    dataset(group, "means", np.array([d.mean if d.mean is not None else np.nan for d in directions], np.float64))
+
+
+def _write_documents(group: h5py.Group, documents: DocumentScores, stats: FeatureStats,
+                     directions: list[NamedDirection] | None) -> None:
+    """Per document and per assistant turn, each channel's mean and max (and min), with each channel's percentiles
+    over all scored tokens from the exact histograms: directions' channels are their signed projections."""
+    n = len(directions) if directions else stats.histogram.shape[0]
+    negative = stats.histogram[n:2 * n] if directions else None
+    dataset(group, "percentiles", histogram_percentiles(stats.histogram[:n], negative,
+                                                        int(stats.counters["tokens_scored"])))
+    dataset(group, "percentile_q", PERCENTILES)
+    dataset(group, "document", documents.document.astype(np.int64))
+    dataset(group, "n_tokens", documents.n_tokens.astype(np.int64))
+    dataset(group, "total", documents.total.astype(np.float64))  # the exact float64 sums the means divide
+    dataset(group, "mean", documents.mean.astype(np.float64))
+    dataset(group, "max", documents.max.astype(np.float32))
+    dataset(group, "min", documents.min.astype(np.float32))
+    dataset(group, "turn_document", documents.turn_document.astype(np.int64))
+    dataset(group, "turn", documents.turn.astype(np.int64))
+    dataset(group, "turn_n_tokens", documents.turn_n_tokens.astype(np.int64))
+    dataset(group, "turn_total", documents.turn_total.astype(np.float64))
+    dataset(group, "turn_mean", documents.turn_mean.astype(np.float64))
 
 
 def _write_top(group: h5py.Group, buffer: TopKBuffer) -> None:
@@ -227,6 +266,38 @@ class MineResults:
     tokens_scored_by_role: np.ndarray | None = None  # int64 [R]
     tokens_seen_by_role: np.ndarray | None = None  # int64 [R]
     negatives: NegativeBuffer | None = None  # None in files written before non-activating examples existed
+    # A directions readout: feature ids are channels, 0..n-1 the directions' positive parts, n..2n-1 the negative
+    direction_names: list[str] | None = None
+    direction_vectors: np.ndarray | None = None  # [n, hidden] float32, as given (not normalised)
+    direction_means: np.ndarray | None = None  # [n] the reference subtracted when ``attrs`` says centred
+    documents: DocumentScores | None = None  # per document (global index) and assistant turn: mean, max, min
+    percentiles: np.ndarray | None = None  # [C, 101] each scored channel's token percentiles 0..100
+
+    @property
+    def readout(self) -> str:
+        return str(self.attrs.get("readout", f"L{self.attrs.get('layer', '')}"))
+
+    @property
+    def is_directions(self) -> bool:
+        return self.direction_names is not None
+
+    def channel_name(self, feature_id: int) -> str:
+        """How a feature id reads: ``1234``, or a direction's ``L10/last`` / ``L10/last (-)`` (its negative tail)."""
+        if self.direction_names is None:
+            return str(feature_id)
+        n = len(self.direction_names)
+        return self.direction_names[feature_id % n] + (" (-)" if feature_id >= n else "")
+
+    def signed_stats(self) -> dict[str, np.ndarray]:
+        """Directions: each one's signed statistics from its two channels, exactly: mean over the scored tokens, max,
+        min, and the share of tokens above and below 0."""
+        n = len(self.direction_names or [])
+        if not n or self.feature_ids.size != 2 * n:
+            raise PersonamineError(f"{str(self.path)!r} is not a directions readout read whole")
+        tokens = max(self.tokens_scored, 1)
+        return {"mean": (self.activation_sum[:n] - self.activation_sum[n:]) / tokens, "max": self.max[:n],
+                "min": -self.max[n:], "above": self.active_tokens[:n] / tokens,
+                "below": self.active_tokens[n:] / tokens}
 
     @property
     def density(self) -> np.ndarray:
@@ -351,11 +422,51 @@ def read_feature_ids(path: str | Path) -> tuple[np.ndarray, dict]:
         return CheckedReader(path, f)(f["feature_ids"]).astype(np.int64), plain_attrs(f)
 
 
-def read_results(path: str | Path, features: Iterable[int] | None = None) -> MineResults:
-    """Read a mining file. ``features`` (SAE feature ids) reads only those features' rows, in the file's order:
-    an all-features file holds about 1.3 GB of dense top-k arrays for 131,072 features. A dataset that fails its
-    checksum is a ``PersonamineError`` naming it."""
+INDEX_FORMAT = "personamine.mine-index"
+INDEX_VERSION = 1
+
+
+def write_index(path: str | Path, files: dict[str, str], attrs: dict) -> Path:
+    """A run with several readouts: ``path`` holds no results, only which file beside it holds each readout's."""
     path = Path(path)
+    with atomic_h5(path, INDEX_FORMAT, INDEX_VERSION, {**attrs, "readouts": json.dumps(files)}):
+        pass
+    return path
+
+
+def readouts_of(path: str | Path) -> dict[str, Path]:
+    """Each readout's file in a mining output, by name, in the run's order: an index's readouts, or the one readout
+    of a single file."""
+    path = Path(path)
+    if file_format(path, "results") == INDEX_FORMAT:
+        with open_h5(path, INDEX_FORMAT, INDEX_VERSION, "mining index", opened_as="results") as f:
+            files = json.loads(f.attrs["readouts"])
+        return {name: path.with_name(file) for name, file in files.items()}
+    attrs = read_attrs(path, FORMAT, FORMAT_VERSION, "mining")
+    return {str(attrs.get("readout", f"L{attrs.get('layer', '')}")): path}
+
+
+def readout_path(path: str | Path, readout: str | None) -> Path:
+    """The file holding ``readout`` of a mining output (an index or a single file); None: its only readout."""
+    found = readouts_of(path)
+    if readout is None:
+        if len(found) > 1:
+            raise PersonamineError(f"{str(path)!r} holds {len(found)} readouts ({', '.join(found)}): name one "
+                                   "(readout=..., --readout)")
+        return next(iter(found.values()))
+    if readout not in found:
+        raise PersonamineError(f"{str(path)!r} has no readout {readout!r}; it has {', '.join(found)}")
+    return found[readout]
+
+
+def read_results(path: str | Path, features: Iterable[int] | None = None, readout: str | None = None) -> MineResults:
+    """Read a mining file. ``features`` (SAE feature ids, or a directions readout's channels) reads only those
+    features' rows, in the file's order: an all-features file holds about 1.3 GB of dense top-k arrays for 131,072
+    features. ``readout`` names one readout of a run with several (``L15``, ``directions-L15``; see
+    ``readouts_of``). A dataset that fails its checksum is a ``PersonamineError`` naming it."""
+    path = Path(path)
+    if readout is not None or file_format(path, "results") == INDEX_FORMAT:
+        path = readout_path(path, readout)
     try:
         with open_h5(path, FORMAT, FORMAT_VERSION, "mining", opened_as="results") as f:
             return _read(path, f, features)
@@ -414,4 +525,19 @@ def _read(path: Path, f: h5py.File, features: Iterable[int] | None) -> MineResul
         active_tokens_by_role=per_feature(st["active_tokens_by_role"]) if "active_tokens_by_role" in st else None,
         tokens_scored_by_role=read(st["tokens_scored_by_role"]) if "tokens_scored_by_role" in st else None,
         tokens_seen_by_role=read(st["tokens_seen_by_role"]) if "tokens_seen_by_role" in st else None,
+        **_read_readout_parts(f, read),
     )
+
+
+def _read_readout_parts(f: h5py.File, read: CheckedReader) -> dict:
+    out: dict = {}
+    if "directions" in f:
+        g = f["directions"]
+        out.update(direction_names=read_strings(g, "names", read), direction_vectors=read(g["vectors"]),
+                   direction_means=read(g["means"]))
+    if "documents" in f:
+        g = f["documents"]
+        out["documents"] = DocumentScores(**{name: read(g[name]) for name in (
+            "document", "n_tokens", "total", "max", "min", "turn_document", "turn", "turn_n_tokens", "turn_total")})
+        out["percentiles"] = read(g["percentiles"])
+    return out

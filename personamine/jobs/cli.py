@@ -86,7 +86,9 @@ def _show_flags(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Print a mining file in the terminal: per feature its histogram, logit lens, top contexts "
                           "(activating tokens marked «token»value) and one sample per activation interval "
                           "(personamine.jobs.show.format_results).")
-    parser.add_argument("results", help="a mining HDF5 file")
+    parser.add_argument("results", help="a mining HDF5 file (or the index of a run with several readouts)")
+    parser.add_argument("--readout", default=None, metavar="NAME",
+                        help="the readout to show, in a run with several (L15, directions-L15; default: the only one)")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")
     parser.add_argument("--examples", type=count, default=5, metavar="N", help="contexts per feature (default: 5)")
     parser.add_argument("--width", type=count, default=0, metavar="N",
@@ -101,7 +103,8 @@ def _show(args: argparse.Namespace) -> int:
 
     features = parse_feature_list(args.features) if args.features else None
     # Only the asked features are read: an all-features file holds ~1.3 GB of top-k arrays.
-    print(format_results(read_results(args.results, features), features, args.examples, args.width))
+    print(format_results(read_results(args.results, features, readout=args.readout), features, args.examples,
+                         args.width))
     return 0
 
 

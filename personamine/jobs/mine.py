@@ -19,13 +19,12 @@ from personamine.config import MineConfig, resolve_config
 from personamine.corpus import CorpusSpec, Manifest, check_column_type, open_manifest, resolve_corpus
 from personamine.discovery.select import resolve_features
 from personamine.errors import PersonamineError
-from personamine.files.mine import write_results
+from personamine.files.directions import NamedDirection, load_directions
+from personamine.files.mine import write_index, write_results
 from personamine.jobs.workdir import DamagedCheckpoint, WorkDir
+from personamine.merge.documents import DocumentScores
 from personamine.merge.entries import TOKEN_FILL
-from personamine.merge.negatives import NegativeBuffer
-from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
-from personamine.merge.topk import TopKBuffer
 from personamine.model.loading import load_config, load_tokenizer, pick_device
 from personamine.model.prompts import sink_prefix_ids
 from personamine.roles import CONTENT_ROLES, ROLE
@@ -34,7 +33,8 @@ from personamine.saes.logit_lens import LogitLens, logit_lens
 from personamine.shards.documents import global_documents
 from personamine.shards.plan import Schedule, Shard
 from personamine.shards.preflight import PREFLIGHT_MIN_TOKENS
-from personamine.shards.run import ShardResult
+from personamine.shards.readouts import ReadoutSpec
+from personamine.shards.run import ReadoutResult, ShardResult
 from personamine.version import __version__
 
 _DAMAGE_RETRIES = 3  # rounds of re-mining shards whose checkpoints turned out damaged when read
@@ -48,23 +48,79 @@ def corpus_spec(config: MineConfig) -> CorpusSpec:
 
 class Plan:
     """Everything checked before any heavy work starts, so bad input fails fast and writes nothing. It reads
-    metadata only: model and SAE configs, the tokenizer, the corpus's file footers; never the corpus's rows."""
+    metadata only: model and SAE configs, the tokenizer, the corpus's file footers, the directions; never the
+    corpus's rows."""
 
     def __init__(self, config: MineConfig) -> None:
         check_writable(config.output, "output")
+        if not config.sae and not config.directions:
+            raise PersonamineError("nothing to mine: give an SAE (sae) or directions (directions), or both")
+        if config.layers and not config.sae:
+            raise PersonamineError("layers picks the SAE release's layers: give the release (sae)")
         model_config = load_config(config.model, config.gguf_file, config.revision)
-        # Metadata only: the driver never reads the SAE's weights (the engines load and check them).
-        self.sae: SaeMeta
-        self.sae, layer = prepare_sae(sae_spec(config), hidden_size=int(model_config.hidden_size),
-                                      num_layers=int(model_config.num_hidden_layers), model=config.model,
-                                      allow_uncalibrated=config.allow_uncalibrated, announce=config.progress)
-        # The layer the SAE declares becomes the config's, so the engines and the resume fingerprint see it.
-        self.config = config = config.replace(layer=layer) if config.layer != layer else config
-        self.features = resolve_features(config, self.sae.d_sae)
+        hidden_size, num_layers = int(model_config.hidden_size), int(model_config.num_hidden_layers)
+        self.readouts: list[ReadoutSpec] = []
+        self.saes: dict[str, SaeMeta] = {}
+        if config.sae:
+            for layer in config.layers or [config.layer]:
+                single = config.replace(layer=layer, layers=[], directions=None, direction_names=None,
+                                        direction_layer=None, center_directions=False)
+                # Metadata only: the driver never reads the SAE's weights (the engines load and check them).
+                meta, declared = prepare_sae(sae_spec(single), hidden_size=hidden_size, num_layers=num_layers,
+                                             model=config.model, allow_uncalibrated=config.allow_uncalibrated,
+                                             announce=config.progress)
+                # The layer the SAE declares becomes the config's, so the engines and the resume fingerprint see it.
+                single = single.replace(layer=declared) if single.layer != declared else single
+                spec = ReadoutSpec(f"L{declared}", declared, single, resolve_features(single, meta.d_sae),
+                                   document_scores=config.document_scores)
+                self.readouts.append(spec)
+                self.saes[spec.name] = meta
+            if not config.layers and config.layer != self.readouts[0].layer:
+                config = config.replace(layer=self.readouts[0].layer)
+        if config.directions:
+            self.readouts += direction_readouts(config, hidden_size, num_layers)
+        names = [r.name for r in self.readouts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise PersonamineError(f"two readouts are named {twice[0]!r} (one layer read twice): drop one")
+        self.config = config
         self.tokenizer = load_tokenizer(config.model, config.gguf_file, config.revision)
         self.prefix = sink_prefix_ids(self.tokenizer, config.sink_prefix)
         check_writable(config.resolved_work_dir(), "work dir", directory=True)
         self.corpus = resolve_corpus(corpus_spec(config))  # the files; their units are planned once workers start
+
+    @property
+    def features(self) -> np.ndarray:
+        """The primary readout's features (the classic run's one SAE's)."""
+        return self.readouts[0].features
+
+    def output_path(self, readout: ReadoutSpec) -> Path:
+        """Where a readout's file goes: ``output`` itself in a run with one readout; else ``output``'s stem plus
+        ``.<readout>.h5`` beside it (``output`` then holds the index)."""
+        out = Path(self.config.output)
+        if len(self.readouts) == 1:
+            return out
+        return out.with_name(f"{out.stem}.{readout.name}.h5")
+
+
+def direction_readouts(config: MineConfig, hidden_size: int, num_layers: int) -> list[ReadoutSpec]:
+    """One readout per layer the directions are read at: the layer a direction's file records, else
+    ``direction_layer``, else the run's ``layer``."""
+    found = load_directions(config.directions, names=config.direction_names, hidden_size=hidden_size)
+    by_layer: dict[int, list[NamedDirection]] = {}
+    for d in found:
+        layer = d.layer if d.layer is not None else (
+            config.direction_layer if config.direction_layer is not None else config.layer)
+        if layer is None:
+            raise PersonamineError(f"directions file {config.directions!r} does not say at which layer {d.name!r} "
+                                   "is read: pass direction_layer (--direction-layer)")
+        if not 0 <= layer < num_layers:
+            raise PersonamineError(f"direction {d.name!r} is read at layer {layer}, but {config.model!r} has "
+                                   f"{num_layers} layers (0-{num_layers - 1})")
+        by_layer.setdefault(layer, []).append(d)
+    return [ReadoutSpec(f"directions-L{layer}", layer, config.replace(layer=layer),
+                        np.arange(2 * len(group), dtype=np.int64), tuple(group), document_scores=True)
+            for layer, group in sorted(by_layer.items())]
 
 
 def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
@@ -74,30 +130,33 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
     return {i: (str(p), tokenizer.decode([i])) for i, p in zip(ids, pieces, strict=True)}
 
 
-def reduce_results(parts: Iterable[tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]]
-                   ) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]:
-    """Merge shards' results. Every merge is exact, so the order does not matter; a generator keeps one shard in
-    memory at a time. Interval samples, and non-activating examples, are None when any shard has none (a checkpoint
-    from before they existed)."""
+def reduce_results(parts: Iterable[list[ReadoutResult]]) -> list[ReadoutResult]:
+    """Merge shards' results, readout by readout. Every merge is exact, so the order does not matter; a generator
+    keeps one shard in memory at a time. Interval samples, non-activating examples and per-document scores are None
+    when any shard has none (a checkpoint from before they existed)."""
+
+    def both(a, b):
+        return a.merge(b) if a is not None and b is not None else None
+
     stream = iter(parts)
-    buffer, stats, samples, negatives = next(stream)
-    for other_buffer, other_stats, other_samples, other_negatives in stream:
-        buffer = buffer.merge(other_buffer)
-        stats = stats.merge(other_stats)
-        samples = samples.merge(other_samples) if samples is not None and other_samples is not None else None
-        negatives = negatives.merge(other_negatives) if negatives is not None and other_negatives is not None \
-            else None
-    return buffer, stats, samples, negatives
+    merged = next(stream)
+    for shard in stream:
+        merged = [ReadoutResult(a.buffer.merge(b.buffer), a.stats.merge(b.stats), both(a.samples, b.samples),
+                                both(a.negatives, b.negatives), both(a.documents, b.documents))
+                  for a, b in zip(merged, shard, strict=True)]
+    return merged
 
 
-def _logit_lens(cfg: MineConfig, plan: Plan) -> LogitLens | None:
-    """The features' logit lens, or None with a warning: a finished mining run must not fail on it."""
+def _logit_lens(cfg: MineConfig, plan: Plan, readout: ReadoutSpec) -> LogitLens | None:
+    """An SAE readout's features' logit lens, or None with a warning: a finished mining run must not fail on it."""
+    if readout.directions:
+        return None
     if cfg.gguf_file:
         warnings.warn("logit lens skipped: it reads safetensors weights and the model is a GGUF file", stacklevel=4)
         return None
     try:
-        return logit_lens(cfg.model, load_sae(sae_spec(cfg)), plan.features, n_vocab=len(plan.tokenizer),
-                          revision=cfg.revision, device=pick_device(cfg.device))
+        return logit_lens(cfg.model, load_sae(sae_spec(readout.config)), readout.features,
+                          n_vocab=len(plan.tokenizer), revision=cfg.revision, device=pick_device(cfg.device))
     except PersonamineError as exc:
         warnings.warn(f"logit lens skipped: {exc}", stacklevel=4)
         return None
@@ -135,7 +194,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
 
 def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
           on_shard_done: Callable[[ShardResult], None] | None) -> Path:
-    backend = open_backend(cfg, plan.features)
+    backend = open_backend(cfg, plan.readouts)
     schedule: Schedule | None = None
     progress: _Progress | None = None
 
@@ -163,7 +222,7 @@ def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
                 backend.run(schedule, on_result, progress.batch)
             names, offsets = schedule.final()
             try:
-                buffer, stats, samples, negatives = reduce_results(work.load(name) for name in names)
+                merged = reduce_results(work.load(name) for name in names)
                 break
             except DamagedCheckpoint:
                 continue  # set aside with a warning: the next round mines its shard again
@@ -174,34 +233,55 @@ def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
         backend.close()
         if progress is not None:
             progress.close()
+    stats = merged[0].stats
     try:
         _check_rows(cfg, stats)
     except PersonamineError:
         work.remove()  # its checkpoints hold nothing mined: a rerun after the fix must not find them
         raise
     _check_roles(cfg, stats)
-    if stats.counters["activations_nonfinite"]:
-        warnings.warn(f"{stats.counters['activations_nonfinite']:,} activations were NaN or infinite and were read "
-                      "as 0 (allow_nonfinite); counted in the output's activations_nonfinite", stacklevel=3)
-    if checked is None and cfg.preflight_tokens:
+    nonfinite = sum(part.stats.counters["activations_nonfinite"] for part in merged)
+    if nonfinite:
+        warnings.warn(f"{nonfinite:,} activations were NaN or infinite and were read as 0 (allow_nonfinite); "
+                      "counted in the output's activations_nonfinite", stacklevel=3)
+    if plan.saes and not checked and cfg.preflight_tokens:
         warnings.warn(f"pre-flight skipped: the corpus's first units had fewer than {PREFLIGHT_MIN_TOKENS} scored "
                       "tokens to check the SAE on",
                       stacklevel=3)
-    for part in (buffer, samples, negatives):
-        if part is not None:
-            part.entries.windows.document = global_documents(part.entries.windows.document, offsets)
-    lens = _logit_lens(cfg, plan)
-    shown = [buffer.entries.windows.token_ids.ravel()] + (
-        [samples.entries.windows.token_ids.ravel()] if samples is not None else []) + (
-        [negatives.entries.windows.token_ids.ravel()] if negatives is not None else []) + (
-        [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
-    attrs = {**output_attrs(cfg, plan, manifest, stats, len(names)), **(checked.attrs() if checked else {})}
-    path = write_results(cfg.output, feature_ids=plan.features, buffer=buffer, stats=stats, attrs=attrs,
-                         vocab=_vocab(plan.tokenizer, np.concatenate(shown)), samples=samples, logit_lens=lens,
-                         negatives=negatives)
+    paths = {}
+    for readout, part in zip(plan.readouts, merged, strict=True):
+        paths[readout.name] = _write_readout(cfg, plan, readout, part, manifest, offsets, len(names),
+                                             checked.get(readout.name))
+    path = Path(cfg.output) if len(plan.readouts) == 1 else write_index(
+        cfg.output, {name: p.name for name, p in paths.items()},
+        {"model": cfg.model, "corpus": cfg.corpus, "config": json.dumps(cfg.to_dict(), sort_keys=True),
+         "personamine_version": __version__})
     if not cfg.keep_work_dir:
         work.remove()
     return path
+
+
+def _write_readout(cfg: MineConfig, plan: Plan, readout: ReadoutSpec, part: ReadoutResult, manifest: Manifest,
+                   offsets: np.ndarray, n_shards: int, checked) -> Path:
+    """One readout's file, as a run of that readout alone writes it."""
+    for buffer in (part.buffer, part.samples, part.negatives):
+        if buffer is not None:
+            buffer.entries.windows.document = global_documents(buffer.entries.windows.document, offsets)
+    documents = part.documents
+    if documents is not None:
+        documents = DocumentScores(**{**documents.arrays(), "document": global_documents(documents.document, offsets),
+                                      "turn_document": global_documents(documents.turn_document, offsets)})
+    lens = _logit_lens(cfg, plan, readout)
+    shown = [part.buffer.entries.windows.token_ids.ravel()] + (
+        [part.samples.entries.windows.token_ids.ravel()] if part.samples is not None else []) + (
+        [part.negatives.entries.windows.token_ids.ravel()] if part.negatives is not None else []) + (
+        [lens.promoted_ids.ravel(), lens.suppressed_ids.ravel()] if lens is not None else [])
+    attrs = {**output_attrs(readout, plan, manifest, part.stats, n_shards), **(checked.attrs() if checked else {})}
+    return write_results(plan.output_path(readout), feature_ids=readout.features, buffer=part.buffer,
+                         stats=part.stats, attrs=attrs, vocab=_vocab(plan.tokenizer, np.concatenate(shown)),
+                         samples=part.samples, logit_lens=lens, negatives=part.negatives, documents=documents,
+                         directions=list(readout.directions) or None,
+                         center_directions=readout.config.center_directions)
 
 
 def _check_roles(cfg: MineConfig, stats: FeatureStats) -> None:
@@ -238,11 +318,15 @@ def _check_rows(cfg: MineConfig, stats: FeatureStats) -> None:
                       "rows_malformed", stacklevel=4)
 
 
-def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: FeatureStats,
+def output_attrs(readout: ReadoutSpec, plan: Plan, manifest: Manifest, stats: FeatureStats,
                  n_shards: int) -> dict[str, Any]:
+    cfg = readout.config
+    sae = {**plan.saes[readout.name].attrs(), "sae": sae_spec(cfg).label} if readout.name in plan.saes else {
+        "sae": "", "readout_kind": "directions", "directions_file": str(cfg.directions)}
     return {
-        **plan.sae.attrs(), "model": cfg.model, "layer": cfg.layer, "sae": sae_spec(cfg).label, "ctx_len": cfg.ctx_len,
-        "top_k": cfg.top_k, "corpus": cfg.corpus, "corpus_revision": manifest.revision or "",
+        **sae, "readout": readout.name, "model": cfg.model, "layer": readout.layer,
+        "ctx_len": cfg.ctx_len, "top_k": cfg.top_k, "corpus": cfg.corpus,
+        "corpus_revision": manifest.revision or "",
         "corpus_files": json.dumps([f.url for f in manifest.files]), "n_units": len(manifest),
         "tokenizer": cfg.model, "n_documents": stats.counters["n_documents"],
         "n_tokens_scored": stats.counters["tokens_scored"], "rows_skipped": stats.counters["rows_skipped"],
@@ -256,20 +340,21 @@ def output_attrs(cfg: MineConfig, plan: Plan, manifest: Manifest, stats: Feature
     }
 
 
-def _preflight(cfg: MineConfig, backend, manifest: Manifest):
-    """The SAE's pre-flight quality check on the corpus's first scored tokens (by the backend's engine: in a Ray run,
-    the first actor that is up), or None when switched off; refuses before anything is mined."""
+def _preflight(cfg: MineConfig, backend, manifest: Manifest) -> dict:
+    """Each SAE readout's pre-flight quality check on the corpus's first scored tokens (by the backend's engine: in a
+    Ray run, the first actor that is up), by readout name (empty when switched off, or when nothing was scored:
+    mining then says why); refuses before anything is mined."""
     if cfg.preflight_tokens == 0:
-        return None
+        return {}
 
     first = [Shard((manifest.ref(i),)) for i in range(min(len(manifest), 64))]
-    result = backend.preflight(first, cfg.preflight_tokens, cfg.min_fve)
-    if result is None:  # nothing scored: mining then says why (no documents, every row skipped, ...)
-        return None
-    if cfg.progress:
-        print(f"personamine: {result.summary()}", file=sys.stderr)
-    result.check(cfg.allow_low_fve)
-    return result
+    results = backend.preflight(first, cfg.preflight_tokens, cfg.min_fve)
+    for name, result in results.items():
+        if cfg.progress:
+            prefix = f"{name}: " if len(results) > 1 else ""
+            print(f"personamine: {prefix}{result.summary()}", file=sys.stderr)
+        result.check(cfg.allow_low_fve)
+    return results
 
 
 class _Progress:

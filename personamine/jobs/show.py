@@ -67,16 +67,24 @@ def clip_around(parts: list[str], center: int, width: int) -> str:
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
+def _bars(counts: np.ndarray) -> tuple[int, int, str] | None:
+    """(first, end, bars) of the histogram's non-empty range, one bar per bin; None when it is all empty."""
+    nonzero = np.nonzero(counts)[0]
+    if nonzero.size == 0:
+        return None
+    lo, hi = int(nonzero[0]), int(nonzero[-1]) + 1
+    top = counts[lo:hi].max()
+    return lo, hi, "".join(" " if c == 0 else _SPARK[min(len(_SPARK) - 1, int(c * len(_SPARK) / (top + 1)))]
+                           for c in counts[lo:hi].tolist())
+
+
 def sparkline(results: MineResults, i: int) -> str:
     """The feature's token histogram over its non-empty range of log bins, e.g. ``0.0316 ▂█▅▁ 0.1``."""
     counts = results.histogram[i]
-    nonzero = np.nonzero(counts)[0]
-    if nonzero.size == 0:
+    found = _bars(counts)
+    if found is None:
         return "never active"
-    lo, hi = int(nonzero[0]), int(nonzero[-1]) + 1
-    top = counts[lo:hi].max()
-    bars = "".join(" " if c == 0 else _SPARK[min(len(_SPARK) - 1, int(c * len(_SPARK) / (top + 1)))]
-                   for c in counts[lo:hi].tolist())
+    lo, hi, bars = found
     edges = results.histogram_edges
     return f"{edges[lo]:.3g} {bars} {edges[hi]:.3g}  (10 bins per decade)"
 
@@ -118,8 +126,64 @@ def format_feature(results: MineResults, feature_id: int, n_examples: int = 5, w
     return "\n".join(lines)
 
 
+def _signed_sparkline(results: MineResults, i: int) -> str:
+    """A direction's signed token histogram: its negative channel's bins mirrored, then its positive channel's."""
+    n = len(results.direction_names or [])
+    below, above = results.histogram[n + i][::-1], results.histogram[i]
+    counts = np.concatenate([below, above])
+    found = _bars(counts)
+    if found is None:
+        return "always 0"
+    lo, hi, bars = found
+    edges = results.histogram_edges
+    signed_edges = np.concatenate([-edges[::-1], edges[1:]])  # the 2B bins' edges, lowest first, no bin at 0
+
+    def edge(k: int) -> float:
+        return float(signed_edges[k] if k < len(below) else signed_edges[k + 1])
+
+    return f"{edge(lo):.3g} {bars} {edge(hi):.3g}  (10 bins per decade each side of 0)"
+
+
+def format_direction(results: MineResults, i: int, n_examples: int = 5, width: int = 0,
+                     n_documents: int = 5) -> str:
+    """A direction: its signed statistics and percentiles, the windows where it reads highest and lowest (values
+    shown are the positive part, or the negated negative part), and the documents with the highest and lowest mean
+    projection."""
+    names = results.direction_names or []
+    n, name = len(names), names[i]
+    stats = results.signed_stats()
+    centred = " (centred)" if results.config.get("center_directions") else ""
+    lines = [f"direction {name!r}{centred}: mean {stats['mean'][i]:.3g}, max {stats['max'][i]:.3g}, min "
+             f"{stats['min'][i]:.3g}; above 0 on {stats['above'][i]:.2%}, below on {stats['below'][i]:.2%} of "
+             f"{results.tokens_scored:,} scored tokens",
+             f"  histogram {_signed_sparkline(results, i)}"]
+    if results.percentiles is not None:
+        p = results.percentiles[i]
+        lines.append("  percentiles: " + " · ".join(f"p{q} {p[q]:.3g}" for q in (1, 10, 50, 90, 99)))
+    for label, channel, sign in (("highest", i, 1), ("lowest (token values shown are -projection)", n + i, -1)):
+        examples = results.examples(channel)[:n_examples]
+        if examples:
+            lines.append(f"  {label}:")
+            lines.extend(_line(results, {**ex, "score": sign * ex["score"]}, width, f"    #{rank}")
+                         for rank, ex in enumerate(examples, 1))
+    docs = results.documents
+    if docs is not None and docs.document.size:
+        order = np.argsort(docs.mean[:, i], kind="stable")
+        for label, rows in (("highest", order[::-1][:n_documents]), ("lowest", order[:n_documents])):
+            lines.append(f"  documents, {label} mean: " + " · ".join(
+                f"doc {int(docs.document[r])} {docs.mean[r, i]:.3g} (max {docs.max[r, i]:.3g}, "
+                f"{int(docs.n_tokens[r])} tok)" for r in rows))
+    return "\n".join(lines)
+
+
 def format_results(results: MineResults, features: list[int] | None = None, n_examples: int = 5,
                    width: int = 0, n_samples: int = 1) -> str:
+    if results.is_directions:
+        names = results.direction_names or []
+        header = (f"{results.path}: {results.attrs.get('model')} layer {results.attrs.get('layer')}, {len(names)} "
+                  f"directions, {results.tokens_scored:,} tokens scored over {results.attrs.get('n_documents')} "
+                  "documents")
+        return "\n\n".join([header] + [format_direction(results, i, n_examples, width) for i in range(len(names))])
     ids = features if features else results.feature_ids.tolist()
     header = (f"{results.path}: {results.attrs.get('model')} layer {results.attrs.get('layer')}, "
               f"{len(ids)} features shown, {results.tokens_scored:,} tokens scored over "

@@ -29,12 +29,13 @@ from personamine.atomic import atomic_write_bytes, check_writable, ensure_dir
 from personamine.config import EXECUTION_FIELDS, MineConfig
 from personamine.corpus import Manifest, describe_change
 from personamine.errors import PersonamineError
+from personamine.merge.documents import DocumentScores
 from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
 from personamine.shards.plan import Coverage, UnitDone
-from personamine.shards.run import ShardResult
+from personamine.shards.run import ReadoutResult, ShardResult
 
 
 class DamagedCheckpoint(Exception):
@@ -184,12 +185,17 @@ class WorkDir:
         return done
 
     def save(self, result: ShardResult) -> None:
-        arrays = {f"buffer_{k}": v for k, v in result.buffer.arrays().items()}
-        arrays.update({f"stats_{k}": v for k, v in result.stats.arrays().items()})
-        if result.samples is not None:
-            arrays.update({f"samples_{k}": v for k, v in result.samples.arrays().items()})
-        if result.negatives is not None:
-            arrays.update({f"negatives_{k}": v for k, v in result.negatives.arrays().items()})
+        arrays: dict[str, np.ndarray] = {}
+        # The first readout's arrays keep their old names, so a classic run's checkpoint reads as it always did; the
+        # others' are prefixed with their position in the run (r1_, r2_, ...).
+        for i, part in enumerate(result.readouts.values()):
+            prefix = f"r{i}_" if i else ""
+            arrays.update({f"{prefix}buffer_{k}": v for k, v in part.buffer.arrays().items()})
+            arrays.update({f"{prefix}stats_{k}": v for k, v in part.stats.arrays().items()})
+            for kind, value in (("samples", part.samples), ("negatives", part.negatives),
+                                ("documents", part.documents)):
+                if value is not None:
+                    arrays.update({f"{prefix}{kind}_{k}": v for k, v in value.arrays().items()})
         for unit, counts in zip(result.coverage.units, result.doc_tokens, strict=True):
             arrays[f"doc_tokens_{unit.index}"] = counts
         arrays["seconds"] = np.float64(result.seconds)
@@ -221,17 +227,28 @@ class WorkDir:
         with self._open_npz(name) as data:
             return np.array(data[f"doc_tokens_{unit}"])
 
-    def load(self, name: str) -> tuple[TopKBuffer, FeatureStats, SampleBuffer | None, NegativeBuffer | None]:
+    def load(self, name: str) -> list[ReadoutResult]:
+        """The checkpoint's result of each readout, in the run's order."""
+        dedupe = self.config.dedupe
         with self._open_npz(name) as data:
-            buffer = TopKBuffer.from_arrays(
-                {k[7:]: data[k] for k in data.files if k.startswith("buffer_")}, dedupe=self.config.dedupe)
-            stats = FeatureStats.from_arrays({k[6:]: data[k] for k in data.files if k.startswith("stats_")})
-            sample_arrays = {k[8:]: data[k] for k in data.files if k.startswith("samples_")}
-            samples = SampleBuffer.from_arrays(sample_arrays, dedupe=self.config.dedupe) if sample_arrays else None
-            negative_arrays = {k[10:]: data[k] for k in data.files if k.startswith("negatives_")}
-            negatives = NegativeBuffer.from_arrays(negative_arrays, dedupe=self.config.dedupe) if negative_arrays \
-                else None
-            return buffer, stats, samples, negatives
+            parts = []
+            for i in range(len(data.files)):
+                prefix = f"r{i}_" if i else ""
+
+                def group(kind: str, prefix: str = prefix) -> dict[str, np.ndarray]:
+                    head = f"{prefix}{kind}_"
+                    return {k[len(head):]: data[k] for k in data.files if k.startswith(head)}
+
+                buffer_arrays = group("buffer")
+                if not buffer_arrays:
+                    break
+                samples, negatives, documents = group("samples"), group("negatives"), group("documents")
+                parts.append(ReadoutResult(
+                    TopKBuffer.from_arrays(buffer_arrays, dedupe=dedupe), FeatureStats.from_arrays(group("stats")),
+                    SampleBuffer.from_arrays(samples, dedupe=dedupe) if samples else None,
+                    NegativeBuffer.from_arrays(negatives, dedupe=dedupe) if negatives else None,
+                    DocumentScores.from_arrays(documents) if documents else None))
+            return parts
 
     def holds_checkpoints(self) -> bool:
         """Whether any shard was checkpointed here (verified or not, set aside as damaged or not)."""

@@ -119,3 +119,36 @@ def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
 def carry(whole: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Move whole units of the fraction limb into the whole limb, so the fraction stays below FRAC_ONE."""
     return whole + (frac >> FRAC_BITS), frac & (FRAC_ONE - 1)
+
+
+PERCENTILES = np.arange(101, dtype=np.float64)  # the percentiles a run stores per channel: 0, 1, ..., 100
+
+
+def histogram_percentiles(positive: np.ndarray, negative: np.ndarray | None, n_tokens: int,
+                          q: np.ndarray = PERCENTILES) -> np.ndarray:
+    """[C, len(q)] percentiles of each channel's value over ``n_tokens`` scored tokens, from the exact histograms:
+    ``positive`` [C, B] counts the values above 0 in ``HISTOGRAM_EDGES`` bins, ``negative`` [C, B] (or None: no value
+    is negative) counts the magnitudes of the values below 0, and the rest are 0. Inside a bin the value is
+    interpolated geometrically between its edges, so a percentile is exact to the bin's width (10 bins a decade:
+    within 26% of the value), and exactly 0 where it falls on the zeros."""
+    positive = np.atleast_2d(positive).astype(np.float64)
+    negative = np.zeros_like(positive) if negative is None else np.atleast_2d(negative).astype(np.float64)
+    zeros = np.maximum(n_tokens - positive.sum(1) - negative.sum(1), 0.0)
+    # One signed axis, lowest first: the negative bins from -1e5 up, the zeros, the positive bins up to 1e5.
+    counts = np.concatenate([negative[:, ::-1], zeros[:, None], positive], axis=1)
+    lo_edge = np.concatenate([-HISTOGRAM_EDGES[:0:-1], [0.0], HISTOGRAM_EDGES[:-1]])
+    hi_edge = np.concatenate([-HISTOGRAM_EDGES[-2::-1], [0.0], HISTOGRAM_EDGES[1:]])
+    cumulative = np.cumsum(counts, axis=1)
+    total = np.maximum(cumulative[:, -1:], 1.0)
+    out = np.zeros((counts.shape[0], q.size))
+    for j, pct in enumerate(q):
+        target = np.maximum(pct / 100.0 * total[:, 0], 1e-9)  # the 0th percentile: the first token's bin
+        b = np.minimum((cumulative < target[:, None]).sum(1), counts.shape[1] - 1)  # first bin reaching the target
+        before = np.where(b > 0, cumulative[np.arange(b.size), b - 1], 0.0)
+        inside = counts[np.arange(b.size), b]
+        frac = np.clip(np.where(inside > 0, (target - before) / np.maximum(inside, 1.0), 0.0), 0.0, 1.0)
+        lo, hi = lo_edge[b], hi_edge[b]
+        # geometric between the edges' magnitudes (a negative bin runs from -|lo| up to -|hi|)
+        magnitude = np.abs(lo) ** (1 - frac) * np.abs(hi) ** frac
+        out[:, j] = np.where(lo == 0.0, 0.0, np.sign(lo + hi) * magnitude)
+    return out

@@ -21,7 +21,7 @@ from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import INTERVAL_EDGES, KEY_NONE, N_INTERVALS, SampleBuffer, window_key
 from personamine.merge.stats import FRAC_BITS, FRAC_ONE, HISTOGRAM_EDGES, N_BINS, FeatureStats
 from personamine.merge.topk import TopKBuffer
-from personamine.model.loading import LoadedModel, load_model, neighbour_model
+from personamine.model.loading import LoadedModel, find_decoder_layers, load_model, neighbour_model
 from personamine.model.prompts import sink_prefix_ids, special_token_ids
 from personamine.roles import CONTENT_ROLES, ROLE, ROLES
 from personamine.saes import Sae, load_checked, sae_spec
@@ -29,12 +29,13 @@ from personamine.saes.base import all_finite, overflow_hint
 from personamine.shards.documents import ROW_BITS, UnitDocuments, UnitTally
 from personamine.shards.negatives import NegativeGatherer
 from personamine.shards.plan import Coverage, Shard
+from personamine.shards.readouts import DirectionEncoder, DocumentScorer, DocumentScores, ReadoutSpec
 from personamine.shards.windows import (
     Document,
     Window,
     WindowBatch,
     build_batch,
-    capture_windows,
+    capture_windows_at,
     cut_windows,
     pack_batches,
     scored_tokens,
@@ -42,37 +43,113 @@ from personamine.shards.windows import (
 
 
 @dataclass
+class ReadoutResult:
+    """One readout's part of a shard's result: its buffers and statistics."""
+
+    buffer: TopKBuffer
+    stats: FeatureStats
+    samples: SampleBuffer | None = None  # None: a checkpoint from before interval samples existed
+    negatives: NegativeBuffer | None = None  # None: a checkpoint from before non-activating examples existed
+    documents: DocumentScores | None = None  # per-document scores, where the readout keeps them
+
+
+@dataclass
 class ShardResult:
     shard: Shard
     coverage: Coverage
-    buffer: TopKBuffer
-    stats: FeatureStats
+    readouts: dict[str, ReadoutResult]  # in the run's readout order; the first is the primary
     doc_tokens: list[np.ndarray]  # per unit read, each row's token count (finds a max_tokens cut)
     seconds: float = 0.0
-    samples: SampleBuffer | None = None  # None: a checkpoint from before interval samples existed
-    negatives: NegativeBuffer | None = None  # None: a checkpoint from before non-activating examples existed
+
+    @property
+    def primary(self) -> ReadoutResult:
+        return next(iter(self.readouts.values()))
+
+    @property
+    def buffer(self) -> TopKBuffer:
+        return self.primary.buffer
+
+    @property
+    def stats(self) -> FeatureStats:
+        return self.primary.stats
+
+    @property
+    def samples(self) -> SampleBuffer | None:
+        return self.primary.samples
+
+    @property
+    def negatives(self) -> NegativeBuffer | None:
+        return self.primary.negatives
 
 
-def load_sae_for(config: MineConfig, loaded: LoadedModel) -> Sae:
+def load_sae_for(config: MineConfig, loaded: LoadedModel, layer: int | None = None) -> Sae:
     """The SAE, memory-mapped, with the checks the driver made from metadata alone repeated on its weights."""
-    return load_checked(sae_spec(config), hidden_size=loaded.hidden_size, layer=loaded.layer,
-                        allow_uncalibrated=config.allow_uncalibrated)
+    return load_checked(sae_spec(config), hidden_size=loaded.hidden_size,
+                        layer=loaded.layer if layer is None else layer, allow_uncalibrated=config.allow_uncalibrated)
+
+
+def sae_readout(config: MineConfig, features: np.ndarray) -> ReadoutSpec:
+    """The one readout of a classic run: ``config``'s SAE at its layer, mining ``features``."""
+    return ReadoutSpec(f"L{config.layer}", int(config.layer), config, np.asarray(features, np.int64),
+                       document_scores=config.document_scores)
+
+
+class Readout:
+    """A readout as a worker holds it: its layer's module and its encoder (an SAE's targeted encoder, or
+    ``DirectionEncoder``)."""
+
+    def __init__(self, spec: ReadoutSpec, loaded: LoadedModel) -> None:
+        cfg = spec.config
+        self.spec = spec
+        self.name, self.layer = spec.name, spec.layer
+        self.module = find_decoder_layers(loaded.model)[spec.layer]
+        self.sae: Sae | None = None
+        self.encoder: object
+        if spec.directions:
+            self.encoder = DirectionEncoder(spec.directions, center=cfg.center_directions, device=loaded.device)
+        else:
+            self.sae = load_sae_for(cfg, loaded, spec.layer)
+            self.encoder = self.sae.encoder(spec.features, device=loaded.device, chunk_size=cfg.feature_chunk,
+                                            exact_topk=cfg.sae_exact_topk)
+
+    @property
+    def is_directions(self) -> bool:
+        return isinstance(self.encoder, DirectionEncoder)
+
+    @property
+    def n_scores(self) -> int:
+        """Channels the per-document scores keep (0: none): each direction's signed projection, or every feature."""
+        if self.is_directions:
+            return self.encoder.n_directions
+        return self.encoder.n_features if self.spec.document_scores else 0
+
+    def describe(self, channel: int) -> str:
+        """A channel as the user knows it: ``feature 1234`` or ``direction 'L10/last' (negative part)``."""
+        if self.is_directions:
+            names = self.spec.channel_names
+            return f"direction {names[channel]!r}"
+        return f"feature {int(self.encoder.features[channel])}"
 
 
 class MiningEngine:
-    """Everything a worker loads once: the truncated model, the targeted encoder, the tokenizer's windowing."""
+    """Everything a worker loads once: the model truncated after its deepest readout, each readout's encoder, the
+    tokenizer's windowing."""
 
-    def __init__(self, config: MineConfig, features: np.ndarray, loaded: LoadedModel | None = None) -> None:
-        if loaded is None and config.preflight_tokens > 0:
+    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec] | np.ndarray,
+                 loaded: LoadedModel | None = None) -> None:
+        if isinstance(readouts, np.ndarray):  # the classic run: one SAE, these features
+            readouts = [sae_readout(config, readouts)]
+        deepest = max(r.layer for r in readouts)
+        if loaded is None and config.preflight_tokens > 0 and any(not r.directions for r in readouts):
             # One layer more than mining runs, for the pre-flight's look at layer + 1; the capture stops at the
-            # layer, so the extra layer only costs its weights (Llama-3.1-8B: ~0.4 GB in bf16).
-            loaded = neighbour_model(config)
+            # deepest readout, so the extra layer only costs its weights (Llama-3.1-8B: ~0.4 GB in bf16).
+            loaded = neighbour_model(config.replace(layer=deepest))
         self.config = config
-        self.loaded = loaded or load_model(config.model, config.layer, dtype=config.dtype, device=config.device,
+        self.loaded = loaded or load_model(config.model, deepest, dtype=config.dtype, device=config.device,
                                            gguf_file=config.gguf_file, revision=config.revision)
-        self.sae = load_sae_for(config, self.loaded)
-        self.encoder = self.sae.encoder(features, device=self.loaded.device, chunk_size=config.feature_chunk,
-                                        exact_topk=config.sae_exact_topk)
+        self.readouts = [Readout(spec, self.loaded) for spec in readouts]
+        primary = self.readouts[0]
+        self.sae, self.encoder = primary.sae, primary.encoder  # the classic run's one SAE (serve's inspection)
         tokenizer = self.loaded.tokenizer
         self.prefix = sink_prefix_ids(tokenizer, config.sink_prefix)
         self.special_ids = special_token_ids(tokenizer, self.prefix)
@@ -113,11 +190,17 @@ class MiningEngine:
                               device=self.device, score_roles=self.score_roles)
 
     def capture(self, batch: WindowBatch) -> tuple[torch.Tensor, ScoredTokens, torch.Tensor]:
-        """A batch through the early-stopped model: the layer's residual stream [W, T, D], the tokens it scores
-        (the sink prefix, special tokens, unscored roles and norm outliers left out) and the outlier mask [W, T]."""
-        hidden = capture_windows(self.loaded.model, self.loaded.layer_module, batch)
+        """A batch through the early-stopped model at the primary readout's layer: the residual stream [W, T, D],
+        the tokens it scores (the sink prefix, special tokens, unscored roles and norm outliers left out) and the
+        outlier mask [W, T]."""
+        primary = self.readouts[0]
+        hidden = capture_windows_at(self.loaded.model, {primary.layer: primary.module}, batch)[primary.layer]
         scored, outlier = scored_tokens(hidden, batch, self.config.norm_filter)
         return hidden, ScoredTokens(scored, batch.roles), outlier
+
+    def capture_all(self, batch: WindowBatch) -> dict[int, torch.Tensor]:
+        """Every readout's layer from one forward that stops after the deepest: layer -> [W, T, D]."""
+        return capture_windows_at(self.loaded.model, {r.layer: r.module for r in self.readouts}, batch)
 
 
 def score_role_codes(config: MineConfig) -> np.ndarray:
@@ -201,9 +284,9 @@ class _Pending:
 class _Accumulator:
     """Per-shard buffers, interval samples and stats, updated batch by batch on the device."""
 
-    def __init__(self, engine: MiningEngine) -> None:
+    def __init__(self, engine: MiningEngine, readout: Readout) -> None:
         cfg = engine.config
-        n = engine.encoder.n_features
+        n = readout.encoder.n_features
         dev = engine.device
         self.span, self.before_peak = engine.span, engine.span - 1 - engine.span // 4
         self.buffer = TopKBuffer.empty(n, cfg.top_k, self.span, cfg.dedupe)
@@ -376,10 +459,10 @@ class _Nonzeros:
     value: torch.Tensor
 
 
-def _nonfinite(engine: MiningEngine, shard: Shard, batch: WindowBatch, tokens: ScoredTokens, start: int,
-               acts: torch.Tensor) -> int:
-    """A block of activations holds NaN or infinity: the error naming the first one's feature, document and token,
-    or, with ``allow_nonfinite``, the number of such values, read as 0 from here on."""
+def _nonfinite(engine: MiningEngine, readout: Readout, shard: Shard, batch: WindowBatch, tokens: ScoredTokens,
+               start: int, acts: torch.Tensor) -> int:
+    """A block of activations holds NaN or infinity: the error naming the first one's feature (or direction),
+    document and token, or, with ``allow_nonfinite``, the number of such values, read as 0 from here on."""
     bad = ~torch.isfinite(acts)
     if engine.config.allow_nonfinite:
         n = int(bad.sum())
@@ -396,52 +479,97 @@ def _nonfinite(engine: MiningEngine, shard: Shard, batch: WindowBatch, tokens: S
     token = int(table.window_start[w]) + position - n_prefix
     token_id = int(table.token_ids[w, position])
     text = engine.loaded.tokenizer.decode([token_id])
-    feature = int(engine.encoder.features[start + f])
     hint = overflow_hint(engine.loaded.model.dtype)
+    what = "the model's activations or the SAE's encoding" if readout.sae is not None else "the model's activations"
     raise PersonamineError(
-        f"feature {feature} is {value} on corpus file {url!r}, unit {unit} row {row}, token {token} ({text!r}, id "
-        f"{token_id}); {int(bad.sum()):,} of this batch's {bad.numel():,} activations are not finite: the model's "
-        f"activations or the SAE's encoding overflowed{hint}. Pass allow_nonfinite (--allow-nonfinite) to read them "
-        "as 0 and count them")
+        f"{readout.describe(start + f)} is {value} at layer {readout.layer} on corpus file {url!r}, unit {unit} row "
+        f"{row}, token {token} ({text!r}, id {token_id}); {int(bad.sum()):,} of this batch's {bad.numel():,} "
+        f"activations are not finite: {what} overflowed{hint}. Pass allow_nonfinite (--allow-nonfinite) to read "
+        "them as 0 and count them")
+
+
+class _ReadoutState:
+    """What one readout accumulates over a shard: its buffers, its own counters and, where kept, the per-document
+    scores."""
+
+    def __init__(self, engine: MiningEngine, readout: Readout) -> None:
+        self.readout = readout
+        self.acc = _Accumulator(engine, readout)
+        self.counters = {"tokens_scored": 0, "tokens_norm_filtered": 0, "activations_nonfinite": 0}
+        self.role_scored = torch.zeros(len(ROLES), dtype=torch.int64, device=engine.device)
+        self.scorer = DocumentScorer(readout.n_scores) if readout.n_scores else None
+
+    def add(self, engine: MiningEngine, shard: Shard, batch: WindowBatch, hidden: torch.Tensor) -> int:
+        """The batch at this readout's layer; returns the tokens it scored."""
+        readout = self.readout
+        scored, outlier = scored_tokens(hidden, batch, engine.config.norm_filter)
+        tokens = ScoredTokens(scored, batch.roles)
+        self.counters["tokens_norm_filtered"] += int(outlier.sum())
+        n_scored = tokens.window.numel()
+        self.counters["tokens_scored"] += n_scored
+        self.role_scored += torch.bincount(tokens.role, minlength=len(ROLES))
+        x = hidden[tokens.window, tokens.position]
+        document = turn = None
+        if self.scorer is not None:
+            document = torch.from_numpy(batch.windows.document)[tokens.window.cpu()]
+            turn = None if batch.turns is None else batch.turns[tokens.window, tokens.position]
+        if readout.is_directions:
+            projection = readout.encoder.project(x)
+            if not all_finite(projection):
+                self.counters["activations_nonfinite"] += _nonfinite(engine, readout, shard, batch, tokens, 0,
+                                                                     projection)
+            if self.scorer is not None:
+                self.scorer.add(document, turn, projection)
+            blocks = [(0, readout.encoder.n_features, readout.encoder.split(projection))]
+        else:
+            blocks = readout.encoder.iter_encode(x)
+        for start, end, acts in blocks:
+            if not all_finite(acts):
+                self.counters["activations_nonfinite"] += _nonfinite(engine, readout, shard, batch, tokens, start,
+                                                                     acts)
+            if self.scorer is not None and not readout.is_directions:
+                self.scorer.add(document, turn, acts, start=start)
+            self.acc.add(batch.windows, tokens, start, end, acts)
+            del acts  # before the next chunk is computed
+        self.acc.end_batch()
+        return n_scored
+
+    def result(self, shared: dict[str, int], role_seen: np.ndarray) -> ReadoutResult:
+        counters = {**shared, **self.counters}
+        stats = self.acc.stats(counters, role_seen, self.role_scored.cpu().numpy())
+        return ReadoutResult(self.acc.top(), stats, self.acc.interval_samples(), self.acc.non_activating(),
+                             None if self.scorer is None else self.scorer.result())
 
 
 @torch.inference_mode()
 def run_shard(engine: MiningEngine, shard: Shard,
               on_batch: Callable[[int, int, int], None] | None = None) -> ShardResult:
-    """Stream one shard's units through capture + encoder; return its top-k buffers, samples and stats.
+    """Stream one shard's units through one early-stopped forward per batch and every readout's encoder; return
+    each readout's top-k buffers, samples, stats and per-document scores.
 
-    ``on_batch(fed, content, scored)`` gets each batch's fed positions, document tokens and scored tokens."""
+    ``on_batch(fed, content, scored)`` gets each batch's fed positions, document tokens and scored tokens (the
+    primary readout's)."""
     import time
 
     began = time.perf_counter()
     counters = FeatureStats.empty(0).counters
-    acc = _Accumulator(engine)
+    states = [_ReadoutState(engine, r) for r in engine.readouts]
     tallies: list[UnitTally] = []
     n_roles = len(ROLES)
     role_seen = torch.zeros(n_roles, dtype=torch.int64, device=engine.device)  # per role: tokens the run could score
-    role_scored = torch.zeros(n_roles, dtype=torch.int64, device=engine.device)
     with closing(_prefetch(engine.batches(shard, tallies, counters))) as batches:
         for batch in batches:
-            hidden, tokens, outlier = engine.capture(batch)
-            counters["tokens_norm_filtered"] += int(outlier.sum())
+            hiddens = engine.capture_all(batch)
             counters["n_windows"] += len(batch.windows)
             fed = int(batch.real.sum())
             counters["tokens_fed"] += fed
             counters["tokens_special"] += int(batch.special.sum())
-            n_scored = tokens.window.numel()
-            counters["tokens_scored"] += n_scored
             role_seen += torch.bincount(batch.roles[batch.region & ~batch.special], minlength=n_roles)
-            role_scored += torch.bincount(tokens.role, minlength=n_roles)
-            for start, end, acts in engine.encoder.iter_encode(hidden[tokens.window, tokens.position]):
-                if not all_finite(acts):
-                    counters["activations_nonfinite"] += _nonfinite(engine, shard, batch, tokens, start, acts)
-                acc.add(batch.windows, tokens, start, end, acts)
-                del acts  # before the next chunk is computed
-            acc.end_batch()
+            scored = [state.add(engine, shard, batch, hiddens[state.readout.layer]) for state in states]
+            del hiddens
             if on_batch is not None:
-                on_batch(fed, int(batch.region.sum()), n_scored)
+                on_batch(fed, int(batch.region.sum()), scored[0])
     coverage = Coverage([t.done() for t in tallies], reached_budget=any(t.reached_budget for t in tallies))
-    stats = acc.stats(counters, role_seen.cpu().numpy(), role_scored.cpu().numpy())
-    return ShardResult(shard, coverage, acc.top(), stats,
-                       [np.asarray(t.doc_tokens, np.int32) for t in tallies], time.perf_counter() - began,
-                       acc.interval_samples(), acc.non_activating())
+    seen = role_seen.cpu().numpy()
+    return ShardResult(shard, coverage, {s.readout.name: s.result(counters, seen) for s in states},
+                       [np.asarray(t.doc_tokens, np.int32) for t in tallies], time.perf_counter() - began)

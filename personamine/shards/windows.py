@@ -30,7 +30,7 @@ import torch
 
 from personamine.errors import PersonamineError
 from personamine.merge.entries import TOKEN_FILL, WindowTable
-from personamine.model.capture import capture_residual
+from personamine.model.capture import capture_layers
 from personamine.roles import CONTENT_ROLES, NO_ROLE, ROLE
 
 
@@ -49,6 +49,7 @@ class Window:
     tokens: np.ndarray  # int32, prefix + document tokens
     roles: np.ndarray  # int8, the prefix's positions are ROLE["prefix"]
     score_from: int  # fed position where the scored tokens begin (after the prefix and any context)
+    turns: np.ndarray | None = None  # int32 per fed position: the assistant turn it belongs to (0 = first), else -1
 
 
 @dataclass
@@ -66,6 +67,7 @@ class WindowBatch:
     role_ok: torch.Tensor  # [W, T] bool: region tokens of a role the run scores
     roles: torch.Tensor  # [W, T] int64: each position's role (NO_ROLE past the window)
     windows: WindowTable  # [W] identities, tokens and roles (width ctx_len), built here so the prefetch thread pays
+    turns: torch.Tensor | None = None  # [W, T] int64: each position's assistant turn, -1 outside one (conversations)
 
 
 def cut_windows(doc: Document, prefix: list[int], ctx_len: int, stride: int | None = None) -> Iterator[Window]:
@@ -83,17 +85,31 @@ def cut_windows(doc: Document, prefix: list[int], ctx_len: int, stride: int | No
     head_roles = np.full(head.size, ROLE["prefix"], np.int8)
     if body.size == 0:
         return
+    turns = head_turns = None
+    if doc.roles is not None:
+        turns = assistant_turns(roles)
+        head_turns = np.full(head.size, -1, np.int32)
     first = ctx_len if doc.rendered else capacity
     if doc.rendered:
-        yield Window(doc.uid, 0, body[:first].copy(), roles[:first].copy(), 0)
+        yield Window(doc.uid, 0, body[:first].copy(), roles[:first].copy(), 0,
+                     None if turns is None else turns[:first].copy())
     else:
         yield Window(doc.uid, 0, np.concatenate([head, body[:first]]), np.concatenate([head_roles, roles[:first]]),
-                     head.size)
+                     head.size, None if turns is None else np.concatenate([head_turns, turns[:first]]))
     context = capacity - step
     for s in range(first, body.size, step):
         lo = max(0, s - context)
         yield Window(doc.uid, lo, np.concatenate([head, body[lo:s + step]]),
-                     np.concatenate([head_roles, roles[lo:s + step]]), head.size + s - lo)
+                     np.concatenate([head_roles, roles[lo:s + step]]), head.size + s - lo,
+                     None if turns is None else np.concatenate([head_turns, turns[lo:s + step]]))
+
+
+def assistant_turns(roles: np.ndarray) -> np.ndarray:
+    """int32 per token: which assistant turn of the document it belongs to (0 = the first run of assistant tokens),
+    -1 for every other token."""
+    assistant = roles == ROLE["assistant"]
+    starts = assistant & ~np.concatenate([[False], assistant[:-1]])
+    return np.where(assistant, np.cumsum(starts) - 1, -1).astype(np.int32)
 
 
 def build_batch(rows: list[list[Window]], *, ctx_len: int, pad_id: int, special_ids: np.ndarray,
@@ -106,9 +122,13 @@ def build_batch(rows: list[list[Window]], *, ctx_len: int, pad_id: int, special_
     width = int(lengths.max())
     token_ids = np.full((len(windows), ctx_len), TOKEN_FILL, dtype=np.int32)
     roles = np.full((len(windows), ctx_len), NO_ROLE, dtype=np.int8)
+    turns = np.full((len(windows), ctx_len), -1, dtype=np.int64) if any(w.turns is not None for w in windows) \
+        else None
     for i, w in enumerate(windows):
         token_ids[i, : w.tokens.size] = w.tokens
         roles[i, : w.tokens.size] = w.roles
+        if turns is not None and w.turns is not None:
+            turns[i, : w.tokens.size] = w.turns
     fed, fed_roles = token_ids[:, :width], roles[:, :width]
     real = fed != TOKEN_FILL
     positions = np.arange(width)[None, :]
@@ -149,23 +169,30 @@ def build_batch(rows: list[list[Window]], *, ctx_len: int, pad_id: int, special_
         roles=dev(fed_roles.astype(np.int64)),
         windows=WindowTable.build(np.array([w.document for w in windows], dtype=np.int64),
                                   np.array([w.start for w in windows], dtype=np.int64), lengths, token_ids, roles),
+        turns=None if turns is None else dev(turns[:, :width]),
     )
 
 
 def capture_windows(model: torch.nn.Module, layer_module: torch.nn.Module, batch: WindowBatch) -> torch.Tensor:
     """The layer's residual stream for each window of ``batch``, [W, T, D]; positions past a window's end hold
     arbitrary values (``batch.real`` is False there)."""
+    return capture_windows_at(model, {0: layer_module}, batch)[0]
+
+
+def capture_windows_at(model: torch.nn.Module, layer_modules: dict[int, torch.nn.Module],
+                       batch: WindowBatch) -> dict[int, torch.Tensor]:
+    """``capture_windows`` at several layers from one forward, stopping after the deepest: each key's [W, T, D]."""
     if batch.segment is None:
-        return capture_residual(model, layer_module, batch.input_ids, batch.real.long(),
-                                position_ids=batch.position_ids)
+        return capture_layers(model, layer_modules, batch.input_ids, batch.real.long(),
+                              position_ids=batch.position_ids)
     seg = batch.segment
     row_len = seg.shape[1]
     causal = torch.ones(row_len, row_len, dtype=torch.bool, device=seg.device).tril()
     allowed = (seg[:, :, None] == seg[:, None, :]) & causal
     dtype = getattr(model, "dtype", torch.float32)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    hidden = capture_residual(model, layer_module, batch.input_ids, mask[:, None], position_ids=batch.position_ids)
-    return hidden.reshape(-1, hidden.shape[-1])[batch.unpack]
+    hidden = capture_layers(model, layer_modules, batch.input_ids, mask[:, None], position_ids=batch.position_ids)
+    return {key: h.reshape(-1, h.shape[-1])[batch.unpack] for key, h in hidden.items()}
 
 
 def scored_tokens(hidden: torch.Tensor, batch: WindowBatch, norm_filter: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from personamine.cluster import open_backend
 from personamine.cluster.backend import Backend
 from personamine.cluster.local import LocalBackend
 from personamine.config import MineConfig
+from personamine.shards.run import sae_readout
 
 
 def test_an_incomplete_backend_cannot_be_made():
@@ -24,26 +25,27 @@ def test_an_incomplete_backend_cannot_be_made():
         Backend(MineConfig(), np.array([1]))  # type: ignore[abstract]
 
 
-def test_a_complete_backend_holds_its_config_and_features():
+def test_a_complete_backend_holds_its_config_and_readouts():
     class Complete(Backend):
         def start(self): ...
         def preflight(self, shards, n_tokens, min_fve): return None
         def run(self, schedule, on_result, on_batch): ...
         def close(self): ...
 
-    cfg, features = MineConfig(top_k=3), np.array([4, 9])
-    backend = Complete(cfg, features)
-    assert backend.config is cfg and backend.features is features
+    cfg = MineConfig(top_k=3, layer=2)
+    readouts = [sae_readout(cfg, np.array([4, 9]))]
+    backend = Complete(cfg, readouts)
+    assert backend.config is cfg and backend.readouts is readouts
 
 
 def test_the_config_picks_the_backend():
-    features = np.array([0, 1])
-    local = open_backend(MineConfig(), features)
+    readouts = [sae_readout(MineConfig(layer=2), np.array([0, 1]))]
+    local = open_backend(MineConfig(), readouts)
     assert type(local) is LocalBackend and isinstance(local, Backend)
     assert local.engine is None  # nothing loads until a shard (or the pre-flight) needs the engine
     from personamine.cluster.ray_backend import RayBackend
 
-    ray = open_backend(MineConfig(backend="ray", ray_address="127.0.0.1:1"), features)
+    ray = open_backend(MineConfig(backend="ray", ray_address="127.0.0.1:1"), readouts)
     assert type(ray) is RayBackend and isinstance(ray, Backend)
     assert ray.connected is False and ray.driver is None  # nothing is started or joined until start()
-    assert ray.config.ray_address == "127.0.0.1:1" and ray.features is features
+    assert ray.config.ray_address == "127.0.0.1:1" and ray.readouts is readouts

@@ -14,8 +14,14 @@ from personamine.cluster.local import LocalBackend
 from personamine.config import MineConfig
 from personamine.corpus import CorpusSpec, open_manifest
 from personamine.shards.plan import Schedule, Shard
+from personamine.shards.run import sae_readout
 
 UNIT_BYTES = 300
+
+
+def _backend(cfg: MineConfig) -> LocalBackend:
+    """The backend of a classic run of ``cfg``'s SAE, mining features 1, 5 and 9."""
+    return LocalBackend(cfg, [sae_readout(cfg, np.array([1, 5, 9]))])
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def schedule(corpus, n_shards):
 
 
 def test_shards_run_in_order_on_one_engine(tiny_model_dir, tiny_sae_dir, corpus):
-    backend = LocalBackend(config(tiny_model_dir, tiny_sae_dir, corpus), np.array([1, 5, 9]))
+    backend = _backend(config(tiny_model_dir, tiny_sae_dir, corpus))
     backend.start()
     assert backend.engine is None  # start loads nothing: a finished, resumed run needs no model
     manifest, plan = schedule(corpus, n_shards=3)
@@ -63,9 +69,9 @@ def test_shards_run_in_order_on_one_engine(tiny_model_dir, tiny_sae_dir, corpus)
 
 
 def test_the_preflight_loads_the_engine_that_mining_then_uses(tiny_model_dir, tiny_sae_dir, corpus):
-    backend = LocalBackend(config(tiny_model_dir, tiny_sae_dir, corpus, preflight_tokens=64), np.array([1, 5, 9]))
+    backend = _backend(config(tiny_model_dir, tiny_sae_dir, corpus, preflight_tokens=64))
     manifest, plan = schedule(corpus, n_shards=1)
-    result = backend.preflight([Shard((manifest.ref(i),)) for i in range(len(manifest))], 300, 0.5)
+    result = backend.preflight([Shard((manifest.ref(i),)) for i in range(len(manifest))], 300, 0.5)[f"L{SAE_LAYER}"]
     assert result is not None and result.n_tokens == 300 and result.layer == SAE_LAYER
     engine = backend.engine
     assert engine is not None
@@ -75,7 +81,7 @@ def test_the_preflight_loads_the_engine_that_mining_then_uses(tiny_model_dir, ti
 
 
 def test_a_schedule_with_nothing_to_hand_out_is_an_error_not_a_hang(tiny_model_dir, tiny_sae_dir, corpus):
-    backend = LocalBackend(config(tiny_model_dir, tiny_sae_dir, corpus), np.array([1, 5, 9]))
+    backend = _backend(config(tiny_model_dir, tiny_sae_dir, corpus))
     _, plan = schedule(corpus, n_shards=2)
     ran = []
     # A result that is never recorded leaves its shard in flight: the schedule is not finished, and has no shard.

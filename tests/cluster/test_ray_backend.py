@@ -152,3 +152,24 @@ def test_a_damaged_checkpoint_is_mined_again_on_ray(ray_session, local_output, t
         out = personamine.mine(**kwargs, on_shard_done=lambda r: again.append(r.shard.name))
     assert again[0] == first[0] and not set(first[1:]) & set(again)
     assert_identical_datasets(local_output, out)
+
+
+def test_several_readouts_on_ray_equal_local(ray_session, tiny_model_dir, multi_layer_sae_dir, tiny_corpus_jsonl,
+                                             tmp_path):
+    """SAEs at two layers and a set of directions from one forward per batch: every readout's file from two Ray
+    actors equals the local run's."""
+    import numpy as np
+    from fixtures import TINY_HIDDEN_SIZE
+
+    from personamine.files.mine import readouts_of
+
+    np.save(tmp_path / "d.npy", np.random.default_rng(5).standard_normal((2, TINY_HIDDEN_SIZE)).astype(np.float32))
+    kwargs = mine_kwargs(tiny_model_dir, str(multi_layer_sae_dir), tiny_corpus_jsonl, tmp_path, layers=[1, 3],
+                         directions=str(tmp_path / "d.npy"), direction_layer=2, allow_low_fve=True, **RUN)
+    with actor_threads(1):
+        local = personamine.mine(**{**kwargs, "output": str(tmp_path / "local.h5")})
+    ray = personamine.mine(**{**kwargs, "output": str(tmp_path / "ray.h5"), "backend": "ray"})
+    local_files, ray_files = readouts_of(local), readouts_of(ray)
+    assert list(local_files) == list(ray_files) == ["L1", "L3", "directions-L2"]
+    for name, path in local_files.items():
+        assert_identical_datasets(path, ray_files[name])

@@ -66,7 +66,7 @@ def reference(model_dir, sae_dir, texts):
 def test_fve_and_l0_equal_an_independent_computation(setup, tiny_model_dir, tiny_sae_dir):
     engine, shards = setup
     want = reference(tiny_model_dir, tiny_sae_dir, TEXTS)
-    got = preflight_engine(engine, shards, n_tokens=10**6, min_fve=0.5)
+    got = preflight_engine(engine, shards, n_tokens=10**6, min_fve=0.5)[f"L{SAE_LAYER}"]  # by readout
     assert got.n_tokens == want[SAE_LAYER][2] > PREFLIGHT_MIN_TOKENS
     assert got.layer == SAE_LAYER and got.min_fve == 0.5
     assert got.fve == pytest.approx(want[SAE_LAYER][0], abs=1e-5)
@@ -79,11 +79,11 @@ def test_fve_and_l0_equal_an_independent_computation(setup, tiny_model_dir, tiny
 
 def test_the_budget_cuts_the_tokens_and_too_few_skip_the_check(setup, tmp_path):
     engine, shards = setup
-    assert preflight_engine(engine, shards, n_tokens=300, min_fve=0.5).n_tokens == 300
+    assert preflight_engine(engine, shards, n_tokens=300, min_fve=0.5)[f"L{SAE_LAYER}"].n_tokens == 300
     small = tmp_path / "small.jsonl"  # two short documents: far fewer than PREFLIGHT_MIN_TOKENS scored tokens
     small.write_text("".join(json.dumps({"text": t}) + "\n" for t in ("the cat sleeps", "I think so")))
     manifest = open_manifest(CorpusSpec(str(small)))
     few = [Shard((manifest.ref(0),))]
-    assert preflight_engine(engine, few, n_tokens=4096, min_fve=0.5) is None  # no check, rather than noise
+    assert preflight_engine(engine, few, n_tokens=4096, min_fve=0.5) == {}  # no check, rather than noise
     # ... unless the budget asked for is itself that small: then it is measured on what there is.
-    assert preflight_engine(engine, few, n_tokens=3, min_fve=0.5).n_tokens == 3
+    assert preflight_engine(engine, few, n_tokens=3, min_fve=0.5)[f"L{SAE_LAYER}"].n_tokens == 3

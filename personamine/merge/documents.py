@@ -1,0 +1,66 @@
+"""Per-document monitoring scores: each readout channel's mean and max (and min) per document and its mean per
+assistant turn, a buffer with an exact, associative merge like the others here. It is what persona-vector data
+screening ranks samples by (a sample's mean projection over its response tokens) and what the Assistant Axis plots
+over a conversation's turns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class DocumentScores:
+    """Per document, each channel's mean and max (and min) over its scored tokens, and for conversations the mean per
+    assistant turn: a buffer with an exact, associative merge (a document lies in one shard; sums are float64 over
+    the document's tokens in corpus order, the same in any shard)."""
+
+    document: np.ndarray  # int64 [D] sorted ids (uids in a worker, global indices in the file)
+    n_tokens: np.ndarray  # int64 [D] scored tokens
+    total: np.ndarray  # float64 [D, C]
+    max: np.ndarray  # float32 [D, C]
+    min: np.ndarray  # float32 [D, C]
+    turn_document: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int64 [U], sorted with turn
+    turn: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int64 [U]: 0 = first assistant turn
+    turn_n_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    turn_total: np.ndarray | None = None  # float64 [U, C]
+
+    @classmethod
+    def empty(cls, n_channels: int) -> DocumentScores:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, n_channels)),
+                   np.zeros((0, n_channels), np.float32), np.zeros((0, n_channels), np.float32),
+                   turn_total=np.zeros((0, n_channels)))
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / np.maximum(self.n_tokens, 1)[:, None]
+
+    @property
+    def turn_mean(self) -> np.ndarray:
+        return self.turn_total / np.maximum(self.turn_n_tokens, 1)[:, None]
+
+    def merge(self, other: DocumentScores) -> DocumentScores:
+        """Disjoint documents (one shard each): concatenated in document order."""
+        order = np.argsort(np.concatenate([self.document, other.document]), kind="stable")
+        turn_order = np.lexsort((np.concatenate([self.turn, other.turn]),
+                                 np.concatenate([self.turn_document, other.turn_document])))
+
+        def cat(a: np.ndarray, b: np.ndarray, by: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, b])[by]
+
+        return DocumentScores(
+            cat(self.document, other.document, order), cat(self.n_tokens, other.n_tokens, order),
+            cat(self.total, other.total, order), cat(self.max, other.max, order), cat(self.min, other.min, order),
+            cat(self.turn_document, other.turn_document, turn_order), cat(self.turn, other.turn, turn_order),
+            cat(self.turn_n_tokens, other.turn_n_tokens, turn_order),
+            cat(self.turn_total, other.turn_total, turn_order))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"document": self.document, "n_tokens": self.n_tokens, "total": self.total, "max": self.max,
+                "min": self.min, "turn_document": self.turn_document, "turn": self.turn,
+                "turn_n_tokens": self.turn_n_tokens, "turn_total": self.turn_total}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> DocumentScores:
+        return cls(**{k: np.asarray(v) for k, v in arrays.items()})
