@@ -419,6 +419,8 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steering", default=None, help="a steering file (personamine steer): adds its section")
     parser.add_argument("--explanations", default=None, help="an explanations file (personamine explain): adds "
                                                              "each feature's explanation and scores")
+    parser.add_argument("--screening", default=None, help="a screening file (personamine screen): adds its ranked "
+                                                          "samples, top and bottom, both responses side by side")
 
 
 @command("report", "write one self-contained offline HTML report of a mining file")(_report_flags)
@@ -428,7 +430,7 @@ def _report(args: argparse.Namespace) -> int:
 
     features = parse_feature_list(args.features) if args.features else None
     path = report(args.results, args.output, discovery=args.discovery, features=features, steering=args.steering,
-                  explanations=args.explanations)
+                  explanations=args.explanations, screening=args.screening)
     print(f"wrote {path}")
     return 0
 
