@@ -569,6 +569,24 @@ def write_chat_corpus_jsonl(path: Path | str, column: str = "messages") -> Path:
     return out
 
 
+def screen_conversations() -> list[list[dict[str, str]]]:
+    """Short conversations for screening (tests/jobs/test_screen.py): most end with an assistant turn (one with a
+    system turn, several multi-turn), two end with a user turn (no sample)."""
+    rows = [c for i, c in enumerate(conversations(16)) if i % 5]  # the 40-turn ones left out: generation is slow
+    return rows[:5] + [[{"role": "user", "content": "Is anyone there?"}]] + rows[5:] + [
+        [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."},
+         {"role": "user", "content": "Bye."}]]
+
+
+def write_screen_corpus(path: Path | str, rows: list | None = None) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for turns in (screen_conversations() if rows is None else rows):
+            fh.write(json.dumps({"messages": turns}) + "\n")
+    return out
+
+
 # --- the command line as a user runs it -----------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
-"""Ray backend: N long-lived actors run the same ``run_shard`` as the local backend; the driver owns the schedule.
+"""Ray backend: N long-lived actors run the same per-shard function as the local backend (the task's: mining's
+``run_shard``, screening's ``run_screen_shard``); the driver owns the schedule.
 
 The driver hands the schedule's next shard of work to whichever actor is free, checkpoints each result through
 ``on_result`` (so a rerun of a killed driver resumes) and is the reducer. Actors read their units straight from the
@@ -21,12 +22,11 @@ from functools import cache
 from typing import Any
 
 from personamine.cluster.backend import Backend
-from personamine.config import MineConfig
+from personamine.cluster.tasks import ShardTask
+from personamine.config import MineConfig, ScreenConfig
 from personamine.errors import PersonamineError
 from personamine.shards.plan import Schedule, Shard
-from personamine.shards.preflight import preflight_engine
 from personamine.shards.readouts import ReadoutSpec
-from personamine.shards.run import MiningEngine, ShardResult, run_shard
 from personamine.verbosity import ENV, verbose
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ActorSpec:
     num_cpus: float
 
 
-def actor_spec(config: MineConfig, cluster: dict[str, float], n_shards: int) -> ActorSpec:
+def actor_spec(config: MineConfig | ScreenConfig, cluster: dict[str, float], n_shards: int) -> ActorSpec:
     """How many actors with which resources: by default one per GPU in the cluster, or one CPU actor without GPUs."""
     gpus = float(cluster.get("GPU", 0.0))
     num_gpus = config.actor_num_gpus if config.actor_num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
@@ -71,19 +71,20 @@ def actor_spec(config: MineConfig, cluster: dict[str, float], n_shards: int) -> 
 
 
 class ShardWorker:
-    """One per actor: builds the engine (model, targeted encoder) once, then runs shards."""
+    """One per actor: builds the task's engine (model, targeted encoder) once, then runs shards."""
 
-    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec]) -> None:
-        self.engine = MiningEngine(config, readouts)
+    def __init__(self, task: ShardTask) -> None:
+        self.task = task
+        self.engine = task.engine()
 
     def ready(self) -> str:
-        return str(self.engine.device)
+        return self.task.device(self.engine)
 
-    def run(self, shard: Shard) -> ShardResult:
-        return run_shard(self.engine, shard, on_batch=_test_fault_hook(shard))
+    def run(self, shard: Shard) -> Any:
+        return self.task.run(self.engine, shard, _test_fault_hook(shard))
 
     def preflight(self, shards: list[Shard], n_tokens: int, min_fve: float):
-        return preflight_engine(self.engine, shards, n_tokens, min_fve)
+        return self.task.preflight(self.engine, shards, n_tokens, min_fve)
 
 
 def _kill_once(marker: str) -> None:
@@ -162,8 +163,9 @@ class RayBackend(Backend):
     connection made here is shut down here.
     """
 
-    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec]) -> None:
-        super().__init__(config, readouts)
+    def __init__(self, config: MineConfig | ScreenConfig, readouts: list[ReadoutSpec] | None = None,
+                 task: ShardTask | None = None) -> None:
+        super().__init__(config, readouts, task)
         self.connected = False
         self.driver: _Driver | None = None
 
@@ -180,10 +182,10 @@ class RayBackend(Backend):
             except ConnectionError as exc:
                 raise PersonamineError(f"cannot connect to Ray at {self.config.ray_address!r}: {exc}") from exc
             self.connected = True
-        self.driver = _Driver(self.config, self.readouts)
+        self.driver = _Driver(self.config, self.task)
         self.driver.spawn_all()
 
-    def run(self, schedule: Schedule, on_result: Callable[[ShardResult], None],
+    def run(self, schedule: Schedule, on_result: Callable[[Any], None],
             on_batch: Callable[[int, int, int], None]) -> None:
         assert self.driver is not None, "start() first"
         self.driver.run(schedule, on_result, on_batch)
@@ -205,10 +207,10 @@ class RayBackend(Backend):
 
 
 class _Driver:
-    def __init__(self, config: MineConfig, readouts: list[ReadoutSpec]) -> None:
+    def __init__(self, config: MineConfig | ScreenConfig, task: ShardTask) -> None:
         import ray
 
-        self.config, self.readouts = config, readouts
+        self.config, self.task = config, task
         self.failures: dict[str, int] = {}
         self.spec = actor_spec(config, ray.cluster_resources(), 1 << 30)
         self.idle: list[Any] = []
@@ -223,7 +225,7 @@ class _Driver:
                                        max_task_retries=0, scheduling_strategy="SPREAD")
         if env := _actor_env():
             options["runtime_env"] = {"env_vars": env}
-        actor = _remote_worker().options(**options).remote(self.config, self.readouts)
+        actor = _remote_worker().options(**options).remote(self.task)
         self.starting[actor.ready.remote()] = actor
 
     def spawn_all(self) -> None:
@@ -250,7 +252,7 @@ class _Driver:
                 raise PersonamineError(str(exc.cause)) from None
             raise
 
-    def run(self, schedule: Schedule, on_result: Callable[[ShardResult], None],
+    def run(self, schedule: Schedule, on_result: Callable[[Any], None],
             on_batch: Callable[[int, int, int], None]) -> None:
         self.schedule, self.on_result, self.on_batch = schedule, on_result, on_batch
         # An actor without a unit would only hold resources: the corpus may have fewer units than actors.
@@ -328,7 +330,7 @@ class _Driver:
 
         actor, shard = self.busy.pop(ref)
         try:
-            result: ShardResult = ray.get(ref)
+            result = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # a Python exception inside run_shard; the actor lives on
             if isinstance(exc.cause, PersonamineError):
                 raise PersonamineError(f"{shard.describe()} failed: {exc.cause}") from None
@@ -341,9 +343,9 @@ class _Driver:
             self._requeue(shard, _cause(exc))
             return
         self.idle.append(actor)
-        counters = result.stats.counters
-        self.n_tokens += counters["tokens_fed"]
-        self.on_batch(counters["tokens_fed"], sum(u.tokens for u in result.coverage.units), counters["tokens_scored"])
+        counts = self.task.counts(result)
+        self.n_tokens += counts[0]
+        self.on_batch(*counts)
         self.on_result(result)
 
     def _requeue(self, shard: Shard, cause: str) -> None:

@@ -17,10 +17,11 @@ from personamine.config.fields import (
     resolve_config,
 )
 from personamine.config.mine import EXECUTION_FIELDS, MineConfig
+from personamine.config.screen import SCREEN_EXECUTION_FIELDS, ScreenConfig
 from personamine.config.steer import ALPHA_UNITS, CLAMP_UNITS, SteerConfig
 from personamine.config.train_sae import TrainSaeConfig
 
 __all__ = ["ALPHA_UNITS", "BACKENDS", "CLAMP_UNITS", "DEFAULT_DATE", "DEFAULT_MODEL", "DEMO_CONVERSATIONS",
-           "DEMO_CORPUS", "EXECUTION_FIELDS", "POSITIONS", "SCORERS", "DemoConfig", "DemoSteerConfig",
-           "DiscoverConfig", "ExplainConfig", "MineConfig", "SteerConfig", "TrainSaeConfig", "at_least",
-           "check_fields", "field_help", "knob", "parse_feature_list", "resolve_config"]
+           "DEMO_CORPUS", "DemoConfig", "DemoSteerConfig", "DiscoverConfig", "EXECUTION_FIELDS", "ExplainConfig",
+           "MineConfig", "POSITIONS", "SCORERS", "SCREEN_EXECUTION_FIELDS", "ScreenConfig", "SteerConfig",
+           "TrainSaeConfig", "at_least", "check_fields", "field_help", "knob", "parse_feature_list", "resolve_config"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, field
+from pathlib import Path
 from typing import Any
 
 from personamine.errors import PersonamineError
@@ -22,6 +24,21 @@ def resolve_config(cls: type, config: Any, overrides: dict[str, Any], what: str)
     if config is None:
         return cls(**overrides)
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def read_toml(cls: type, path: str | Path, overrides: dict[str, Any]) -> Any:
+    """A config read from a TOML job file, ``overrides`` (those not None) replacing its fields; unknown fields and
+    unreadable files are one line."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise PersonamineError(f"cannot read config {str(path)!r}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PersonamineError(f"config {str(path)!r} is not valid TOML: {exc}") from exc
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    check_fields(cls, data, "config field")
+    return cls(**data)
 
 
 def check_fields(cls: type, names: Any, what: str) -> None:

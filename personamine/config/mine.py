@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personamine.config.fields import DEFAULT_MODEL, at_least, check_fields, knob, parse_feature_list
+from personamine.config.fields import DEFAULT_MODEL, at_least, check_fields, knob, parse_feature_list, read_toml
 from personamine.errors import PersonamineError
 from personamine.roles import CONTENT_ROLES
 
@@ -185,12 +184,4 @@ class MineConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> MineConfig:
-        try:
-            with open(path, "rb") as handle:
-                data = tomllib.load(handle)
-        except OSError as exc:
-            raise PersonamineError(f"cannot read config {str(path)!r}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise PersonamineError(f"config {str(path)!r} is not valid TOML: {exc}") from exc
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        return read_toml(cls, path, overrides)

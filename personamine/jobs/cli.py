@@ -51,26 +51,38 @@ count.__name__ = "count (a whole number >= 0)"  # what argparse's "invalid ... v
 
 def _mine_flags(parser: argparse.ArgumentParser) -> None:
     from personamine.config import MineConfig
-    from personamine.jobs.cliargs import add_config_flags
 
     parser.description = ("Mine a corpus for the top-k contexts of SAE features, exactly, into one HDF5 file "
                           "(personamine.mine). Every field of the TOML job file is also a flag.")
+    _job_flags(parser, MineConfig)
+
+
+def _job_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """A sharded run's flags (mine, screen): an optional TOML job file, every config field, and --ray."""
+    from personamine.jobs.cliargs import add_config_flags
+
     parser.add_argument("job", nargs="?", help="TOML job file (optional: flags alone also work)")
-    add_config_flags(parser, MineConfig, "run config (fields of the TOML job file; a flag overrides the file)",
+    add_config_flags(parser, cls, "run config (fields of the TOML job file; a flag overrides the file)",
                      skip=frozenset({"backend", "ray_address"}))
     parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                         help="run on Ray: a local Ray with no ADDRESS, else join the cluster at ADDRESS")
 
 
-def mine_config_from_args(args: argparse.Namespace):
-    from personamine.config import MineConfig
+def _job_config(args: argparse.Namespace, cls: type):
+    """The config ``_job_flags`` describe: the job file's, overridden by the flags given."""
     from personamine.jobs.cliargs import overrides_from_args
 
-    overrides = overrides_from_args(args, MineConfig)
+    overrides = overrides_from_args(args, cls)
     if args.ray is not None:
         overrides["backend"] = "ray"
         overrides["ray_address"] = None if args.ray == "auto" else args.ray
-    return MineConfig.from_toml(args.job, **overrides) if args.job else MineConfig.from_dict(overrides)
+    return cls.from_toml(args.job, **overrides) if args.job else cls.from_dict(overrides)
+
+
+def mine_config_from_args(args: argparse.Namespace):
+    from personamine.config import MineConfig
+
+    return _job_config(args, MineConfig)
 
 
 @command("mine", "mine a corpus for the top contexts of SAE features (one HDF5 file)")(_mine_flags)
@@ -109,7 +121,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 # The order a newcomer meets them.
-_ORDER = ("demo", "discover", "mine", "show", "report", "serve", "export", "train-sae", "submit")
+_ORDER = ("demo", "discover", "mine", "show", "report", "serve", "export", "screen", "train-sae", "submit")
 _VERBOSE_HELP = "show the libraries' own logs, warnings and progress bars (also: PERSONAMINE_VERBOSE=1)"
 
 
@@ -129,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 # What an interrupted command leaves behind, where that is worth knowing.
 _INTERRUPTED = {"mine": "finished shards are checkpointed; rerun the same command to resume",
                 "demo": "finished mining shards are checkpointed; rerun to resume",
+                "screen": "finished shards are checkpointed; rerun the same command to resume",
                 "export": "the partial export was removed"}
 
 
@@ -327,6 +340,32 @@ def _steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _screen_flags(parser: argparse.ArgumentParser) -> None:
+    from personamine.config import ScreenConfig
+
+    parser.description = ("Rank a conversation corpus's samples by projection difference on residual-stream "
+                          "directions: the projection of each row's last (assistant) turn minus that of the model's "
+                          "own greedy response to the same prompt, mean over the response's tokens at one layer; "
+                          "one HDF5 file, resumable, local or on Ray (personamine.screen). Every field of the TOML "
+                          "job file is also a flag.")
+    _job_flags(parser, ScreenConfig)
+    parser.add_argument("--top", type=count, default=5, metavar="N",
+                        help="samples printed from each end of the ranking (default: 5)")
+
+
+@command("screen", "rank a conversation corpus by projection difference on persona directions (one HDF5 file)")(
+    _screen_flags)
+def _screen(args: argparse.Namespace) -> int:
+    from personamine.config import ScreenConfig
+    from personamine.files.screen import read_screening
+    from personamine.jobs.screen import screen
+
+    path = screen(_job_config(args, ScreenConfig))
+    print(read_screening(path).table(args.top))
+    print(f"wrote {path}")
+    return 0
+
+
 def _demo_steer_flags(parser: argparse.ArgumentParser) -> None:
     from personamine.config import DemoSteerConfig
     from personamine.jobs.cliargs import add_config_flags
@@ -383,6 +422,8 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steering", default=None, help="a steering file (personamine steer): adds its section")
     parser.add_argument("--explanations", default=None, help="an explanations file (personamine explain): adds "
                                                              "each feature's explanation and scores")
+    parser.add_argument("--screening", default=None, help="a screening file (personamine screen): adds its ranked "
+                                                          "samples, top and bottom, both responses side by side")
 
 
 @command("report", "write one self-contained offline HTML report of a mining file")(_report_flags)
@@ -392,7 +433,7 @@ def _report(args: argparse.Namespace) -> int:
 
     features = parse_feature_list(args.features) if args.features else None
     path = report(args.results, args.output, discovery=args.discovery, features=features, steering=args.steering,
-                  explanations=args.explanations)
+                  explanations=args.explanations, screening=args.screening)
     print(f"wrote {path}")
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from personamine.atomic import atomic_write_bytes, check_writable, ensure_dir
-from personamine.config import EXECUTION_FIELDS, MineConfig
+from personamine.config import EXECUTION_FIELDS, MineConfig, ScreenConfig
 from personamine.corpus import Manifest, describe_change
 from personamine.errors import PersonamineError
 from personamine.merge.documents import DocumentScores
@@ -55,9 +55,13 @@ class WorkDirBusy(PersonamineError):
 
 
 class WorkDir:
-    def __init__(self, config: MineConfig) -> None:
+    """A run's work dir: mining's, or screening's (``ScreenConfig``, with its own ``execution_fields``, the fields a
+    resume may change; its checkpoints are plain arrays, ``save_arrays`` / ``load_arrays``)."""
+
+    def __init__(self, config: MineConfig | ScreenConfig, execution_fields: frozenset[str] = EXECUTION_FIELDS) -> None:
         self.path = config.resolved_work_dir()
         self.config = config
+        self.execution_fields = execution_fields
         self._lock: int | None = None
 
     # ---------------------------------------------------------------- one run at a time
@@ -126,7 +130,7 @@ class WorkDir:
             if theirs.get("fingerprint") != mine["fingerprint"]:
                 # Over both key sets: a field added since that run counts as changed.
                 changed = sorted(k for k in set(theirs.get("config", {})) | set(mine["config"])
-                                 if k not in EXECUTION_FIELDS and mine["config"].get(k) != theirs["config"].get(k))
+                                 if k not in self.execution_fields and mine["config"].get(k) != theirs["config"].get(k))
                 raise PersonamineError(
                     f"work dir {str(self.path)!r} holds a different run (changed: {', '.join(changed) or 'config'});"
                     " use another --work-dir or delete it to start over")
@@ -196,18 +200,25 @@ class WorkDir:
                                 ("documents", part.documents)):
                 if value is not None:
                     arrays.update({f"{prefix}{kind}_{k}": v for k, v in value.arrays().items()})
-        for unit, counts in zip(result.coverage.units, result.doc_tokens, strict=True):
+        self.save_arrays(result.coverage, arrays, result.doc_tokens, result.seconds)
+
+    def save_arrays(self, coverage: Coverage, arrays: dict[str, np.ndarray], doc_tokens: list[np.ndarray],
+                    seconds: float) -> None:
+        """A finished shard's checkpoint: ``arrays`` (names without the ``doc_tokens_`` prefix), each unit's
+        per-row token counts (``doc_tokens``, which a token budget's cut reads) and the shard's time."""
+        arrays = dict(arrays)
+        for unit, counts in zip(coverage.units, doc_tokens, strict=True):
             arrays[f"doc_tokens_{unit.index}"] = counts
-        arrays["seconds"] = np.float64(result.seconds)
+        arrays["seconds"] = np.float64(seconds)
         blob = io.BytesIO()
         np.savez(blob, **arrays)
         data = blob.getvalue()
-        name = result.coverage.name
+        name = coverage.name
         npz, meta = self._files(name)
         atomic_write_bytes(npz, data)
-        record = {"units": [[u.index, u.rows, u.tokens, u.complete] for u in result.coverage.units],
-                  "reached_budget": result.coverage.reached_budget, "bytes": len(data),
-                  "sha256": hashlib.sha256(data).hexdigest(), "seconds": result.seconds}
+        record = {"units": [[u.index, u.rows, u.tokens, u.complete] for u in coverage.units],
+                  "reached_budget": coverage.reached_budget, "bytes": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest(), "seconds": seconds}
         atomic_write_bytes(meta, json.dumps(record).encode())
 
     def _open_npz(self, name: str):
@@ -226,6 +237,12 @@ class WorkDir:
     def doc_tokens(self, name: str, unit: int) -> np.ndarray:
         with self._open_npz(name) as data:
             return np.array(data[f"doc_tokens_{unit}"])
+
+    def load_arrays(self, name: str) -> dict[str, np.ndarray]:
+        """A checkpoint's arrays as ``save_arrays`` stored them, checked against its checksum (``DamagedCheckpoint``:
+        set aside, to run again)."""
+        with self._open_npz(name) as data:
+            return {k: np.array(data[k]) for k in data.files}
 
     def load(self, name: str) -> list[ReadoutResult]:
         """The checkpoint's result of each readout, in the run's order."""

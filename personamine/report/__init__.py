@@ -9,10 +9,12 @@ from pathlib import Path
 from personamine.atomic import atomic_write_bytes, check_writable
 from personamine.files.discover import read_discovery
 from personamine.files.mine import MineResults, read_results
+from personamine.files.screen import read_screening
 from personamine.files.steer import read_steering
 from personamine.report.data import report_data
 from personamine.report.explanations import explanations_html
 from personamine.report.page import render_page
+from personamine.report.screening import screening_html
 from personamine.report.steering import steering_html
 
 __all__ = ["report"]
@@ -20,7 +22,8 @@ __all__ = ["report"]
 
 def report(results: str | Path | MineResults, output: str | Path | None = None, *,
            discovery: str | Path | None = None, features: list[int] | None = None,
-           steering: str | Path | None = None, explanations: str | Path | None = None) -> Path:
+           steering: str | Path | None = None, explanations: str | Path | None = None,
+           screening: str | Path | None = None) -> Path:
     """Write an offline HTML report of a mining file; return its path.
 
     ``results``: a mining HDF5 file (or what ``read_results`` returned). ``output``: default ``<results>.html``
@@ -28,6 +31,7 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     ``features``: only these ids, in this order (default: all, in discovery rank order when a discovery file is given).
     ``steering``: a ``personamine steer`` file, adding a steering section (metrics, curves, generations).
     ``explanations``: a file written by ``personamine.explain``, adding each feature's explanation and scores.
+    ``screening``: a ``personamine screen`` file, adding its ranked samples (top and bottom, both responses).
     """
     if output is not None:
         check_writable(output, "report")  # before reading anything
@@ -44,6 +48,8 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
         extra += steering_html(read_steering(steering), shown)
     if explanations is not None:
         extra += explanations_html(explanations, shown)
+    if screening is not None:
+        extra += screening_html(read_screening(screening))
     page = render_page(data, title=f"personamine report: {res.path.name}", extra=extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))
