@@ -3,7 +3,8 @@
 Notebook API: ``personamine.mine(...)``, ``personamine.discover(...)``, ``personamine.steer(...)``,
 ``personamine.explain(...)``, ``personamine.screen(...)`` (a conversation corpus ranked by projection difference),
 ``personamine.report(...)``, ``personamine.serve(...)`` (a local feature browser),
-``personamine.read_results(path)``, ``personamine.read_discovery(path)``,
+``personamine.read_results(path, readout=...)``, ``personamine.readouts_of(path)`` (a run's readouts),
+``personamine.load_directions(path)`` (directions from any file that holds them), ``personamine.read_discovery(path)``,
 ``personamine.read_steering(path)``, ``personamine.read_explanations(path)``, ``personamine.read_screening(path)``,
 ``personamine.load_sae(...)`` (any supported SAE layout: see ``personamine.saes``),
 ``personamine.export_neuronpedia(results, output)``
@@ -27,6 +28,8 @@ _PUBLIC = {
     "explain": "personamine.jobs.explain",
     "report": "personamine.report",
     "read_results": "personamine.files.mine",
+    "readouts_of": "personamine.files.mine",
+    "load_directions": "personamine.files.directions",
     "read_discovery": "personamine.files.discover",
     "read_steering": "personamine.files.steer",
     "read_explanations": "personamine.files.explain",

@@ -16,9 +16,9 @@ from personamine.shards.readouts import ReadoutSpec
 
 
 class Backend(ABC):
-    """``start`` acquires workers, ``preflight`` checks each SAE readout on the first shards' tokens (by readout; empty: none ran),
-    ``run`` runs every shard the schedule hands out, ``close`` releases the workers (always called). ``task`` is
-    what each shard runs: by default mining ``readouts`` with ``config``."""
+    """``start`` acquires workers, ``preflight`` checks each SAE readout on the first shards' tokens (by readout;
+    empty: none ran), ``run`` runs every shard the schedule hands out, ``close`` releases the workers (always
+    called). ``task`` is what each shard runs: by default mining ``readouts`` with ``config``."""
 
     def __init__(self, config: MineConfig | ScreenConfig, readouts: list[ReadoutSpec] | None = None,
                  task: ShardTask | None = None) -> None:

@@ -40,7 +40,7 @@ def resolve_features(config: MineConfig, dict_size: int) -> np.ndarray:
         if config.max_q is not None or config.min_ci_low is not None:
             ids, scores = _significant(config)
         else:
-            ids, scores = read_discovery_ranking(config.features_from)
+            ids, scores = read_discovery_ranking(config.features_from, _table(config))
         features = top_discovered(ids, scores, config.top, config.positive_only, repr(config.features_from))
         note = positive_only_note(features.size, config.top, ids.size)
         if note is not None:
@@ -55,9 +55,17 @@ def resolve_features(config: MineConfig, dict_size: int) -> np.ndarray:
     return features
 
 
+def _table(config: MineConfig) -> tuple[str, ...] | None:
+    """The discovery tables a mining run's SAE takes its features from, in order of preference: its layer and
+    trainer's (``L15-t1``, when discovery read several trainers), its layer's (``L15``); else the primary table."""
+    if config.layer is None:
+        return None
+    return f"L{config.layer}-t{config.sae_trainer}", f"L{config.layer}"
+
+
 def _significant(config: MineConfig) -> tuple[np.ndarray, np.ndarray]:
     """(ids, scores) of the ranked features that pass ``max_q`` and ``min_ci_low``, in rank order."""
-    stats = read_discovery_statistics(config.features_from)
+    stats = read_discovery_statistics(config.features_from, _table(config))
     if not stats.has_statistics:
         raise PersonamineError(f"{config.features_from!r} has no statistics (a version-1 file, or contrast none): "
                                "max_q and min_ci_low need them; run discover again")

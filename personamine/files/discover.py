@@ -332,17 +332,33 @@ def read_discovery(path: str | Path) -> DiscoveryResults:
             roles=list(zip(names, systems, strict=True)), tables=tables, directions=directions)
 
 
-def read_discovery_ranking(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(feature ids, scores) of a discovery file's primary table, best first, without reading the rest."""
+def _ranking_group(f: h5py.File, path: Path, readout: str | tuple[str, ...] | None) -> h5py.Group:
+    """The ``ranking/`` group of the primary table, or of ``readout``'s table (``L15``; of several names, the first
+    the file has) at the primary pooling (a discovery of several layers); a file without it: the primary table."""
+    names = (readout,) if isinstance(readout, str) else readout or ()
+    tables = f["tables"] if "tables" in f else {}
+    readout = next((name for name in names if name in tables), None)
+    if readout is None:
+        return f["ranking"]
+    pooling = str(f.attrs.get("position", "last")).split(",")[0]
+    by_pooling = f["tables"][readout]
+    return by_pooling[pooling if pooling in by_pooling else sorted(by_pooling)[0]]["ranking"]
+
+
+def read_discovery_ranking(path: str | Path,
+                           readout: str | tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(feature ids, scores) of a discovery file's primary table (or ``readout``'s: ``L15``), best first, without
+    reading the rest."""
     with open_h5(Path(path), FORMAT, FORMAT_VERSION, "discovery") as f:
-        return f["ranking/feature_ids"][()].astype(np.int64), f["ranking/score"][()]
+        group = _ranking_group(f, Path(path), readout)
+        return group["feature_ids"][()].astype(np.int64), group["score"][()]
 
 
-def read_discovery_statistics(path: str | Path) -> Ranking:
-    """The primary table's ranking with its statistics (None fields in version-1 files)."""
+def read_discovery_statistics(path: str | Path, readout: str | tuple[str, ...] | None = None) -> Ranking:
+    """The primary table's (or ``readout``'s) ranking with its statistics (None fields in version-1 files)."""
     path = Path(path)
     with open_h5(path, FORMAT, FORMAT_VERSION, "discovery") as f:
-        return _read_ranking(f["ranking"], CheckedReader(path, f))
+        return _read_ranking(_ranking_group(f, path, readout), CheckedReader(path, f))
 
 
 def export_directions(path: str | Path, out: str | Path) -> Path:

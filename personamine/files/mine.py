@@ -447,12 +447,10 @@ def readouts_of(path: str | Path) -> dict[str, Path]:
 
 
 def readout_path(path: str | Path, readout: str | None) -> Path:
-    """The file holding ``readout`` of a mining output (an index or a single file); None: its only readout."""
+    """The file holding ``readout`` of a mining output (an index or a single file); None: its first readout (the
+    run's first SAE, or its first directions without one)."""
     found = readouts_of(path)
     if readout is None:
-        if len(found) > 1:
-            raise PersonamineError(f"{str(path)!r} holds {len(found)} readouts ({', '.join(found)}): name one "
-                                   "(readout=..., --readout)")
         return next(iter(found.values()))
     if readout not in found:
         raise PersonamineError(f"{str(path)!r} has no readout {readout!r}; it has {', '.join(found)}")
@@ -463,7 +461,7 @@ def read_results(path: str | Path, features: Iterable[int] | None = None, readou
     """Read a mining file. ``features`` (SAE feature ids, or a directions readout's channels) reads only those
     features' rows, in the file's order: an all-features file holds about 1.3 GB of dense top-k arrays for 131,072
     features. ``readout`` names one readout of a run with several (``L15``, ``directions-L15``; see
-    ``readouts_of``). A dataset that fails its checksum is a ``PersonamineError`` naming it."""
+    ``readouts_of``; default: its first). A dataset that fails its checksum is a ``PersonamineError`` naming it."""
     path = Path(path)
     if readout is not None or file_format(path, "results") == INDEX_FORMAT:
         path = readout_path(path, readout)

@@ -110,10 +110,14 @@ def _show_flags(parser: argparse.ArgumentParser) -> None:
 @command("show", "print a mining file's features and top contexts in the terminal")(_show_flags)
 def _show(args: argparse.Namespace) -> int:
     from personamine.config import parse_feature_list
-    from personamine.files.mine import read_results
+    from personamine.files.mine import read_results, readouts_of
     from personamine.jobs.show import format_results
 
     features = parse_feature_list(args.features) if args.features else None
+    found = readouts_of(args.results)
+    if args.readout is None and len(found) > 1:
+        print(f"personamine: {args.results} holds {len(found)} readouts ({', '.join(found)}): --readout NAME shows "
+              "another; this is the first", file=sys.stderr)
     # Only the asked features are read: an all-features file holds ~1.3 GB of top-k arrays.
     print(format_results(read_results(args.results, features, readout=args.readout), features, args.examples,
                          args.width))

@@ -29,7 +29,7 @@ from personamine.files.discover import read_discovery
 from personamine.files.mine import read_results
 from personamine.jobs.discover import discover
 from personamine.jobs.mine import mine
-from personamine.jobs.show import format_feature
+from personamine.jobs.show import format_feature, format_results
 from personamine.jobs.train_sae import train_sae
 from personamine.model.loading import load_config, resolve_model_source
 from personamine.report import report
@@ -44,10 +44,11 @@ _SAE_FIELDS = ("model", "layer", "corpus", "dict_size", "k", "train_tokens", "tr
 @dataclass
 class DemoResult:
     discovery: Path
-    mining: Path
+    mining: Path  # the mining output: the index of its readouts (read_results reads the SAE's by default)
     sae: Path  # release root
     sae_summary: str
     seconds: float
+    directions: str | None = None  # the readout holding the mined persona directions (read_results(mining, readout=))
 
 
 def _sae_cache_root(cfg: DemoConfig) -> Path:
@@ -186,10 +187,14 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
     mine_path = Path(out / "mine.h5")
     work_dir = out / "mine.work"
     chats = bool(cfg.messages_column)
+    # The persona directions found at the SAE's layer are mined in the same forward as its features, centred on the
+    # midpoint of the two sides (a reading above 0 leans to the persona side).
+    names = [f"L{layer}/{pooling}" for layer, pooling in sorted(found.directions) if layer == cfg.layer]
+    directions = dict(directions=str(discovery_path), direction_names=names, center_directions=True) if names else {}
     mine_path = mine(model=cfg.model, layer=cfg.layer, sae=str(sae_root), corpus=cfg.mine_corpus, features=features,
                      messages_column=cfg.messages_column or None, score_roles=cfg.score_roles if chats else None,
                      max_tokens=cfg.mine_tokens, ctx_len=cfg.mine_ctx_len, output=str(mine_path),
-                     work_dir=str(work_dir), progress=cfg.progress, allow_low_fve=cfg.allow_low_fve)
+                     work_dir=str(work_dir), progress=cfg.progress, allow_low_fve=cfg.allow_low_fve, **directions)
     results = read_results(mine_path)
     scored = f"{' + '.join(cfg.score_roles)} tokens" if chats else "tokens"
     say(f"\nwrote {mine_path}: {results.tokens_scored:,} {scored} of {cfg.mine_corpus} scored "
@@ -200,6 +205,12 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
         say(f"note: the {results.attrs['n_documents']} mined documents overlap the SAE's training documents (from "
             f"{cfg.train_from_document} on)")
     say(format_report(found, results, cfg.show, cfg.examples))
+    directions_readout = f"directions-L{cfg.layer}" if names else None
+    if directions_readout is not None:
+        mined = read_results(mine_path, readout=directions_readout)
+        say(f"\nthe persona directions at layer {cfg.layer}, mined in the same forward (projection on the unit "
+            "direction, centred on the midpoint of persona and control prompts):")
+        say(format_results(mined, n_examples=cfg.examples, width=160).split("\n\n", 1)[1])
 
     report_path = report(mine_path, out / "report.html", discovery=discovery_path)
     seconds = time.perf_counter() - began
@@ -207,4 +218,4 @@ def _demo(cfg: DemoConfig, say: Callable[[str], None], began: float) -> DemoResu
         f"(personamine.read_results; personamine show {mine_path})")
     say(f"report: {report_path} (open it in a browser; it works offline)")
     return DemoResult(discovery=discovery_path, mining=mine_path, sae=sae_root, sae_summary=sae_summary,
-                      seconds=seconds)
+                      seconds=seconds, directions=directions_readout)

@@ -131,11 +131,23 @@ def test_several_layers_and_trainers_in_one_forward_equal_one_run_each(tiny_mode
         # q-values are over every feature of one SAE and pooling, so they agree too
         np.testing.assert_array_equal(together.tables[(f"L{layer}", "last")].ranking.q_value,
                                       alone.tables[(f"L{layer}", "last")].ranking.q_value)
+    # Mining a layer with features_from takes that layer's table (at the primary pooling), not the primary's.
+    from personamine.config import MineConfig
+    from personamine.discovery.select import resolve_features
+
+    for layer in (1, 3):
+        want = together.tables[(f"L{layer}", "last")].ranking
+        picked = resolve_features(MineConfig(layer=layer, features_from=str(together.path), top=4,
+                                             positive_only=False), 256)
+        np.testing.assert_array_equal(picked, want.feature_ids[:4])
     trainers = run(tiny_model_dir, multi_layer_sae_dir, pair_files, tmp_path, name="t.h5", layer=2,
                    sae_trainers=[0, 1])
     assert sorted(trainers.tables) == [("L2-t0", "last"), ("L2-t1", "last")]
     assert sorted(trainers.directions[(2, "last")].decompositions) == ["L2-t0", "L2-t1"]
     assert trainers.tables[("L2-t1", "last")].sae.endswith("@trainer_1")
+    picked = resolve_features(MineConfig(layer=2, sae_trainer=1, features_from=str(trainers.path), top=4,
+                                         positive_only=False), 256)
+    np.testing.assert_array_equal(picked, trainers.tables[("L2-t1", "last")].ranking.feature_ids[:4])
 
 
 def test_directions_export_for_other_tools(tiny_model_dir, tiny_sae_dir, pair_files, tmp_path):

@@ -82,6 +82,11 @@ def test_demo_cli_with_a_given_sae(tiny_model_dir, tiny_sae_dir, tiny_corpus_jso
     assert any(line.startswith(f"wrote {out / 'mine.h5'}: ") and line.endswith(" documents)") for line in lines)
     assert lines[-1] == f"report: {out / 'report.html'} (open it in a browser; it works offline)"
     assert personamine.read_results(out / "mine.h5").feature_ids.size == 5
+    # the persona directions at the SAE's layer were mined in the same forward, next to its features
+    directions = personamine.read_results(out / "mine.h5", readout=f"directions-L{SAE_LAYER}")
+    assert directions.direction_names == [f"L{SAE_LAYER}/last", f"L{SAE_LAYER}/response-mean"]
+    assert directions.config["center_directions"] and "the persona directions at layer" in printed
+    assert f"direction 'L{SAE_LAYER}/last' (centred): mean" in printed and "documents, highest mean:" in printed
 
 
 @pytest.mark.slow

@@ -76,8 +76,7 @@ def test_each_readout_of_a_combined_run_equals_its_single_run(runs):
         assert_identical_datasets(single, files[name])
     res = personamine.read_results(runs["combined"], readout="directions-L1")
     assert res.direction_names == ["probe"] and res.readout == "directions-L1"
-    with pytest.raises(PersonamineError, match="holds 4 readouts .*name one"):
-        personamine.read_results(runs["combined"])
+    assert personamine.read_results(runs["combined"]).readout == "L1"  # the first readout, unless one is named
     with pytest.raises(PersonamineError, match="has no readout 'L2'"):
         personamine.read_results(runs["combined"], readout="L2")
 
@@ -191,8 +190,12 @@ def test_the_command_line_mines_several_readouts(tiny_model_dir, multi_layer_sae
     shown = personamine_cli("show", str(out), "--readout", "directions-L2")
     assert shown.returncode == 0, shown.stderr
     assert "persona" in shown.stdout and "documents" in shown.stdout
-    listed = personamine_cli("show", str(out))
-    assert listed.returncode == 2 and "name one" in listed.stderr and len(listed.stderr.strip().splitlines()) == 1
+    first = personamine_cli("show", str(out), "--features", "0")
+    assert first.returncode == 0 and "cli.L1.h5" in first.stdout
+    assert "3 readouts (L1, L3, directions-L2): --readout NAME shows another" in first.stderr
+    missing = personamine_cli("show", str(out), "--readout", "L2")
+    assert missing.returncode == 2 and "has no readout 'L2'" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
     bad = personamine_cli("mine", "--model", str(tiny_model_dir), "--directions", str(tmp_path / "wrong.npy"),
                           "--corpus", str(tiny_corpus_jsonl), "--output", str(tmp_path / "bad.h5"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not found" in bad.stderr
