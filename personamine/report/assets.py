@@ -76,6 +76,7 @@ section.direction { border-top: 2px solid var(--line); padding-top: 8px; margin-
 section.direction .stats { color: var(--muted); }
 svg.signed rect.above { fill: rgb(255, 98, 0); } svg.signed rect.below { fill: #0969da; }
 svg.signed rect.zero { fill: #8c959f; }
+.tail.low .tok.on { box-shadow: inset 0 -2px rgba(9, 105, 218, .9); }
 table.pct { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 table.pct th, table.pct td { padding: 2px 10px; text-align: right; border-bottom: 1px solid var(--line); }
 .drift { display: inline-flex; gap: 6px; align-items: center; }
