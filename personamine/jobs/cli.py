@@ -396,7 +396,8 @@ def _explain_flags(parser: argparse.ArgumentParser) -> None:
 
     parser.description = ("Explain each mined feature with an LLM (in process, or any OpenAI-compatible server) and "
                           "score the explanations by detection and fuzzing (personamine.explain).")
-    parser.add_argument("results", help="a mining HDF5 file")
+    parser.add_argument("results", help="a mining HDF5 file, or the index of a run with several readouts (one part "
+                                        "per readout; directions shown as directions)")
     add_config_flags(parser, ExplainConfig, skip=frozenset({"results"}))
     parser.add_argument("--table", type=int, default=20, metavar="N", help="print the first N features (default 20)")
 
@@ -419,7 +420,8 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Write one self-contained offline HTML page of a mining file: index, histograms, logit "
                           "lens, contexts, interval samples, and with a discovery file the per-prompt activations "
                           "(personamine.report).")
-    parser.add_argument("results", help="a mining HDF5 file")
+    parser.add_argument("results", help="a mining HDF5 file, or the index of a run with several readouts (one part "
+                                        "per readout; directions shown as directions)")
     parser.add_argument("-o", "--output", default=None, help="HTML file to write (default: RESULTS with .html)")
     parser.add_argument("--discovery", default=None, help="a discovery file: adds scores and per-prompt activations")
     parser.add_argument("--features", default=None, help="comma-separated feature ids (default: all in the file)")

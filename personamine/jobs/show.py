@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from personamine.files.mine import MineResults
+from personamine.merge.stats import signed_bins
 from personamine.roles import ROLE
 
 
@@ -127,21 +128,16 @@ def format_feature(results: MineResults, feature_id: int, n_examples: int = 5, w
 
 
 def _signed_sparkline(results: MineResults, i: int) -> str:
-    """A direction's signed token histogram: its negative channel's bins mirrored, then its positive channel's."""
+    """A direction's signed token histogram: its negative channel's bins mirrored, the zeros, then its positive
+    channel's."""
     n = len(results.direction_names or [])
-    below, above = results.histogram[n + i][::-1], results.histogram[i]
-    counts = np.concatenate([below, above])
-    found = _bars(counts)
+    counts, low, high = signed_bins(results.histogram[i], results.histogram[n + i], results.tokens_scored,
+                                    results.histogram_edges)
+    found = _bars(counts[0])
     if found is None:
         return "always 0"
     lo, hi, bars = found
-    edges = results.histogram_edges
-    signed_edges = np.concatenate([-edges[::-1], edges[1:]])  # the 2B bins' edges, lowest first, no bin at 0
-
-    def edge(k: int) -> float:
-        return float(signed_edges[k] if k < len(below) else signed_edges[k + 1])
-
-    return f"{edge(lo):.3g} {bars} {edge(hi):.3g}  (10 bins per decade each side of 0)"
+    return f"{low[lo]:.3g} {bars} {high[hi - 1]:.3g}  (10 bins per decade each side of 0)"
 
 
 def format_direction(results: MineResults, i: int, n_examples: int = 5, width: int = 0,
@@ -168,8 +164,7 @@ def format_direction(results: MineResults, i: int, n_examples: int = 5, width: i
                          for rank, ex in enumerate(examples, 1))
     docs = results.documents
     if docs is not None and docs.document.size:
-        order = np.argsort(docs.mean[:, i], kind="stable")
-        for label, rows in (("highest", order[::-1][:n_documents]), ("lowest", order[:n_documents])):
+        for label, rows in zip(("highest", "lowest"), docs.ranked(i, n_documents), strict=True):
             lines.append(f"  documents, {label} mean: " + " · ".join(
                 f"doc {int(docs.document[r])} {docs.mean[r, i]:.3g} (max {docs.max[r, i]:.3g}, "
                 f"{int(docs.n_tokens[r])} tok)" for r in rows))

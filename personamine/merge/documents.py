@@ -40,6 +40,17 @@ class DocumentScores:
     def turn_mean(self) -> np.ndarray:
         return self.turn_total / np.maximum(self.turn_n_tokens, 1)[:, None]
 
+    def ranked(self, channel: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the ``n`` documents of highest mean on ``channel`` (highest first) and of the ``n`` of lowest
+        (lowest first)."""
+        order = np.argsort(self.mean[:, channel], kind="stable")
+        return order[::-1][:n], order[:n]
+
+    def turn_rows(self, document: int) -> np.ndarray:
+        """The per-turn rows of one document, first assistant turn first (none outside conversations)."""
+        lo, hi = np.searchsorted(self.turn_document, [document, document + 1])
+        return np.arange(lo, hi)
+
     def merge(self, other: DocumentScores) -> DocumentScores:
         """Disjoint documents (one shard each): concatenated in document order."""
         order = np.argsort(np.concatenate([self.document, other.document]), kind="stable")

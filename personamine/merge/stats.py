@@ -124,6 +124,20 @@ def carry(whole: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 PERCENTILES = np.arange(101, dtype=np.float64)  # the percentiles a run stores per channel: 0, 1, ..., 100
 
 
+def signed_bins(positive: np.ndarray, negative: np.ndarray | None, n_tokens: int,
+                edges: np.ndarray = HISTOGRAM_EDGES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two nonnegative histograms as one signed axis, lowest first: ``negative``'s bins mirrored (from -1e5 up), the
+    zeros (the ``n_tokens`` counted in neither), then ``positive``'s bins up to 1e5. Returns the counts
+    [C, 2B + 1] (float64) and each bin's low and high edge [2B + 1] (the zeros' bin is [0, 0])."""
+    positive = np.atleast_2d(positive).astype(np.float64)
+    negative = np.zeros_like(positive) if negative is None else np.atleast_2d(negative).astype(np.float64)
+    zeros = np.maximum(n_tokens - positive.sum(1) - negative.sum(1), 0.0)
+    counts = np.concatenate([negative[:, ::-1], zeros[:, None], positive], axis=1)
+    lo_edge = np.concatenate([-edges[:0:-1], [0.0], edges[:-1]])
+    hi_edge = np.concatenate([-edges[-2::-1], [0.0], edges[1:]])
+    return counts, lo_edge, hi_edge
+
+
 def histogram_percentiles(positive: np.ndarray, negative: np.ndarray | None, n_tokens: int,
                           q: np.ndarray = PERCENTILES) -> np.ndarray:
     """[C, len(q)] percentiles of each channel's value over ``n_tokens`` scored tokens, from the exact histograms:
@@ -131,13 +145,7 @@ def histogram_percentiles(positive: np.ndarray, negative: np.ndarray | None, n_t
     is negative) counts the magnitudes of the values below 0, and the rest are 0. Inside a bin the value is
     interpolated geometrically between its edges, so a percentile is exact to the bin's width (10 bins a decade:
     within 26% of the value), and exactly 0 where it falls on the zeros."""
-    positive = np.atleast_2d(positive).astype(np.float64)
-    negative = np.zeros_like(positive) if negative is None else np.atleast_2d(negative).astype(np.float64)
-    zeros = np.maximum(n_tokens - positive.sum(1) - negative.sum(1), 0.0)
-    # One signed axis, lowest first: the negative bins from -1e5 up, the zeros, the positive bins up to 1e5.
-    counts = np.concatenate([negative[:, ::-1], zeros[:, None], positive], axis=1)
-    lo_edge = np.concatenate([-HISTOGRAM_EDGES[:0:-1], [0.0], HISTOGRAM_EDGES[:-1]])
-    hi_edge = np.concatenate([-HISTOGRAM_EDGES[-2::-1], [0.0], HISTOGRAM_EDGES[1:]])
+    counts, lo_edge, hi_edge = signed_bins(positive, negative, n_tokens)
     cumulative = np.cumsum(counts, axis=1)
     total = np.maximum(cumulative[:, -1:], 1.0)
     out = np.zeros((counts.shape[0], q.size))

@@ -41,7 +41,7 @@ def vocab_entry(token_id: int, text: str | None, piece: str) -> list:
     return [shown, piece, int(is_piece)]
 
 
-def _round(values: np.ndarray) -> list[float | None]:
+def rounded(values: np.ndarray) -> list[float | None]:
     # Most per-token activations are 0: skipping their formatting makes a 1,000-feature page several times faster.
     return [0.0 if v == 0 else float(f"{v:.{_SIG}g}") if math.isfinite(v) else None
             for v in np.asarray(values, dtype=np.float64).tolist()]
@@ -63,12 +63,12 @@ def feature_order(results: MineResults, features: list[int] | None,
     return [f for _, f in sorted((rank.get(f, len(rank) + pos), f) for pos, f in enumerate(ids))]
 
 
-def _window(results: MineResults, ex: dict, used: set[int], turns: bool) -> dict:
+def window_entry(results: MineResults, ex: dict, used: set[int], turns: bool) -> dict:
     keep = results.shown(ex)
     ids = ex["token_ids"][keep].astype(np.int64)
     used.update(ids.tolist())
-    out = {"s": _round([ex["score"]])[0], "d": ex["document"], "w": ex["window_start"], "t": ids.tolist(),
-           "a": _round(ex["activations"][keep])}
+    out = {"s": rounded([ex["score"]])[0], "d": ex["document"], "w": ex["window_start"], "t": ids.tolist(),
+           "a": rounded(ex["activations"][keep])}
     if turns:  # role codes (ROLES) per shown token: the page labels each turn and marks the Assistant's
         out["r"] = ex["roles"][keep].astype(int).tolist()
     return out
@@ -80,12 +80,12 @@ def feature_entry(results: MineResults, feature_id: int, discovery: DiscoveryRes
     turns = results.has_turns() and results.roles is not None
     active = int(results.active_tokens[i])
     entry: dict = {
-        "id": int(feature_id), "max": _round([results.max[i]])[0], "density": float(results.density[i]),
-        "active": active, "mean": _round([results.activation_sum[i] / active])[0] if active else 0.0,
+        "id": int(feature_id), "max": rounded([results.max[i]])[0], "density": float(results.density[i]),
+        "active": active, "mean": rounded([results.activation_sum[i] / active])[0] if active else 0.0,
         "hist": [[int(b), int(c)] for b, c in enumerate(results.histogram[i].tolist()) if c],
-        "top": [_window(results, ex, used, turns) for ex in results.examples(feature_id)],
+        "top": [window_entry(results, ex, used, turns) for ex in results.examples(feature_id)],
         # Highest interval first; inside one, by score (the file keeps them by sampling key).
-        "intervals": [[interval, [_window(results, ex, used, turns)
+        "intervals": [[interval, [window_entry(results, ex, used, turns)
                                   for ex in sorted(windows, key=lambda w: -w["score"])]]
                       for interval, windows in sorted(results.interval_samples(feature_id).items(), reverse=True)],
         "lens": None, "disc": None,
@@ -100,22 +100,22 @@ def feature_entry(results: MineResults, feature_id: int, discovery: DiscoveryRes
         up, down = lens.promoted_ids[i].astype(np.int64), lens.suppressed_ids[i].astype(np.int64)
         used.update(up.tolist())
         used.update(down.tolist())
-        entry["lens"] = {"up": [[int(t), v] for t, v in zip(up, _round(lens.promoted_values[i]), strict=True)],
-                         "down": [[int(t), v] for t, v in zip(down, _round(lens.suppressed_values[i]), strict=True)]}
+        entry["lens"] = {"up": [[int(t), v] for t, v in zip(up, rounded(lens.promoted_values[i]), strict=True)],
+                         "down": [[int(t), v] for t, v in zip(down, rounded(lens.suppressed_values[i]), strict=True)]}
     if discovery is not None:
         hits = np.nonzero(discovery.feature_ids == feature_id)[0]
         if hits.size:
             rank = int(hits[0])
-            control = _round([discovery.control_firing[rank]])[0] if discovery.has_controls else None
-            disc: dict = {"rank": rank + 1, "score": _round([discovery.score[rank]])[0],
-                          "persona": _round([discovery.persona_firing[rank]])[0], "control": control}
+            control = rounded([discovery.control_firing[rank]])[0] if discovery.has_controls else None
+            disc: dict = {"rank": rank + 1, "score": rounded([discovery.score[rank]])[0],
+                          "persona": rounded([discovery.persona_firing[rank]])[0], "control": control}
             stats = discovery.ranking
             if stats is not None and stats.has_statistics:  # version 2: the CI, q and support behind the rank
-                disc.update({"ci": _round([stats.ci_low[rank], stats.ci_high[rank]]),
-                             "q": _round([stats.q_value[rank]])[0], "support": int(stats.support[rank])})
+                disc.update({"ci": rounded([stats.ci_low[rank], stats.ci_high[rank]]),
+                             "q": rounded([stats.q_value[rank]])[0], "support": int(stats.support[rank])})
             if rank < discovery.persona_acts.shape[1]:  # per-prompt activations are stored for the top N only
-                disc["persona_acts"] = _round(discovery.persona_acts[:, rank])
-                disc["control_acts"] = _round(discovery.control_acts[:, rank])
+                disc["persona_acts"] = rounded(discovery.persona_acts[:, rank])
+                disc["control_acts"] = rounded(discovery.control_acts[:, rank])
             entry["disc"] = disc
     return entry
 
@@ -124,14 +124,14 @@ def directions_data(discovery: DiscoveryResults) -> list[dict]:
     """Each persona direction of a discovery file: its separation, stability and the SAE features that carry it."""
     out = []
     for (layer, pooling), d in sorted(discovery.directions.items()):
-        out.append({"layer": layer, "pooling": pooling, "norm": _round([d.norm])[0], "auroc": _round([d.auroc])[0],
-                    "auroc_ci": _round(list(d.auroc_ci)), "split_half": _round([d.split_half[0]])[0],
-                    "saes": [{"name": name, "share": _round([dec.reconstructed_share])[0],
-                              "cosine": _round([dec.reconstructed_cosine])[0],
+        out.append({"layer": layer, "pooling": pooling, "norm": rounded([d.norm])[0], "auroc": rounded([d.auroc])[0],
+                    "auroc_ci": rounded(list(d.auroc_ci)), "split_half": rounded([d.split_half[0]])[0],
+                    "saes": [{"name": name, "share": rounded([dec.reconstructed_share])[0],
+                              "cosine": rounded([dec.reconstructed_cosine])[0],
                               "carried": [[int(f), v] for f, v in zip(dec.contribution_ids[:5].tolist(),
-                                                                       _round(dec.contribution[:5]), strict=True)],
+                                                                       rounded(dec.contribution[:5]), strict=True)],
                               "aligned": [[int(f), v] for f, v in zip(dec.cosine_ids[:5].tolist(),
-                                                                       _round(dec.cosine[:5]), strict=True)]}
+                                                                       rounded(dec.cosine[:5]), strict=True)]}
                              for name, dec in d.decompositions.items()]})
     return out
 

@@ -24,16 +24,22 @@ def script_json(data: object) -> str:
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 
+# A mining file's page: its features; a run of several readouts' (``readouts_data``): a part per readout, built by the
+# script.
+_FEATURES_MAIN = "<main><h2>Features</h2><div id=\"pm-index\"></div><div id=\"pm-features\"></div></main>"
+_READOUTS_MAIN = "<main id=\"pm-readouts\"></main>"
+
+
 def render_page(data: dict, title: str, extra: str = "") -> str:
-    """``extra``: markup appended after the page's own script (sections that add themselves: steering,
-    explanations)."""
+    """``data``: ``report_data``'s or ``readouts_data``'s. ``extra``: markup appended after the page's own script
+    (sections that add themselves: steering, explanations)."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        "<header class=\"run\" id=\"pm-header\"></header><main><h2>Features</h2><div id=\"pm-index\"></div>"
-        "<div id=\"pm-features\"></div></main>"
+        "<header class=\"run\" id=\"pm-header\"></header>"
+        f"{_READOUTS_MAIN if 'readouts' in data else _FEATURES_MAIN}"
         "<noscript>This report renders with JavaScript (inline, no network access).</noscript>"
         f"<script type=\"application/json\" id=\"pm-data\">{script_json(data)}</script>"
         f"<script>{JS}</script>{extra}</body></html>\n"

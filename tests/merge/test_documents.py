@@ -61,3 +61,17 @@ def test_merging_disjoint_shards_is_exact_in_any_order():
         np.testing.assert_array_equal(value, round_trip.arrays()[name], err_msg=name)
     empty = DocumentScores.empty(5)
     np.testing.assert_array_equal(empty.merge(a).total, a.total)
+
+
+def test_ranked_and_turn_rows():
+    document, turn, values = _tokens(4)
+    scores = _scored(document, turn, values, batches=2, chunk=5)
+    for channel in range(values.shape[1]):
+        top, bottom = scores.ranked(channel, 3)
+        means = scores.mean[:, channel]
+        assert means[top].tolist() == sorted(means, reverse=True)[:3]
+        assert means[bottom].tolist() == sorted(means)[:3]
+    for doc in scores.document.tolist():
+        rows = scores.turn_rows(doc)
+        assert (scores.turn_document[rows] == doc).all() and rows.size == (scores.turn_document == doc).sum()
+        assert scores.turn[rows].tolist() == sorted(set(turn[(document == doc) & (turn >= 0)].tolist()))

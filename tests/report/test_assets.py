@@ -36,11 +36,13 @@ def test_the_script_builds_elements_never_markup_and_never_fetches():
 
 
 def test_the_script_is_strict_and_self_contained():
-    # Two strict closures: the renderers the browser shares (one global, ``personamine``), then the report's page.
-    from personamine.report.assets import RENDER_JS, REPORT_JS
+    # Three strict closures: the renderers the browser shares (one global, ``personamine``), a directions readout's
+    # part (``personamineDirections``), then the report's page.
+    from personamine.report.assets import DIRECTIONS_JS, RENDER_JS, REPORT_JS
 
-    assert JS == RENDER_JS + REPORT_JS
+    assert JS == RENDER_JS + DIRECTIONS_JS + REPORT_JS
     assert RENDER_JS.strip().startswith("var personamine = (function () {\n  \"use strict\";")
+    assert DIRECTIONS_JS.strip().startswith("var personamineDirections = (function () {\n  \"use strict\";")
     assert REPORT_JS.strip().startswith("(function () {\n  \"use strict\";")
-    assert RENDER_JS.strip().endswith("})();") and REPORT_JS.strip().endswith("})();")
+    assert all(part.strip().endswith("})();") for part in (RENDER_JS, DIRECTIONS_JS, REPORT_JS))
     assert 'document.getElementById("pm-data").textContent' in JS  # its data is the page's embedded JSON
