@@ -288,6 +288,15 @@ class MineResults:
         n = len(self.direction_names)
         return self.direction_names[feature_id % n] + (" (-)" if feature_id >= n else "")
 
+    def direction_percentiles(self) -> dict[str, np.ndarray]:
+        """Directions: each one's percentiles 0..100 over every scored token, in raw projection units ``h . v_hat``
+        (the reference mean added back when the run centred its readings), as a steering cap's threshold reads them."""
+        if self.direction_names is None or self.percentiles is None:
+            raise PersonamineError(f"{str(self.path)!r} is not a directions readout with percentiles")
+        centred = bool(self.config.get("center_directions")) and self.direction_means is not None
+        means = np.nan_to_num(self.direction_means) if centred else np.zeros(len(self.direction_names))
+        return {name: self.percentiles[i] + means[i] for i, name in enumerate(self.direction_names)}
+
     def signed_stats(self) -> dict[str, np.ndarray]:
         """Directions: each one's signed statistics from its two channels, exactly: mean over the scored tokens, max,
         min, and the share of tokens above and below 0."""

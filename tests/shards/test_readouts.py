@@ -217,3 +217,21 @@ def test_an_interrupted_combined_run_resumes_to_the_same_files(runs, tiny_model_
     with pytest.raises(PersonamineError, match="changed: layers"):
         fx.interrupted_run({**kwargs, "output": str(root / "changed.h5")}, 1)
         personamine.mine(**{**kwargs, "output": str(root / "changed.h5"), "layers": [1, 2, 3]})
+
+
+def test_centred_directions_subtract_their_reference(runs, tiny_model_dir):
+    """center_directions reads p - mean (persona's file mean is 0.5; axis has none: 0); percentiles for a steering
+    cap come back in raw projection units."""
+    if runs["kind"] != "text":
+        pytest.skip("one case is enough")
+    plain = personamine.read_results(runs["singles"]["directions-L2"])
+    centred = personamine.read_results(personamine.mine(**_kwargs(
+        tiny_model_dir, runs["corpus"], runs["root"] / "centred.h5", "text", directions=str(runs["root"] / "dirs.npy"),
+        direction_names=["persona", "axis"], center_directions=True)))
+    np.testing.assert_allclose(centred.documents.mean + [0.5, 0.0], plain.documents.mean, atol=1e-5)
+    np.testing.assert_allclose(centred.signed_stats()["max"] + [0.5, 0.0], plain.signed_stats()["max"], atol=1e-5)
+    raw = plain.direction_percentiles()
+    np.testing.assert_array_equal(raw["persona"], plain.percentiles[0])
+    shifted = centred.direction_percentiles()
+    # to a histogram bin's width (26%) of the centred values' magnitude, here at most ~0.6
+    assert abs(shifted["persona"][50] - raw["persona"][50]) < 0.26 * 0.6
