@@ -131,11 +131,12 @@ class SteeringResults:
         """The summary as aligned text: the shift of each continuation set's log-probability on persona prompts, KL on
         both sets, perplexity, and the steered features' mean activation where they fired, before -> after, and each
         direction's mean projection at its layers before -> after, with how often a cap or floor acted."""
-        head = f"{'intervention':<28}" + "".join(f" {'Δlog p ' + s:>14}" for s in self.set_names)
+        width = max([28] + [len(n) for n in self.names])  # a direction's name is long: never cut one short
+        head = f"{'intervention':<{width}}" + "".join(f" {'Δlog p ' + s:>14}" for s in self.set_names)
         lines = [head + f" {'KL persona':>11} {'KL control':>11} {'perplexity':>11}  activation or projection "
                         "(persona)"]
         for i, row in enumerate(self.summary()):
-            line = f"{row['intervention'][:28]:<28}" + "".join(f" {row[f'persona_delta_{s}']:>14.3f}"
+            line = f"{row['intervention']:<{width}}" + "".join(f" {row[f'persona_delta_{s}']:>14.3f}"
                                                             for s in self.set_names)
             before, after = row["persona_act_before"], row["persona_act_after"]
             acts = f"{np.nanmean(before):.3g} -> {np.nanmean(after):.3g}" if before and not np.isnan(
