@@ -74,6 +74,15 @@ class DemoSteerConfig:
                                factory=lambda: [-0.5, -0.25, 0.25, 0.5])
     clamp: list[float] = knob(help="clamp values, in multiples of each feature's corpus max", factory=lambda: [2.0])
     combine: bool = knob(False, "also steer the features all together")
+    direction: str = knob("response-mean", "the pooling of the discovered persona direction (discover.h5's "
+                                           "L<layer>/<pooling> at the demo's layer) to add, ablate, cap and floor "
+                                           "('' to steer features only)")
+    direction_alphas: list[float] = knob(help="alphas of the direction, in multiples of the median residual norm "
+                                              "(--direction-alphas=-0.25,0.25)",
+                                         factory=lambda: [-0.25, -0.1, 0.1, 0.25])
+    direction_percentiles: list[float] = knob(help="cap (no projection above) and floor (none below) the direction at "
+                                                   "these percentiles (0-100) of its projections on the persona "
+                                                   "prompts, unsteered", factory=lambda: [25.0])
     ppl_tokens: int = knob(512, "corpus tokens scored for perplexity")
     show: int = knob(2, "persona prompts whose generations are printed")
     progress: bool = knob(True, "show a progress bar")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from personamine.config.fields import DEFAULT_DATE, knob, parse_feature_list
-from personamine.config.interventions import CLAMP_WHERE, POSITIONS, parse_intervention
+from personamine.config.interventions import CLAMP_WHERE, PERCENTILE_PROMPTS, POSITIONS, parse_intervention
 from personamine.errors import PersonamineError
 
 CLAMP_UNITS = ("auto", "corpus-max", "prompt-max", "absolute")
@@ -54,8 +54,20 @@ class SteerConfig:
     alpha_unit: str = knob("residual-norm", "residual-norm (multiples of the median residual norm at the layer over "
                                             "the prompts' tokens, unsteered) or absolute")
     combine: bool = knob(True, "with several features, also ablate, clamp and add all of them at once")
-    interventions: list[str] = knob(help="more interventions, terms joined by +: ablate:12, clamp:12=2x, "
-                                         "clamp:12=30, add:12=0.5, ablate:12+add:40=-1", factory=list)
+    interventions: list[str] = knob(help="more interventions, terms joined by +: on SAE features ablate:12, "
+                                         "clamp:12=2x, clamp:12=30, add:12=0.5, ablate:12+add:40=-1; on a direction "
+                                         "of the directions file, over a layer or a half-open layer range (left out: "
+                                         "the file's layer for it): add:[L10/last]@10=0.5 (alpha, in alpha_unit at "
+                                         "each layer), ablate:[axis]@8:12, cap:[axis]@8:12=p25 (no projection above "
+                                         "its 25th percentile) or cap:[axis]=3.5 (absolute), floor:[axis]@8:12=p25 "
+                                         "(none below); {layer} in a name: each layer's own direction, e.g. "
+                                         "floor:[L{layer}/last]@8:12=p25", factory=list)
+    directions: str | None = knob(None, "the file of the directions that interventions name in brackets: a discovery "
+                                        ".h5 (names L<layer>/<pooling>), .safetensors, .npy (names in the .json "
+                                        "beside it) or .pt")
+    percentile_prompts: str = knob("persona", "the prompts whose unsteered projections (prompt and response tokens, "
+                                              "as positions says) a cap or floor percentile is measured on: persona, "
+                                              "control or both")
     positions: str = knob("all", "where to intervene: all, prompt (the rendered prompt's tokens) or generated "
                                  "(the response's tokens); special tokens never")
     # prompts (rendered as discover renders them)
@@ -96,7 +108,7 @@ class SteerConfig:
                 raise PersonamineError(f"{name} must be finite numbers, got {bad[0]}")
             setattr(self, name, values)
         for name, allowed in (("positions", POSITIONS), ("clamp_unit", CLAMP_UNITS), ("clamp_where", CLAMP_WHERE),
-                              ("alpha_unit", ALPHA_UNITS)):
+                              ("alpha_unit", ALPHA_UNITS), ("percentile_prompts", PERCENTILE_PROMPTS)):
             if getattr(self, name) not in allowed:
                 raise PersonamineError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("top", "max_new_tokens", "batch_size", "ppl_ctx_len"):

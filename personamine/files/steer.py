@@ -1,6 +1,8 @@
-"""The steering file (schema ``personamine.steer`` version 1), written atomically, and its reader.
+"""The steering file (schema ``personamine.steer`` version 2), written atomically, and its reader.
 
 Intervention 0 is always the unsteered model; every array with a leading ``I`` axis holds all interventions.
+Version 2 adds the direction terms (``directions/``, one row per term and layer) and their measurements per prompt
+set (``{set}/direction_stats``); a version 1 file reads as one without direction terms.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from personamine.files.h5 import atomic_h5, open_h5, plain_attrs
 
 FORMAT = "personamine.steer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SETS = ("persona", "control")
 _STR = h5py.string_dtype("utf-8")
 
@@ -36,6 +38,10 @@ class PromptSetResults:
     # n_positions, before_mean / after_mean, after_max. Over those where the term's feature fired before: n_fired,
     # before_fired_mean / after_fired_mean, target_error (max |a_f after - target|; NaN for add or n_fired = 0).
     term_stats: dict[str, np.ndarray]
+    # Per direction row (one term at one layer), during generation, over the positions it acted on: n_positions,
+    # before_mean / after_mean of the projection h . v_hat at the layer, after_max / after_min, and for cap and floor
+    # n_active / active_fraction (positions where it changed anything).
+    direction_stats: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +68,36 @@ class SteeringResults:
     perplexity: np.ndarray  # [I] on the corpus sample
     sets: dict[str, PromptSetResults] = field(default_factory=dict)
     path: Path | None = None
+    # Direction terms, one row per term and layer (none in a version 1 file).
+    direction_intervention: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [R]
+    direction_kind: list[str] = field(default_factory=list)  # [R] add, ablate, cap, floor
+    direction_name: list[str] = field(default_factory=list)  # [R] the direction's name in the direction file
+    direction_layer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [R]
+    direction_target: list[str] = field(default_factory=list)  # [R] the term's "[name]@layers", as written
+    direction_value: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [R] add: alpha * scale; cap: tau
+    direction_given: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [R] alpha, tau or percentile as given
+    direction_percentile: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [R] given as a percentile
+    direction_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [R] add: what alpha multiplies
+
+    def directions_of(self, i: int) -> tuple[str, ...]:
+        """The direction targets (``[name]@layers``) intervention ``i`` acts on."""
+        return tuple(dict.fromkeys(t for t, r in zip(self.direction_target, self.direction_intervention.tolist(),
+                                                     strict=True) if r == i))
+
+    def direction_text(self, i: int, kind: str = "persona", most: int = 2) -> str:
+        """Intervention ``i``'s direction rows on one prompt set as text: ``L10 3.1 -> 1.2 (cap 25%)``."""
+        stats = self.sets[kind].direction_stats if kind in self.sets else {}
+        rows = np.nonzero(self.direction_intervention == i)[0]
+        if not stats or rows.size == 0:
+            return ""
+        parts = []
+        for r in rows[:most]:
+            text = (f"L{int(self.direction_layer[r])} {stats['before_mean'][r]:.3g} -> "
+                    f"{stats['after_mean'][r]:.3g}")
+            if self.direction_kind[r] in ("cap", "floor"):
+                text += f" ({self.direction_kind[r]} {100 * stats['active_fraction'][r]:.0f}%)"
+            parts.append(text)
+        return "; ".join(parts) + ("; …" if rows.size > most else "")
 
     def features_of(self, i: int) -> tuple[int, ...]:
         return tuple(sorted(set(self.term_feature[self.term_intervention == i].tolist())))
@@ -93,15 +129,20 @@ class SteeringResults:
 
     def table(self) -> str:
         """The summary as aligned text: the shift of each continuation set's log-probability on persona prompts, KL on
-        both sets, perplexity, and the steered features' mean activation where they fired, before -> after."""
-        head = f"{'intervention':<28}" + "".join(f" {'Δlog p ' + s:>14}" for s in self.set_names)
-        lines = [head + f" {'KL persona':>11} {'KL control':>11} {'perplexity':>11}  activation (persona)"]
-        for row in self.summary():
-            line = f"{row['intervention'][:28]:<28}" + "".join(f" {row[f'persona_delta_{s}']:>14.3f}"
+        both sets, perplexity, and the steered features' mean activation where they fired, before -> after, and each
+        direction's mean projection at its layers before -> after, with how often a cap or floor acted."""
+        width = max([28] + [len(n) for n in self.names])  # a direction's name is long: never cut one short
+        head = f"{'intervention':<{width}}" + "".join(f" {'Δlog p ' + s:>14}" for s in self.set_names)
+        lines = [head + f" {'KL persona':>11} {'KL control':>11} {'perplexity':>11}  activation or projection "
+                        "(persona)"]
+        for i, row in enumerate(self.summary()):
+            line = f"{row['intervention']:<{width}}" + "".join(f" {row[f'persona_delta_{s}']:>14.3f}"
                                                             for s in self.set_names)
             before, after = row["persona_act_before"], row["persona_act_after"]
             acts = f"{np.nanmean(before):.3g} -> {np.nanmean(after):.3g}" if before and not np.isnan(
                 before).all() else ""
+            directions = self.direction_text(i)
+            acts = "; ".join(a for a in (acts, directions) if a)
             lines.append(line + f" {row['persona_kl']:>11.4f} {row['control_kl']:>11.4f} {row['perplexity']:>11.3f}  "
                          + acts)
         return "\n".join(lines)
@@ -142,6 +183,17 @@ def write_steering(path: str | Path, results: SteeringResults) -> Path:
             st = s.create_group("term_stats")
             for name, values in data.term_stats.items():
                 st[name] = values
+            st = s.create_group("direction_stats")
+            for name, values in data.direction_stats.items():
+                st[name] = values
+        d = f.create_group("directions")
+        d["intervention"] = results.direction_intervention.astype(np.int64)
+        for name in ("kind", "name", "target"):
+            d.create_dataset(name, data=getattr(results, f"direction_{name}"), dtype=_STR)
+        d["layer"] = results.direction_layer.astype(np.int64)
+        for name in ("value", "given", "scale"):
+            d[name] = getattr(results, f"direction_{name}").astype(np.float64)
+        d["percentile"] = results.direction_percentile.astype(bool)
     return path
 
 
@@ -164,7 +216,14 @@ def read_steering(path: str | Path) -> SteeringResults:
                 text=_strings(s["text"]), rendered=_strings(s["rendered"]), logprob=s["logprob"][()],
                 kl=s["kl"][()], tokens=s["tokens"][()], length=s["length"][()], finished=s["finished"][()],
                 responses=_strings(s["responses"]),
-                term_stats={name: ds[()] for name, ds in s["term_stats"].items()})
+                term_stats={name: ds[()] for name, ds in s["term_stats"].items()},
+                direction_stats={name: ds[()] for name, ds in s.get("direction_stats", {}).items()})
+        directions = {}
+        if "directions" in f:  # version 2
+            d = f["directions"]
+            directions = {"direction_intervention": d["intervention"][()], "direction_layer": d["layer"][()],
+                          **{f"direction_{n}": _strings(d[n]) for n in ("kind", "name", "target")},
+                          **{f"direction_{n}": d[n][()] for n in ("value", "given", "scale", "percentile")}}
         return SteeringResults(
             attrs=attrs, config=json.loads(attrs.get("config", "{}")), feature_ids=g["ids"][()],
             feature_scale=g["scale"][()], encoder_decoder_dot=g["encoder_decoder_dot"][()],
@@ -174,5 +233,5 @@ def read_steering(path: str | Path) -> SteeringResults:
             term_feature=t["feature"][()], term_kind=_strings(t["kind"]), term_value=t["value"][()],
             term_given=t["given"][()], term_where=_strings(t["where"]), set_names=_strings(c["set_names"]),
             continuations=_strings(c["text"]), continuation_set=c["set"][()],
-            perplexity=f["interventions/perplexity"][()], sets=sets, path=path,
+            perplexity=f["interventions/perplexity"][()], sets=sets, path=path, **directions,
         )

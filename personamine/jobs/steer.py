@@ -1,5 +1,6 @@
 """`personamine.steer(...)`: does the feature cause the persona? Ablate, clamp or add SAE features at the SAE's layer
-of the full model and measure what changes, on the persona prompts and on matched controls.
+of the full model, and add, ablate, cap or floor residual-stream directions (a discovered persona direction, an
+Assistant Axis) over a range of layers, and measure what changes, on the persona prompts and on matched controls.
 
 Features come from a discovery file, a mining file or a list; the model, layer and SAE default to the ones
 recorded in that file. Prompts are rendered with the chat template exactly as ``discover`` renders them.
@@ -20,6 +21,7 @@ import numpy as np
 from personamine.config import DEFAULT_MODEL, SteerConfig, resolve_config
 from personamine.corpus import CorpusSpec, iter_rows, open_manifest
 from personamine.errors import PersonamineError
+from personamine.files.directions import load_directions
 from personamine.files.discover import FORMAT as DISCOVERY_FORMAT
 from personamine.files.discover import FORMAT_VERSION as DISCOVERY_VERSION
 from personamine.files.discover import read_discovery_ranking
@@ -39,7 +41,7 @@ from personamine.model.prompts import (
 )
 from personamine.steering.assemble import assemble
 from personamine.steering.hooks import Steering
-from personamine.steering.interventions import parse_intervention, sweep
+from personamine.steering.interventions import DirectionSpec, TermSpec, direction_names, parse_intervention, sweep
 from personamine.steering.run import SteerInputs, run_interventions
 from personamine.steering.sae_access import SteerSae, check_feature_ids, check_hook, open_sae
 
@@ -163,11 +165,16 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
     specs += [parse_intervention(text) for text in cfg.interventions]
     if not specs:
         raise PersonamineError("no interventions: enable ablate, or give clamp values, alphas or interventions")
-    every = list(dict.fromkeys(features + [t.feature for group in specs for t in group]))
+    every = list(dict.fromkeys(features + [t.feature for group in specs for t in group if isinstance(t, TermSpec)]))
     check_feature_ids(handle, every)
+    units, own_layer = resolve_directions(cfg.directions, [t for group in specs for t in group
+                                                           if isinstance(t, DirectionSpec)],
+                                          hidden_size=int(model_config.hidden_size),
+                                          num_layers=int(model_config.num_hidden_layers), model=run.model,
+                                          default_layer=layer)
     mining = cfg.mining or (cfg.features_from if source is not None and source.kind == "mining" else None)
     unit = cfg.clamp_unit if cfg.clamp_unit != "auto" else ("corpus-max" if mining else "prompt-max")
-    relative = any(t.relative for group in specs for t in group)
+    relative = any(t.relative for group in specs for t in group if isinstance(t, TermSpec))
     if unit == "corpus-max" and relative and not mining:
         raise PersonamineError("clamp multiples of the corpus max need a mining file: give mining (or a mining "
                                "file as features_from), or clamp_unit prompt-max or absolute")
@@ -194,12 +201,14 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
     model, device, _ = load_causal_lm(run.model, dtype=cfg.dtype, device=cfg.device, gguf_file=run.gguf_file,
                                       revision=run.revision)
     sae = SteerSae(handle, np.asarray(every, dtype=np.int64), device)
-    steering = Steering(model, find_decoder_layers(model)[layer], sae, special)
+    decoder_layers = find_decoder_layers(model)
+    steering = Steering(model, decoder_layers[layer], sae, special, layers=decoder_layers)
     inputs = SteerInputs(
         prompts={kind: [p.ids for p in items] for kind, items in rendered.items()},
         continuations=continuation_ids, windows=windows, n_prefix=len(prefix), specs=specs,
         positions=cfg.positions, clamp_unit=unit, corpus_max=maxima, clamp_where=cfg.clamp_where,
-        alpha_unit=cfg.alpha_unit, batch_size=cfg.batch_size,
+        alpha_unit=cfg.alpha_unit, batch_size=cfg.batch_size, directions=units, own_layer=own_layer,
+        percentile_prompts=cfg.percentile_prompts,
         generation=GenerationSettings(max_new_tokens=cfg.max_new_tokens, sample=cfg.sample,
                                       temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
                                       batch_size=cfg.batch_size))
@@ -216,9 +225,32 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
                               "self_name": name, "decoding": "sampled" if cfg.sample else "greedy",
                               "max_new_tokens": cfg.max_new_tokens, "ppl_corpus": cfg.ppl_corpus,
                               "ppl_tokens": sum(max(len(w) - len(prefix), 0) for w in windows),
-                              "features_from": cfg.features_from or "", "mining": mining or ""},
+                              "features_from": cfg.features_from or "", "mining": mining or "",
+                              "directions": cfg.directions or "", "percentile_prompts": cfg.percentile_prompts},
                        config=cfg.to_dict())
     return write_steering(cfg.output, results)
+
+
+def resolve_directions(path: str | None, specs: list[DirectionSpec], *, hidden_size: int, num_layers: int,
+                       model: str, default_layer: int) -> tuple[dict[tuple[str, int], np.ndarray],
+                                                               dict[str, int | None]]:
+    """The unit vector of every direction the terms name at every layer they act at, read with the one direction
+    loader (checked: present, finite, non-zero, as wide as the model), and each plainly named direction's own layer
+    (the one its file records, else ``default_layer``); every layer checked against the model."""
+    if not specs:
+        return {}, {}
+    if not path:
+        raise PersonamineError(f"intervention term {specs[0].label()!r} names a direction: give directions, the "
+                               "file that holds it")
+    plain = [s.name for s in specs if s.layers is None]
+    ranged = [name for s in specs if s.layers is not None for name, _ in direction_names(s, {})]
+    found = {d.name: d for d in load_directions(path, names=list(dict.fromkeys(plain + ranged)),
+                                                hidden_size=hidden_size)}
+    own = {name: (found[name].layer if found[name].layer is not None else default_layer) for name in plain}
+    pairs = [pair for s in specs for pair in direction_names(s, own)]
+    for _, at in pairs:
+        check_layer(at, num_layers, model)
+    return {(name, at): found[name].unit for name, at in pairs}, own
 
 
 def _ppl_windows(cfg: SteerConfig, tokenizer, prefix: list[int]) -> list[list[int]]:

@@ -1,5 +1,6 @@
-"""The report's steering section: per steered feature, its metrics against the unsteered model, the curves over
-alpha (inline SVG) and the generations side by side, from a ``personamine steer`` file.
+"""The report's steering section: per steered feature or direction, its metrics against the unsteered model, the
+curves over alpha (inline SVG), the projection on a direction before and after with how often a cap or floor acted,
+and the generations side by side, from a ``personamine steer`` file.
 
 Appended to the page by ``report(..., steering=...)``. Like the rest of the page, the script builds every element
 with ``textContent`` and ``setAttribute`` only, so generated text can only ever become text.
@@ -24,9 +25,9 @@ def steering_data(res: SteeringResults, page_features: list[int] | None = None, 
     """What the section renders, as JSON-able data; ``only``: just the groups that steer this feature (a feature's
     own page in ``personamine serve``)."""
     summary = res.summary()
-    groups: dict[tuple[int, ...], list[int]] = {}
+    groups: dict[tuple[tuple[int, ...], tuple[str, ...]], list[int]] = {}
     for i in range(1, len(res.names)):
-        groups.setdefault(res.features_of(i), []).append(i)
+        groups.setdefault((res.features_of(i), res.directions_of(i)), []).append(i)
     interventions = []
     for i, row in enumerate(summary):
         metrics = {}
@@ -38,8 +39,14 @@ def steering_data(res: SteeringResults, page_features: list[int] | None = None, 
         stats = res.sets["persona"].term_stats
         acts = [[int(res.term_feature[t]), _num(stats["before_fired_mean"][t]), _num(stats["after_fired_mean"][t]),
                  int(stats["n_fired"][t])] for t in terms]
+        dstats = res.sets["persona"].direction_stats
+        dirs = [[res.direction_target[r], int(res.direction_layer[r]), res.direction_kind[r],
+                 _num(float(dstats["before_mean"][r])), _num(float(dstats["after_mean"][r])),
+                 _num(float(dstats["active_fraction"][r]))]
+                for r in np.nonzero(res.direction_intervention == i)[0]] if dstats else []
         interventions.append({"name": res.names[i], "kind": res.kinds[i], "alpha": _num(float(res.alphas[i])),
-                              "metrics": metrics, "ppl": _num(float(res.perplexity[i])), "acts": acts})
+                              "metrics": metrics, "ppl": _num(float(res.perplexity[i])), "acts": acts,
+                              "dirs": dirs})
     a = res.attrs
     meta = {key: (a[key].item() if isinstance(a.get(key), np.generic) else a.get(key)) for key in (
         "model", "layer", "sae", "positions", "clamp_unit", "clamp_where", "alpha_unit", "decoding",
@@ -52,8 +59,9 @@ def steering_data(res: SteeringResults, page_features: list[int] | None = None, 
         "prompts": {kind: data.text for kind, data in res.sets.items()},
         "responses": {kind: data.responses for kind, data in res.sets.items()},
         "interventions": interventions,
-        "groups": [{"features": list(features), "rows": rows, "linked": [f for f in features if f in on_page]}
-                   for features, rows in groups.items() if only is None or only in features],
+        "groups": [{"features": list(features), "directions": list(directions), "rows": rows,
+                    "linked": [f for f in features if f in on_page]}
+                   for (features, directions), rows in groups.items() if only is None or only in features],
     }
 
 
@@ -153,7 +161,8 @@ JS = r"""
     var cols = ["intervention"];
     S.sets.forEach(function (s) { cols.push("\u0394log p " + s + " (persona)"); });
     S.sets.forEach(function (s) { cols.push("\u0394log p " + s + " (control)"); });
-    cols.push("KL persona", "KL control", "perplexity", "activation where it fired (persona)");
+    cols.push("KL persona", "KL control", "perplexity", "activation where it fired (persona)",
+              "projection on the direction, before \u2192 after (persona; how often the cap or floor acted)");
     cols.forEach(function (c) { node("th", null, c, head); });
     var body = node("tbody", null, null, t);
     [0].concat(rows).forEach(function (i) {
@@ -168,6 +177,10 @@ JS = r"""
       node("td", null, num(iv.ppl), tr);
       node("td", null, iv.acts.map(function (a) {
         return a[0] + ": " + num(a[1]) + " \u2192 " + num(a[2]) + " (" + a[3] + " tokens)";
+      }).join("; "), tr);
+      node("td", "st-dirs", iv.dirs.map(function (d) {
+        return "L" + d[1] + ": " + num(d[3]) + " \u2192 " + num(d[4]) +
+          (d[2] === "cap" || d[2] === "floor" ? " (" + d[2] + " " + num(100 * d[5], 1) + "%)" : "");
       }).join("; "), tr);
     });
     return t;
@@ -199,11 +212,20 @@ JS = r"""
     box.appendChild(curve("perplexity on the corpus sample", xs, [
       {name: "perplexity", color: COLORS[2], values: at(function (iv) { return iv.ppl; })}], "st-ppl"));
     var f0 = group.features[0];
-    box.appendChild(curve("feature " + f0 + " where it fired (persona)", xs, [
-      {name: "before", color: COLORS[5], dashed: true, values: at(function (iv) {
-        return iv.acts.length ? iv.acts[0][1] : null; })},
-      {name: "after", color: COLORS[3], values: at(function (iv) { return iv.acts.length ? iv.acts[0][2] : null; })}
-    ], "st-act"));
+    if (f0 !== undefined) {
+      box.appendChild(curve("feature " + f0 + " where it fired (persona)", xs, [
+        {name: "before", color: COLORS[5], dashed: true, values: at(function (iv) {
+          return iv.acts.length ? iv.acts[0][1] : null; })},
+        {name: "after", color: COLORS[3], values: at(function (iv) { return iv.acts.length ? iv.acts[0][2] : null; })}
+      ], "st-act"));
+    } else if (group.directions.length) {
+      // The direction's first layer: its projection before and after, over the positions the add acted on.
+      box.appendChild(curve("projection on " + group.directions[0] + " (persona, first layer)", xs, [
+        {name: "before", color: COLORS[5], dashed: true, values: at(function (iv) {
+          return iv.dirs.length ? iv.dirs[0][3] : null; })},
+        {name: "after", color: COLORS[3], values: at(function (iv) { return iv.dirs.length ? iv.dirs[0][4] : null; })}
+      ], "st-proj"));
+    }
     return box;
   }
 
@@ -239,9 +261,13 @@ JS = r"""
   S.groups.forEach(function (g) {
     var sec = node("section", "st-group", null, root), title = node("h3", null, null, sec);
     sec.setAttribute("data-features", g.features.join(","));
-    sec.id = "steer-" + g.features.join("-");
-    title.appendChild(document.createTextNode((g.features.length > 1 ? "features " : "feature ") +
-                                              g.features.join(" + ") + " "));
+    sec.setAttribute("data-directions", g.directions.join(","));
+    sec.id = "steer-" + g.features.join("-") + (g.directions.length ? "-d" + S.groups.indexOf(g) : "");
+    var named = [];
+    if (g.features.length) named.push((g.features.length > 1 ? "features " : "feature ") + g.features.join(" + "));
+    if (g.directions.length) named.push((g.directions.length > 1 ? "directions " : "direction ") +
+                                        g.directions.join(" + "));
+    title.appendChild(document.createTextNode(named.join(" + ") + " "));
     g.linked.forEach(function (f) {
       var a = node("a", null, "(contexts of " + f + ")", title);
       a.setAttribute("href", "#f-" + f);

@@ -20,12 +20,15 @@ def assemble(outcome: SteerOutcome, sae: SteerSae, tokenizer, *, rendered: dict,
              config: dict) -> SteeringResults:
     interventions = outcome.interventions
     terms = [(i, t) for i, iv in enumerate(interventions) for t in iv.terms]
+    directions = [(i, d) for i, iv in enumerate(interventions) for d in iv.directions]
     rows = [sae.index(f) for f in features]
     dots, norms = sae.encoder_decoder_dot(), sae.decoder_norm()
     sets = {}
     for kind, out in outcome.sets.items():
         parts = [s for s in out.term_stats if s]
         stats = {name: np.concatenate([p[name] for p in parts]) for name in (parts[0] if parts else {})}
+        parts = [s for s in out.direction_stats if s]
+        direction_stats = {name: np.concatenate([p[name] for p in parts]) for name in (parts[0] if parts else {})}
         gens = out.generations
         sets[kind] = PromptSetResults(
             text=[_clean(p.text) for p in rendered[kind]], rendered=[_clean(p.rendered) for p in rendered[kind]],
@@ -33,7 +36,7 @@ def assemble(outcome: SteerOutcome, sae: SteerSae, tokenizer, *, rendered: dict,
             length=np.stack([g.length for g in gens]), finished=np.stack([g.finished for g in gens]),
             responses=[[_clean(tokenizer.decode(g.token_ids[p, : g.length[p]].tolist()))
                         for p in range(g.length.size)] for g in gens],
-            term_stats=stats)
+            term_stats=stats, direction_stats=direction_stats)
     return SteeringResults(
         attrs={**attrs, "alpha_scale": outcome.alpha_scale, "residual_norm": outcome.residual_norm},
         config=config, feature_ids=np.asarray(features, np.int64),
@@ -48,4 +51,12 @@ def assemble(outcome: SteerOutcome, sae: SteerSae, tokenizer, *, rendered: dict,
         term_where=[t.where if t.kind == "clamp" else "" for _, t in terms],
         set_names=set_names, continuations=continuations, continuation_set=np.asarray(continuation_set, np.int64),
         perplexity=outcome.perplexity, sets=sets,
+        direction_intervention=np.array([i for i, _ in directions], np.int64),
+        direction_kind=[d.kind for _, d in directions], direction_name=[d.name for _, d in directions],
+        direction_layer=np.array([d.layer for _, d in directions], np.int64),
+        direction_target=[d.target for _, d in directions],
+        direction_value=np.array([d.value for _, d in directions], np.float64),
+        direction_given=np.array([d.given for _, d in directions], np.float64),
+        direction_percentile=np.array([d.percentile for _, d in directions], bool),
+        direction_scale=np.array([d.scale for _, d in directions], np.float64),
     )

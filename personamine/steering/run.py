@@ -2,7 +2,8 @@
 
 The unsteered pass also fixes the units the interventions are given in: the median residual norm at the layer
 over the prompts' tokens (for ``alpha_unit = residual-norm``) and each feature's max over the persona prompts'
-tokens (for ``clamp_unit = prompt-max``).
+tokens (for ``clamp_unit = prompt-max``); for direction terms, the same norm at each of their layers and the
+percentiles of their projections (``personamine.steering.directions``), unless ``percentiles`` gives another source.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from torch import nn
 
 from personamine.errors import PersonamineError
 from personamine.model.generate import Generations, GenerationSettings, pad_id
+from personamine.steering.directions import measure_units
 from personamine.steering.hooks import Observation, Steering, generate_steered
-from personamine.steering.interventions import UNSTEERED, Intervention, TermSpec, resolve
+from personamine.steering.interventions import UNSTEERED, DirectionSpec, Intervention, PercentileSource, Spec, resolve
 from personamine.steering.measure import corpus_nll, kl_divergence, score_continuations
 
 SETS = ("persona", "control")
@@ -29,7 +31,7 @@ class SteerInputs:
     continuations: list[list[int]]  # token ids of every continuation, all sets together
     windows: list[list[int]]  # corpus windows for perplexity (sink prefix included); may be empty
     n_prefix: int  # sink-prefix tokens at the start of each window
-    specs: list[tuple[TermSpec, ...]]
+    specs: list[tuple[Spec, ...]]
     positions: str = "all"
     clamp_unit: str = "prompt-max"  # corpus-max, prompt-max or absolute
     corpus_max: dict[int, float] | None = None
@@ -37,6 +39,12 @@ class SteerInputs:
     alpha_unit: str = "residual-norm"  # or absolute
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     batch_size: int = 16
+    # Direction terms: each direction's unit vector at each layer it acts at, its recorded layer, which prompts its
+    # percentiles are measured on, and where percentiles come from (None: measured on those prompts).
+    directions: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    own_layer: dict[str, int | None] = field(default_factory=dict)
+    percentile_prompts: str = "persona"
+    percentiles: PercentileSource | None = None
 
 
 @dataclass
@@ -45,6 +53,7 @@ class SetOutcome:
     kl: list[np.ndarray] = field(default_factory=list)  # per intervention [P]
     generations: list[Generations] = field(default_factory=list)
     term_stats: list[dict[str, np.ndarray]] = field(default_factory=list)  # per intervention, per term
+    direction_stats: list[dict[str, np.ndarray]] = field(default_factory=list)  # per intervention, per direction term
 
 
 @dataclass
@@ -68,7 +77,8 @@ def _scales(inputs: SteerInputs, features: np.ndarray, prompt_max: np.ndarray,
         scale = {int(f): float(m) for f, m in zip(features.tolist(), prompt_max.tolist(), strict=True)}
     else:
         scale = {int(f): math.nan for f in features}
-    needed = {s.feature for specs in inputs.specs for s in specs if s.kind == "clamp" and s.relative}
+    needed = {s.feature for specs in inputs.specs for s in specs
+              if not isinstance(s, DirectionSpec) and s.kind == "clamp" and s.relative}
     bad = sorted(f for f in needed if not math.isfinite(scale[f]) or scale[f] <= 0)
     if bad:
         raise PersonamineError(f"feature {bad[0]} has no positive {inputs.clamp_unit} to clamp at a multiple of "
@@ -95,8 +105,18 @@ def run_interventions(model: nn.Module, tokenizer, steering: Steering, inputs: S
     residual_norm = float(torch.cat(observed["persona"].norms + observed["control"].norms).median())
     prompt_max = observed["persona"].max.cpu().numpy().astype(np.float64)
     alpha_scale, clamp_scale = _scales(inputs, sae.features, prompt_max, residual_norm)
+    layer_scale, percentiles = None, inputs.percentiles
+    if inputs.directions:
+        unsteered = {k: _with_responses(inputs.prompts[k], sets[k].generations[0]) for k in SETS}
+        units = measure_units(model, steering.layers, steering.special, unsteered, inputs.directions,
+                              positions=inputs.positions, percentile_prompts=inputs.percentile_prompts,
+                              batch_size=inputs.batch_size, pad=pad)
+        layer_scale = units.layer_scale if inputs.alpha_unit == "residual-norm" else (lambda _layer: 1.0)
+        percentiles = percentiles or units.percentiles_of
     interventions = [UNSTEERED] + [resolve(s, clamp_scale=clamp_scale, alpha_scale=alpha_scale,
-                                           where=inputs.clamp_where) for s in inputs.specs]
+                                           where=inputs.clamp_where, units=inputs.directions,
+                                           own_layer=inputs.own_layer, layer_scale=layer_scale,
+                                           percentiles_of=percentiles) for s in inputs.specs]
 
     bar = None
     if progress:
@@ -117,12 +137,14 @@ def run_interventions(model: nn.Module, tokenizer, steering: Steering, inputs: S
                 out.kl.append(kl_divergence(firsts[kind], scores.first))
                 if i == 0:  # generated above, while observing
                     out.term_stats.append({})
+                    out.direction_stats.append({})
                     continue
                 # The activation record covers the generation: the positions the intervention acts on in use.
                 steering.use(intervention, record=True)
                 out.generations.append(generate_steered(model, tokenizer, steering, inputs.prompts[kind],
                                                 inputs.positions, inputs.generation))
-                out.term_stats.append(steering.record.summary())
+                out.term_stats.append(steering.record.summary() if steering.record is not None else {})
+                out.direction_stats.append(steering.direction_record.summary() if intervention.directions else {})
             steering.use(intervention)
             perplexity.append(_perplexity(model, steering, inputs, pad))
             if bar is not None:
@@ -134,6 +156,10 @@ def run_interventions(model: nn.Module, tokenizer, steering: Steering, inputs: S
     return SteerOutcome(interventions=interventions, alpha_scale=alpha_scale, clamp_scale=clamp_scale,
                         prompt_max=prompt_max, residual_norm=residual_norm, perplexity=np.array(perplexity),
                         sets=sets)
+
+
+def _with_responses(prompts: list[list[int]], gens: Generations) -> list[tuple[list[int], list[int]]]:
+    return [(p, gens.token_ids[i, : gens.length[i]].tolist()) for i, p in enumerate(prompts)]
 
 
 def _perplexity(model: nn.Module, steering: Steering, inputs: SteerInputs, pad: int) -> float:

@@ -57,3 +57,41 @@ def test_term_specs_are_frozen_values():
     assert term == TermSpec("clamp", 2, 1.5, True) and hash(term) == hash(TermSpec("clamp", 2, 1.5, True))
     with pytest.raises(AttributeError):
         term.feature = 3  # type: ignore[misc]
+
+
+def test_direction_terms_and_their_labels():
+    from personamine.config.interventions import DIRECTION_KINDS, DirectionSpec
+
+    assert DIRECTION_KINDS == ("add", "ablate", "cap", "floor")
+    terms = parse_intervention("cap:[L{layer}/last]@8:12=p25 + floor:[axis]=-1.5+ablate:[a+b]@3+add:[x y]@0:2=0.5"
+                               "+add:7=1")
+    assert terms[:4] == (DirectionSpec("cap", "L{layer}/last", (8, 12), 25.0, True),
+                         DirectionSpec("floor", "axis", None, -1.5), DirectionSpec("ablate", "a+b", (3, 4)),
+                         DirectionSpec("add", "x y", (0, 2), 0.5))  # a name keeps its '+' and spaces
+    assert terms[4] == TermSpec("add", 7, 1.0)
+    assert [t.label() for t in terms] == ["cap [L{layer}/last]@8:12=p25", "floor [axis]=-1.5", "ablate [a+b]@3",
+                                          "add [x y]@0:2=0.5", "add 7=1"]
+    assert terms[0].layer_list() == [8, 9, 10, 11] and terms[1].layer_list(own=5) == [5]
+    assert parse_intervention("cap:[d]@4:4=p0")[0].layer_list() == []  # an empty range: acts nowhere
+    assert parse_intervention("cap:[d]=p100")[0].given == 100 and parse_intervention("cap:[d]=p0.5")[0].given == 0.5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cap:[d]=p101", "percentile 'p101' is outside 0-100"),
+    ("floor:[d]=p-0.5", "percentile 'p-0.5' is outside 0-100"),
+    ("cap:[d]=pnan", "'nan' is not a finite number"),
+    ("cap:[d]", "cap needs a value"),
+    ("ablate:[d]=1", "ablate takes no value"),
+    ("clamp:[d]=1", "unknown kind 'clamp' for a direction"),
+    ("add:[d", "a direction is named in brackets"),
+    ("add:[]=1", "a direction is named in brackets"),
+    ("add:[d]@5:3=1", "'@5:3' is not a range of layers"),
+    ("add:[d]@x=1", "'@x' is not a layer or a range of layers"),
+    ("add:[d]9=1", "'9' after [d]: give layers as @10 or @8:12"),
+    ("add:[L{layer}]=1", "stands for a direction per layer: give the layers"),
+])
+def test_direction_refusals_are_one_line(text, message):
+    with pytest.raises(PersonamineError) as info:
+        parse_intervention(text)
+    assert str(info.value).startswith(f"intervention {text!r}: ") and message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)

@@ -119,5 +119,46 @@ def test_another_file_is_refused(results, tmp_path):
     newer = write_steering(tmp_path / "newer.h5", results)
     with h5py.File(newer, "r+") as f:
         f.attrs["format_version"] = FORMAT_VERSION + 1
-    with pytest.raises(PersonamineError, match="has format version 2; upgrade personamine to read it"):
+    with pytest.raises(PersonamineError, match=f"has format version {FORMAT_VERSION + 1}; upgrade personamine to "
+                                               "read it"):
         read_steering(newer)
+
+
+def _with_directions(results):
+    """Intervention 2 also caps a direction over layers 1 and 2 (two rows), with their stats per set."""
+    results.direction_intervention = np.array([2, 2])
+    results.direction_kind, results.direction_name = ["cap", "cap"], ["L1/last", "L2/last"]
+    results.direction_layer, results.direction_target = np.array([1, 2]), ["[L{layer}/last]@1:3"] * 2
+    results.direction_value, results.direction_given = np.array([0.5, 0.75]), np.array([25.0, 25.0])
+    results.direction_percentile, results.direction_scale = np.array([True, True]), np.array([math.nan, math.nan])
+    for data in results.sets.values():
+        data.direction_stats = {"n_positions": np.array([6, 6]), "before_mean": np.array([1.0, 2.0]),
+                                "after_mean": np.array([0.25, 0.5]), "n_active": np.array([3, 6]),
+                                "active_fraction": np.array([0.5, 1.0]), "after_max": np.array([0.5, 0.75]),
+                                "after_min": np.array([-1.0, -2.0])}
+    return results
+
+
+def test_direction_rows_read_back_and_show_in_the_table(results, tmp_path):
+    got = read_steering(write_steering(tmp_path / "s.h5", _with_directions(results)))
+    for name in ("direction_intervention", "direction_layer", "direction_value", "direction_given",
+                 "direction_percentile", "direction_scale"):
+        equal(getattr(got, name), getattr(results, name))
+    assert got.direction_kind == ["cap", "cap"] and got.direction_name == ["L1/last", "L2/last"]
+    assert got.directions_of(2) == ("[L{layer}/last]@1:3",) and got.directions_of(1) == ()
+    for kind, data in results.sets.items():
+        for name, values in data.direction_stats.items():
+            equal(got.sets[kind].direction_stats[name], values)
+    assert got.table().splitlines()[3].endswith("L1 1 -> 0.25 (cap 50%); L2 2 -> 0.5 (cap 100%)")
+
+
+def test_a_version_1_file_reads_as_one_without_directions(results, tmp_path):
+    path = write_steering(tmp_path / "v1.h5", results)
+    with h5py.File(path, "r+") as f:  # the version 1 layout: no direction rows, no direction stats
+        f.attrs["format_version"] = 1
+        del f["directions"]
+        for kind in results.sets:
+            del f[f"{kind}/direction_stats"]
+    got = read_steering(path)
+    assert got.direction_intervention.size == 0 and got.direction_kind == [] and got.directions_of(2) == ()
+    assert got.sets["persona"].direction_stats == {} and got.table() == results.table()

@@ -27,6 +27,13 @@ def test_demo_steer_cli_after_the_tiny_demo(tiny_model_dir, tiny_corpus_jsonl, t
     assert res.attrs["clamp_unit"] == "corpus-max" and res.table() in printed
     assert "prompt: " in printed and "unsteered" in printed
     assert 'id="pm-steering"' in (out / "report.html").read_text()
+    # The discovered persona direction at the demo's layer: added, ablated, capped and floored at its 25th percentile.
+    name = f"[L{res.attrs['layer']}/response-mean]"
+    steered = [res.names[i] for i in range(len(res.names)) if res.directions_of(i)]
+    assert steered == [f"add {name}=-0.25", f"add {name}=-0.1", f"add {name}=0.1", f"add {name}=0.25",
+                       f"ablate {name}", f"cap {name}=p25", f"floor {name}=p25"]
+    assert res.attrs["directions"] == str(first.discovery)
+    assert f"cap {name}=p25" in printed and "(cap " in printed and "(floor " in printed
 
 
 def test_demo_steer_before_the_demo_says_what_to_run(tmp_path, capsys):
@@ -54,11 +61,11 @@ def test_real_demo_steer_on_smollm2(tmp_path):
                      output=str(tmp_path / "mine.h5"), progress=False)
     lines: list[str] = []
     result = demo_steer(output_dir=str(tmp_path), top=2, n_prompts=3, max_new_tokens=8, alphas=[-0.25, 0.25],
-                        ppl_tokens=256, progress=False, say=lines.append)
+                        direction_alphas=[0.1], ppl_tokens=256, progress=False, say=lines.append)
     res = personamine.read_steering(result.steering)
     assert res.feature_ids.tolist() == found.feature_ids[:2].tolist()
     assert res.attrs["self_name"] == "SmolLM" and "SmolLM" in res.continuations[2]
-    assert len(res.names) == 1 + 2 * 4 and res.table() in "\n".join(lines)
+    assert len(res.names) == 1 + 2 * 4 + 4 and res.table() in "\n".join(lines)
     persona = res.sets["persona"]
     # The unsteered responses are SmolLM2's own greedy ones, from transformers alone.
     tok = AutoTokenizer.from_pretrained(resolve_model_source(cfg.model))
@@ -82,6 +89,13 @@ def test_real_demo_steer_on_smollm2(tmp_path):
         elif kind == "clamp":
             value = res.term_value[t]
             assert abs(after - value) <= abs(value - before) * slack + 1e-2 * value
+    # The persona direction's cap and floor hold on SmolLM2's residual stream, and acted somewhere.
+    dstats = persona.direction_stats
+    for r, kind in enumerate(res.direction_kind):
+        if kind == "cap":
+            assert dstats["after_max"][r] <= res.direction_value[r] + 1e-3 and dstats["n_active"][r] > 0
+        elif kind == "floor":
+            assert dstats["after_min"][r] >= res.direction_value[r] - 1e-3 and dstats["n_active"][r] > 0
     # Steering moves the model, and adding in opposite directions moves the identity log-probabilities apart.
     assert np.all(persona.kl[1:].max(-1) > 0) and np.isfinite(res.perplexity).all()
     assert 'id="pm-steering"' in result.report.read_text()

@@ -358,3 +358,128 @@ def test_a_prompt_set_that_renders_empty_is_refused(tiny_model_dir, tied_sae_dir
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "\"What's it like to be you?\": the chat template drops or reorders turn 0" in err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- direction interventions
+
+
+def _write_directions(path, seed=0, width=64):
+    """Directions "L{0..3}/x" (each recorded at its layer) and "axis" (no layer), as an .npy with its .json."""
+    rng = np.random.default_rng(seed)
+    names = [f"L{layer}/x" for layer in range(4)] + ["axis"]
+    np.save(path, rng.standard_normal((len(names), width)).astype(np.float32))
+    path.with_suffix(".json").write_text(json.dumps(
+        {"names": names, "directions": {f"L{layer}/x": {"layer": layer} for layer in range(4)}}))
+    return path
+
+
+def _carried(model, tok, ids, layer):
+    """The plain model's residual after ``layer`` (the next layer's input), one unpadded sequence."""
+    seen = {}
+    handle = model.model.layers[layer + 1].register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.__setitem__("h", args[0] if args else kwargs["hidden_states"]),
+        with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            model(input_ids=torch.tensor([ids]))
+    finally:
+        handle.remove()
+    return seen["h"][0].double()
+
+
+def test_direction_interventions_measure_exactly(tiny_model_dir, tied_sae_dir, inputs, tmp_path, reference):
+    directions = _write_directions(tmp_path / "dirs.npy")
+    interventions = ["add:[axis]@1:3=0", "cap:[L{layer}/x]@1:1=p10", "add:[L{layer}/x]@0:3=0.25",
+                     "ablate:[axis]@2", "cap:[L{layer}/x]@0:3=p50", "floor:[L1/x]=p75", "cap:[axis]@1=-0.5",
+                     "add:3=0.2+cap:[axis]@2=p50"]
+    path = personamine.steer(**steer_kwargs(tiny_model_dir, tied_sae_dir, inputs, tmp_path, ablate=False, clamp=[],
+                                            alphas=[], directions=str(directions), interventions=interventions,
+                                            alpha_unit="residual-norm", ppl_corpus=""))
+    res = personamine.read_steering(path)
+    assert res.names[1:] == ["add [axis]@1:3=0", "cap [L{layer}/x]@1:1=p10", "add [L{layer}/x]@0:3=0.25",
+                             "ablate [axis]@2", "cap [L{layer}/x]@0:3=p50", "floor [L1/x]=p75", "cap [axis]@1=-0.5",
+                             "add 3=0.2 + cap [axis]@2=p50"]
+    assert res.kinds[1:] == ["add", "none", "add", "ablate", "cap", "floor", "cap", "mixed"]
+    # Alpha 0 and an empty layer range: bitwise the unsteered model.
+    for i in (1, 2):
+        for kind, data in res.sets.items():
+            assert np.array_equal(data.logprob[i], data.logprob[0]) and np.array_equal(data.kl[i], data.kl[0])
+            assert np.array_equal(data.tokens[i], data.tokens[0]), (res.names[i], kind)
+    rows = {i: np.nonzero(res.direction_intervention == i)[0] for i in range(len(res.names))}
+    assert [res.direction_name[r] for r in rows[3]] == ["L0/x", "L1/x", "L2/x"]  # each layer its own direction
+    assert res.direction_layer[rows[6]].tolist() == [1]  # the layer the file records for L1/x
+    assert rows[2].size == 0
+
+    # The units, from an independent computation: unpadded forwards of prompt + unsteered response.
+    ref = reference
+    vectors = np.load(directions)
+    names = json.loads(directions.with_suffix(".json").read_text())["names"]
+    unit = {n: vectors[k].astype(np.float64) / np.linalg.norm(vectors[k].astype(np.float64))
+            for k, n in enumerate(names)}
+    norms, projections = {layer: [] for layer in range(3)}, {layer: [] for layer in range(3)}
+    for kind, prompts in (("persona", PERSONA), ("control", CONTROL)):
+        data = res.sets[kind]
+        for p, text in enumerate(prompts):
+            _, prompt = ref.prompt_ids(text)
+            seq = prompt + data.tokens[0, p, : data.length[0, p]].tolist()
+            real = np.array([t not in ref.special for t in seq])
+            for layer in range(3):
+                h = _carried(ref.model, ref.tok, seq, layer).numpy()
+                norms[layer].append(np.linalg.norm(h[: len(prompt)][real[: len(prompt)]], axis=-1))
+                if kind == "persona":
+                    projections[layer].append(h[real])
+    for r in rows[3]:  # add: alpha x the median residual norm at each layer (the lower middle one, as torch's)
+        layer = int(res.direction_layer[r])
+        all_norms = np.sort(np.concatenate(norms[layer]))
+        assert res.direction_scale[r] == pytest.approx(float(all_norms[(all_norms.size - 1) // 2]), rel=1e-5)
+        assert res.direction_value[r] == pytest.approx(0.25 * res.direction_scale[r], rel=1e-9)
+    for i, percent in ((5, 50), (6, 75)):  # percentiles of the persona prompts' projections, unsteered
+        for r in rows[i]:
+            layer = int(res.direction_layer[r])
+            proj = np.concatenate(projections[layer]) @ unit[res.direction_name[r]]
+            assert res.direction_value[r] == pytest.approx(float(np.percentile(proj, percent)), abs=1e-5)
+
+    for data in res.sets.values():
+        st = data.direction_stats
+        assert st["n_positions"].min() > 0
+        for r in rows[3]:  # add: shifted by alpha x norm exactly, at each layer
+            assert st["after_mean"][r] - st["before_mean"][r] == pytest.approx(res.direction_value[r], abs=1e-4)
+        assert abs(st["after_mean"][rows[4][0]]) < 1e-5  # ablation leaves 0
+        for r in rows[5]:  # cap: nothing above tau, and it acted somewhere but not everywhere
+            assert st["after_max"][r] <= res.direction_value[r] + 1e-5
+            assert 0 < st["active_fraction"][r] < 1
+        r = rows[6][0]
+        assert st["after_min"][r] >= res.direction_value[r] - 1e-5 and st["n_active"][r] > 0
+        r = rows[8][0]  # with a feature term at the same layer: the cap still holds on the layer's output
+        assert st["after_max"][r] <= res.direction_value[r] + 1e-5
+    # The floor at the 75th percentile acted on about a quarter of the persona positions (they change as the
+    # response does), and the table shows it.
+    assert "(floor " in res.table() and "L1 " in res.table()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--interventions", "cap:[axis]@1=p101"], "percentile 'p101' is outside 0-100"),
+    (["--interventions", "cap:[axis]@1=p-1"], "percentile 'p-1' is outside 0-100"),
+    (["--interventions", "add:[axis]@2:9=1", "--directions", "DIRS"], "layer 4 is out of range"),
+    (["--interventions", "add:[axis]@1=1", "--directions", "WIDE"], "is 65 wide, but the model's residual stream"),
+    (["--interventions", "add:[nope]@1=1", "--directions", "DIRS"], "has no direction 'nope'"),
+    (["--interventions", "add:[L{layer}/x]@3:5=1", "--directions", "DIRS"], "has no direction 'L4/x'"),
+    (["--interventions", "add:[axis]@1=1"], "names a direction: give directions"),
+    (["--interventions", "cap:[L{layer}/x]=p5"], "stands for a direction per layer: give the layers"),
+    (["--interventions", "cap:[axis]@1"], "cap needs a value"),
+    (["--interventions", "push:[axis]@1=1"], "unknown kind 'push' for a direction"),
+    (["--interventions", "add:[axis]@a:b=1"], "'@a:b' is not a layer or a range of layers"),
+    (["--percentile-prompts", "roles"], "percentile_prompts must be one of persona, control, both"),
+])
+def test_bad_direction_input_is_one_line_and_writes_nothing(tiny_model_dir, tied_sae_dir, tmp_path, capsys, args,
+                                                            message):
+    dirs = _write_directions(tmp_path / "dirs.npy")
+    wide = _write_directions(tmp_path / "wide.npy", width=65)
+    args = [{"DIRS": str(dirs), "WIDE": str(wide)}.get(a, a) for a in args]
+    out = tmp_path / "out" / "steer.h5"
+    code = main(["steer", "--model", str(tiny_model_dir), "--sae", str(tied_sae_dir), "--features", "3",
+                 "--output", str(out), "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("personamine: error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ import json
 import math
 
 import h5py
+import numpy as np
 import pytest
 from fixtures import IMG_ATTACK, SAE_LAYER, SCRIPT_ATTACK, corpus_rows, open_report, wait_for
 
@@ -26,10 +27,13 @@ def files(tiny_model_dir, tiny_sae_dir, tmp_path_factory):
     prompts.write_text("".join(json.dumps({"content": t}) + "\n" for t in ["Who are you?", SCRIPT_ATTACK]))
     controls.write_text("".join(json.dumps({"content": t}) + "\n" for t in ["Who is she?", IMG_ATTACK]))
     conts.write_text(json.dumps({"assistant": ["I am an AI", SCRIPT_ATTACK], IMG_ATTACK: ["I grew up in"]}))
+    directions = tmp / "d.npy"
+    np.save(directions, np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32))  # named d0
     steered = personamine.steer(features_from=str(mined), top=2, prompts=str(prompts), controls=str(controls),
                                 continuations=str(conts), ppl_corpus=str(corpus), ppl_tokens=40, ppl_ctx_len=16,
                                 max_new_tokens=4, alphas=[-0.5, 0.5, 1.0], output=str(tmp / "steer.h5"),
-                                progress=False)
+                                directions=str(directions), interventions=[
+                                    "add:[d0]@1:3=-0.5", "add:[d0]@1:3=0.5", "cap:[d0]@1:3=p50"], progress=False)
     # A response that is markup: the tiny model would never write one, so put it in the real file.
     with h5py.File(steered, "r+") as f:
         responses = f["persona/responses"]
@@ -47,7 +51,8 @@ def test_steering_section_renders_curves_tables_and_generations(browser, files, 
     shown = browser.execute_script("""
         const root = document.getElementById('pm-steering');
         const groups = Array.from(root.querySelectorAll('section.st-group')).map(sec => ({
-          features: sec.getAttribute('data-features'),
+          features: sec.getAttribute('data-features'), directions: sec.getAttribute('data-directions'),
+          title: sec.querySelector('h3').textContent,
           link: Array.from(sec.querySelectorAll('h3 a')).map(a => a.getAttribute('href')),
           metrics: Array.from(sec.querySelectorAll('table.st-metrics tbody tr')).map(tr =>
               [Number(tr.getAttribute('data-intervention')), ...Array.from(tr.children).map(td => td.textContent)]),
@@ -65,8 +70,9 @@ def test_steering_section_renders_curves_tables_and_generations(browser, files, 
                 features: document.querySelectorAll('section.feature').length};""")
     assert shown["pwned"] is None and shown["imgs"] == 0 and shown["scripts"] == 0
     assert shown["features"] == 3  # the mining part of the page is all there
-    groups = {g["features"]: g for g in shown["groups"]}
+    groups = {g["features"]: g for g in shown["groups"] if g["features"]}
     assert list(groups) == ["3", "7", "3,7"]
+    _direction_group_shows_the_file(res, [g for g in shown["groups"] if not g["features"]])
     assert groups["3"]["link"] == ["#f-3"] and groups["3,7"]["link"] == ["#f-3", "#f-7"]
     summary = res.summary()
     for key, g in groups.items():
@@ -102,3 +108,28 @@ def test_steering_section_renders_curves_tables_and_generations(browser, files, 
     for attack in (SCRIPT_ATTACK, IMG_ATTACK):
         assert attack in shown["text"]
     assert groups["3"]["cells"][0][2] == SCRIPT_ATTACK  # the response planted at intervention 1, prompt 0
+
+
+def _direction_group_shows_the_file(res, found):
+    """The direction's own group: its adds as curves over alpha (with the projection before and after), the cap's
+    projection and how often it acted, its generations in columns."""
+    assert [g["directions"] for g in found] == ["[d0]@1:3"]
+    g = found[0]
+    assert g["title"].startswith("direction [d0]@1:3")
+    rows = [i for i in range(1, len(res.names)) if res.directions_of(i) == ("[d0]@1:3",)]
+    assert [res.names[i] for i in rows] == ["add [d0]@1:3=-0.5", "add [d0]@1:3=0.5", "cap [d0]@1:3=p50"]
+    assert [m[0] for m in g["metrics"]] == [0] + rows
+    stats = res.sets["persona"].direction_stats
+    cap = np.nonzero(res.direction_intervention == rows[2])[0]
+    cell = g["metrics"][3][-1]
+    for r in cap:  # each layer: before -> after, and the share of positions the cap acted on
+        share = round(100 * float(stats["active_fraction"][r]), 1)
+        assert f"L{res.direction_layer[r]}: " in cell and f"(cap {share:g}%)" in cell
+    assert g["heads"] == ["persona prompt", "unsteered"] + [res.names[i] for i in rows]
+    curves = {c["cls"].split()[1]: c for c in g["curves"]}
+    assert set(curves) == {"st-logprob", "st-kl", "st-ppl", "st-proj"}
+    lines = {name: values for name, values, _ in curves["st-proj"]["lines"]}
+    first = [np.nonzero(res.direction_intervention == i)[0][0] for i in rows[:2]]
+    assert lines["after"][0] == pytest.approx(stats["after_mean"][first[0]], rel=1e-4)  # alpha -0.5, layer 1
+    assert lines["after"][2] == pytest.approx(stats["after_mean"][first[1]], rel=1e-4)  # alpha 0.5 (0 between)
+    assert lines["after"][1] is None  # the unsteered model has no direction rows

@@ -11,7 +11,7 @@ from fixtures import SAE_LAYER, SENTENCES
 from personamine.model.generate import GenerationSettings
 from personamine.model.padding import left_pad
 from personamine.steering.hooks import Steering, fixed_positions, generate_steered, generation_positions
-from personamine.steering.interventions import Intervention, Term, parse_intervention, resolve
+from personamine.steering.interventions import DirectionTerm, Intervention, Term, parse_intervention, resolve
 from personamine.steering.sae_access import SteerSae, open_sae
 
 FEATURES = np.arange(0, 256, 1, dtype=np.int64)
@@ -232,3 +232,122 @@ def test_term_stats_cover_the_positions_the_schema_names(tiny, tied_sae_dir):
     assert stats["after_max"][0] > threshold  # ...but the add made f fire where it had not
     assert bool((a[~fired] > 0).any()) and float(a[fired].max()) < 1e-4
     assert np.isnan(stats["target_error"][1])  # add has no target
+
+
+# ---------------------------------------------------------------- direction terms over a range of layers
+
+
+def _units(seed: int = 0, hidden: int = 64) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for layer in range(4):
+        v = rng.standard_normal(hidden)
+        out[layer] = (v / np.linalg.norm(v)).astype(np.float32)
+    return out
+
+
+def _direction(kind: str, layer: int, unit: np.ndarray, value: float = float("nan")) -> DirectionTerm:
+    return DirectionTerm(kind, f"L{layer}", layer, unit, value, value, target=f"[L{{layer}}]@{layer}")
+
+
+def _steered_hidden(model, tok, tiny_sae, intervention, ids, mask, pos):
+    """The residual stream the steered model carries out of each layer l < 3 (what layer l + 1 reads: transformers
+    5 records ``output_hidden_states`` before a layer's forward hooks run, so they show the unsteered output of an
+    intervened layer), the positions it acted on, the direction record and the logits."""
+    carried: dict[int, torch.Tensor] = {}
+
+    def reads(layer):
+        return lambda _m, args, kwargs: carried.__setitem__(layer, (args[0] if args else kwargs["hidden_states"]))
+
+    handles = [model.model.layers[layer + 1].register_forward_pre_hook(reads(layer), with_kwargs=True)
+               for layer in range(3)]
+    steering = Steering(model, model.model.layers[SAE_LAYER], tiny_sae, special_ids(tok), layers=model.model.layers)
+    try:
+        steering.use(intervention, record=True)
+        with torch.inference_mode(), steering.positions(fixed_positions(mask.bool())):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    finally:
+        steering.close()
+        for handle in handles:
+            handle.remove()
+    acted = mask.bool() & ~torch.isin(ids, torch.tensor(special_ids(tok)))
+    return carried, acted, steering.direction_record, logits
+
+
+def test_direction_terms_hold_their_algebra_on_the_carried_residual(tiny, tied_sae_dir):
+    """Cap: no projection above tau at any acted position of each capped layer; floor: none below; ablate: 0; add:
+    shifted by the value exactly; positions not acted on exactly as they were. Checked on the residual the model
+    carries on (the next layer's input)."""
+    model, tok = tiny
+    ids, mask, pos = batch(tok)
+    sae = SteerSae(open_sae(str(tied_sae_dir), SAE_LAYER), FEATURES, torch.device("cpu"))
+    units = _units()
+    plain, acted, _, _ = _steered_hidden(model, tok, sae, None, ids, mask, pos)
+    # Thresholds near the median of the plain model's projections at each layer (later layers read capped input, so
+    # the cap acts on some positions and not on others there too), off any projection so that "sits at tau" and
+    # "was moved" are the same positions.
+    taus = {layer: float((plain[layer][acted] @ torch.from_numpy(units[layer])).median()) + 3e-4
+            for layer in range(3)}
+    for kind in ("cap", "floor"):
+        layers = [0, 1, 2]
+        iv = Intervention(kind, (), tuple(_direction(kind, layer, units[layer], taus[layer]) for layer in layers))
+        out, acted, record, _ = _steered_hidden(model, tok, sae, iv, ids, mask, pos)
+        stats = record.summary()
+        for row, layer in enumerate(layers):
+            u = torch.from_numpy(units[layer])
+            p = out[layer][acted] @ u
+            if kind == "cap":
+                assert float(p.max()) <= taus[layer] + 1e-5
+            else:
+                assert float(p.min()) >= taus[layer] - 1e-5
+            changed = (p - taus[layer]).abs() <= 1e-5
+            assert 0 < int(changed.sum()) < p.numel()
+            assert stats["n_positions"][row] == p.numel()
+            assert stats["n_active"][row] == int(changed.sum())  # acted exactly where it now sits at tau
+            assert stats["after_mean"][row] == pytest.approx(float(p.mean()), abs=1e-5)
+            assert stats["active_fraction"][row] == pytest.approx(float(changed.float().mean()))
+            if layer == 0:  # the first layer's other positions are exactly as they were (later ones attend to changes)
+                assert torch.equal(out[0][~acted], plain[0][~acted])
+        # The first capped layer reads the plain model's input: its "before" is the plain projection.
+        assert stats["before_mean"][0] == pytest.approx(
+            float((plain[0][acted] @ torch.from_numpy(units[0])).mean()), abs=1e-5)
+        if kind == "cap":
+            assert stats["after_max"][0] <= taus[0] + 1e-5
+        else:
+            assert stats["after_min"][0] >= taus[0] - 1e-5
+
+    iv = Intervention("ablate", (), (_direction("ablate", 1, units[1]),))
+    out, acted, record, _ = _steered_hidden(model, tok, sae, iv, ids, mask, pos)
+    assert float((out[1][acted] @ torch.from_numpy(units[1])).abs().max()) < 1e-5
+    assert abs(record.summary()["after_mean"][0]) < 1e-5
+    assert torch.equal(out[0], plain[0])  # the layer before it: untouched
+
+    # Add at layer 2 (the layers before it untouched, so layer 2 computes its plain output first).
+    iv = Intervention("add", (), (_direction("add", 2, units[2], 1.75),))
+    out, acted, record, _ = _steered_hidden(model, tok, sae, iv, ids, mask, pos)
+    shift = out[2][acted] - plain[2][acted]
+    torch.testing.assert_close(shift, (1.75 * torch.from_numpy(units[2])).expand(int(acted.sum()), -1), atol=1e-5,
+                               rtol=0)
+    assert torch.equal(out[2][~acted], plain[2][~acted])
+    s = record.summary()
+    assert s["after_mean"][0] - s["before_mean"][0] == pytest.approx(1.75, abs=1e-5)
+
+
+def test_zero_add_infinite_cap_and_no_layer_leave_the_plain_model_bitwise(tiny, tied_sae_dir):
+    model, tok = tiny
+    ids, mask, pos = batch(tok)
+    sae = SteerSae(open_sae(str(tied_sae_dir), SAE_LAYER), FEATURES, torch.device("cpu"))
+    units = _units(1)
+    _, _, _, plain = _steered_hidden(model, tok, sae, None, ids, mask, pos)
+    for iv in (Intervention("add 0", (), tuple(_direction("add", layer, units[layer], 0.0) for layer in range(4))),
+               Intervention("cap inf", (), tuple(_direction("cap", layer, units[layer], float("inf"))
+                                                 for layer in range(4))),
+               Intervention("floor -inf", (), (_direction("floor", 1, units[1], float("-inf")),)),
+               Intervention("no layer", (), ())):
+        _, acted, record, logits = _steered_hidden(model, tok, sae, iv, ids, mask, pos)
+        assert torch.equal(logits, plain), iv.name
+        if iv.directions:
+            assert record.summary()["n_positions"].min() == int(acted.sum())  # it ran, and changed no bit
+    # An empty layer range resolves to no direction term at all.
+    spec = parse_intervention("cap:[L{layer}]@2:2=p50")
+    assert resolve(spec, clamp_scale={}, alpha_scale=1.0, where="active").directions == ()

@@ -56,3 +56,25 @@ def test_resolve_puts_values_in_absolute_units():
     assert iv.name == "clamp 3=2x + clamp 7=1.5 + add 9=-0.5 + ablate 4"
     added = resolve(parse_intervention("add:3=2+add:7=2"), clamp_scale={}, alpha_scale=3.0, where="active")
     assert added.kind == "add" and added.alpha == 2.0 and added.name == "add 3+7=2"
+
+
+def test_direction_terms_resolve_per_layer_with_their_units():
+    import numpy as np
+
+    units = {(f"L{layer}/x", layer): np.eye(4, dtype=np.float32)[layer] for layer in range(3)}
+    units[("axis", 2)] = np.ones(4, np.float32) / 2
+    table = {(f"L{layer}/x", layer): np.arange(101, dtype=np.float64) * (layer + 1) for layer in range(3)}
+    specs = parse_intervention("cap:[L{layer}/x]@0:3=p12.5+add:[axis]=0.5+floor:[L1/x]@1=-2+add:3=1")
+    iv = resolve(specs, clamp_scale={}, alpha_scale=10.0, where="active", units=units, own_layer={"axis": 2},
+                 layer_scale=lambda layer: 100.0 + layer, percentiles_of=lambda name, layer: table[(name, layer)])
+    got = [(d.kind, d.name, d.layer, d.value, d.target) for d in iv.directions]
+    assert got == [("cap", "L0/x", 0, 12.5, "[L{layer}/x]@0:3"), ("cap", "L1/x", 1, 25.0, "[L{layer}/x]@0:3"),
+                   ("cap", "L2/x", 2, 37.5, "[L{layer}/x]@0:3"),  # between whole percentiles: linear
+                   ("add", "axis", 2, 51.0, "[axis]"),  # 0.5 x the median norm at layer 2 (its recorded layer)
+                   ("floor", "L1/x", 1, -2.0, "[L1/x]@1")]
+    assert iv.directions[3].scale == 102.0 and np.isnan(iv.directions[0].scale)
+    assert iv.terms[0].value == 10.0 and iv.kind == "mixed" and iv.layers == (0, 1, 2)
+    assert iv.name == "cap [L{layer}/x]@0:3=p12.5 + add [axis]=0.5 + floor [L1/x]@1=-2 + add 3=1"
+    only_adds = resolve(parse_intervention("add:[axis]@2=0.5+add:7=0.5"), clamp_scale={}, alpha_scale=1.0,
+                        where="active", units=units, layer_scale=lambda _: 1.0)
+    assert only_adds.kind == "add" and only_adds.alpha == 0.5  # one alpha on a feature and a direction
