@@ -68,6 +68,10 @@ class SteerConfig:
     percentile_prompts: str = knob("persona", "the prompts whose unsteered projections (prompt and response tokens, "
                                               "as positions says) a cap or floor percentile is measured on: persona, "
                                               "control or both")
+    percentiles_from: str | None = knob(None, "a mining run's output holding the directions mined at the layers a cap "
+                                              "or floor acts on (directions-L<layer> readouts): read its percentile "
+                                              "there, over every token the corpus run scored (default: measured on "
+                                              "percentile_prompts)")
     positions: str = knob("all", "where to intervene: all, prompt (the rendered prompt's tokens) or generated "
                                  "(the response's tokens); special tokens never")
     # prompts (rendered as discover renders them)

@@ -466,6 +466,28 @@ def readout_path(path: str | Path, readout: str | None) -> Path:
     return found[readout]
 
 
+def mined_percentiles(path: str | Path):
+    """A source of a direction's percentiles at a layer, ``(name, layer) -> [101]`` in raw projection units, read from
+    a mining run's directions readout at that layer (``directions-L<layer>`` of an index, or a single directions
+    file): the distribution over every token the run scored, as a steering cap's or floor's threshold reads it."""
+    cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def percentiles_of(name: str, layer: int) -> np.ndarray:
+        if layer not in cache:
+            found = readouts_of(path)
+            readout = f"directions-L{layer}"
+            if readout not in found:
+                raise PersonamineError(f"{str(path)!r} holds no directions mined at layer {layer} (it has "
+                                       f"{', '.join(found)}): mine them there, or measure percentiles on prompts")
+            cache[layer] = read_results(found[readout]).direction_percentiles()
+        if name not in cache[layer]:
+            raise PersonamineError(f"{str(path)!r} mined no direction {name!r} at layer {layer}; it has "
+                                   f"{', '.join(cache[layer])}")
+        return cache[layer][name]
+
+    return percentiles_of
+
+
 def read_results(path: str | Path, features: Iterable[int] | None = None, readout: str | None = None) -> MineResults:
     """Read a mining file. ``features`` (SAE feature ids, or a directions readout's channels) reads only those
     features' rows, in the file's order: an all-features file holds about 1.3 GB of dense top-k arrays for 131,072

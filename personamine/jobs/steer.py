@@ -27,7 +27,7 @@ from personamine.files.discover import FORMAT_VERSION as DISCOVERY_VERSION
 from personamine.files.discover import read_discovery_ranking
 from personamine.files.h5 import file_format, read_attrs
 from personamine.files.mine import FORMAT as MINE_FORMAT
-from personamine.files.mine import read_feature_ids, read_results
+from personamine.files.mine import mined_percentiles, read_feature_ids, read_results, readouts_of
 from personamine.files.steer import write_steering
 from personamine.model.generate import GenerationSettings
 from personamine.model.loading import check_layer, find_decoder_layers, load_causal_lm, load_config, load_tokenizer
@@ -172,6 +172,8 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
                                           hidden_size=int(model_config.hidden_size),
                                           num_layers=int(model_config.num_hidden_layers), model=run.model,
                                           default_layer=layer)
+    if cfg.percentiles_from:
+        readouts_of(cfg.percentiles_from)  # a mining output, checked before the model loads
     mining = cfg.mining or (cfg.features_from if source is not None and source.kind == "mining" else None)
     unit = cfg.clamp_unit if cfg.clamp_unit != "auto" else ("corpus-max" if mining else "prompt-max")
     relative = any(t.relative for group in specs for t in group if isinstance(t, TermSpec))
@@ -209,6 +211,7 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
         positions=cfg.positions, clamp_unit=unit, corpus_max=maxima, clamp_where=cfg.clamp_where,
         alpha_unit=cfg.alpha_unit, batch_size=cfg.batch_size, directions=units, own_layer=own_layer,
         percentile_prompts=cfg.percentile_prompts,
+        percentiles=mined_percentiles(cfg.percentiles_from) if cfg.percentiles_from else None,
         generation=GenerationSettings(max_new_tokens=cfg.max_new_tokens, sample=cfg.sample,
                                       temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
                                       batch_size=cfg.batch_size))
@@ -226,7 +229,8 @@ def steer(config: SteerConfig | None = None, /, **overrides: Any) -> Path:
                               "max_new_tokens": cfg.max_new_tokens, "ppl_corpus": cfg.ppl_corpus,
                               "ppl_tokens": sum(max(len(w) - len(prefix), 0) for w in windows),
                               "features_from": cfg.features_from or "", "mining": mining or "",
-                              "directions": cfg.directions or "", "percentile_prompts": cfg.percentile_prompts},
+                              "directions": cfg.directions or "", "percentile_prompts": cfg.percentile_prompts,
+                              "percentiles_from": cfg.percentiles_from or ""},
                        config=cfg.to_dict())
     return write_steering(cfg.output, results)
 

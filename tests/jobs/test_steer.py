@@ -457,6 +457,29 @@ def test_direction_interventions_measure_exactly(tiny_model_dir, tied_sae_dir, i
     assert "(floor " in res.table() and "L1 " in res.table()
 
 
+def test_a_cap_reads_its_percentile_from_a_mining_run(tiny_model_dir, tied_sae_dir, inputs, tiny_corpus_jsonl,
+                                                      tmp_path):
+    """percentiles_from: the threshold is the corpus's percentile, stored by a mining run's directions readout at the
+    layer the cap acts on (raw projection units); a layer the run did not mine is refused in one line."""
+    directions = _write_directions(tmp_path / "dirs.npy")
+    mined = personamine.mine(model=str(tiny_model_dir), directions=str(directions), direction_names=["L1/x"],
+                             corpus=str(tiny_corpus_jsonl), ctx_len=16, output=str(tmp_path / "m.h5"),
+                             progress=False, center_directions=True)
+    want = personamine.read_results(mined).direction_percentiles()["L1/x"]
+    path = personamine.steer(**steer_kwargs(tiny_model_dir, tied_sae_dir, inputs, tmp_path, ablate=False, clamp=[],
+                                            alphas=[], directions=str(directions), interventions=["cap:[L1/x]=p90"],
+                                            percentiles_from=str(mined), ppl_corpus=""))
+    res = personamine.read_steering(path)
+    (row,) = np.nonzero(res.direction_intervention == 1)[0]
+    assert res.direction_value[row] == pytest.approx(want[90], rel=1e-9)
+    with pytest.raises(personamine.PersonamineError, match="holds no directions mined at layer 2"):
+        personamine.steer(**steer_kwargs(tiny_model_dir, tied_sae_dir, inputs, tmp_path / "x", ablate=False,
+                                         clamp=[], alphas=[], directions=str(directions),
+                                         interventions=["cap:[L2/x]=p90"], percentiles_from=str(mined),
+                                         ppl_corpus=""))
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--interventions", "cap:[axis]@1=p101"], "percentile 'p101' is outside 0-100"),
     (["--interventions", "cap:[axis]@1=p-1"], "percentile 'p-1' is outside 0-100"),
