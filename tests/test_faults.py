@@ -307,7 +307,7 @@ def test_streamed_windows_are_the_windows_of_the_whole_document(prefix, ctx_len,
             cuts = np.sort(rng.integers(0, n + 1, rng.integers(0, 6)))
             pieces = [ids[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
             got = []
-            stream = stream_windows(7, iter(pieces), prefix, ctx_len, stride)
+            stream = stream_windows(7, ((p, None) for p in pieces), prefix, ctx_len, stride)
             while True:
                 try:
                     got.append(next(stream))
