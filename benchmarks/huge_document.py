@@ -12,6 +12,7 @@ sentence is the baseline: the difference is what the document costs.
     python benchmarks/huge_document.py --sizes 8,50                 # windows, jsonl, 8 MB and 50 MB
     python benchmarks/huge_document.py --sizes 8 --modes mine       # the whole run (~35 s per MB on 2 cores)
     python benchmarks/huge_document.py --sizes 8 --kinds text,messages,tokens
+    python benchmarks/huge_document.py --sizes 8 --code ../before   # a worktree of an earlier commit
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ print(windows, tokens, counters["documents_chunked"], f"{seconds:.1f}",
 """
 
 
-def run_windows(model: Path, corpus: Path, kind: str) -> dict:
+def run_windows(model: Path, corpus: Path, kind: str, code: Path = ROOT) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD_WINDOWS, str(model), str(corpus), kind], capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         text=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)})
     if out.returncode:
         raise SystemExit(out.stderr)
     windows, tokens, chunked, seconds, peak = out.stdout.split()[-5:]
@@ -116,20 +117,20 @@ def run_windows(model: Path, corpus: Path, kind: str) -> dict:
             "peak": int(peak)}
 
 
-def run_mine(model: Path, sae: Path, corpus: Path, kind: str, tmp: Path) -> dict:
+def run_mine(model: Path, sae: Path, corpus: Path, kind: str, tmp: Path, code: Path = ROOT) -> dict:
     """The CLI in a child; its peak is the child's ``ru_maxrss`` (``RUSAGE_CHILDREN`` of a fresh wrapper)."""
     column = {"jsonl": [], "text": [], "messages": ["--messages-column", "messages"],
               "tokens": ["--tokens-column", "ids"]}[kind]
     out = tmp / "out.h5"
-    argv = [sys.executable, "-m", "personamine", "mine", "--no-progress", "--model", str(model), "--layer", "2",
-            "--sae", str(sae), "--corpus", str(corpus), "--features", "1,2,3", "--ctx-len", "64",
+    argv = [sys.executable, "-m", "personamine.jobs.cli", "mine", "--no-progress", "--model", str(model),
+            "--layer", "2", "--sae", str(sae), "--corpus", str(corpus), "--features", "1,2,3", "--ctx-len", "64",
             "--preflight-tokens", "0", "--output", str(out), *column]
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
                "print(r.returncode, f'{time.perf_counter() - t:.1f}', "
                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.stderr.write(r.stderr)")
-    done = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    done = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, cwd=code,
+                          env={**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"})
     code, seconds, peak = done.stdout.split()[-3:]
     if code != "0":
         raise SystemExit(done.stderr)
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kinds", default="jsonl", help=f"comma list of {', '.join(KINDS)}")
     p.add_argument("--modes", default="windows", help="comma list of windows, mine")
     p.add_argument("--workdir", default=None, help="keep the model and documents here (default: a temp dir)")
+    p.add_argument("--code", default=str(ROOT), help="the personamine tree measured (default: this one; e.g. a "
+                   "worktree of an earlier commit, for a before/after)")
     args = p.parse_args(argv)
     offline()
     import fixtures
@@ -163,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
             for size in [0.0, *map(float, args.sizes.split(","))]:
                 corpus = corpus_for(tmp, kind, size)
                 t0 = time.perf_counter()
-                got = run_windows(model, corpus, kind) if mode == "windows" else run_mine(model, sae, corpus, kind, tmp)
+                code = Path(args.code)
+                got = (run_windows(model, corpus, kind, code) if mode == "windows"
+                       else run_mine(model, sae, corpus, kind, tmp, code))
                 base = got["peak"] if base is None else base
                 rows.append([kind, mode, f"{size:g}", f"{got['peak'] / 2**20:,.0f}",
                              f"{(got['peak'] - base) / 2**20:,.0f}", f"{got['seconds']:.1f}",
