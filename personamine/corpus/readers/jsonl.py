@@ -168,10 +168,8 @@ class _Cursor:
             end = len(self.buf) if stop is None else stop.start()
             run = self.buf[self.i:end]
             self.i = end
-            if stop is None or self.buf[end] != "\\":
-                if stop is not None and self.buf[end] != '"':
-                    raise ValueError(f"invalid control character at character {self.pos}")
-            else:
+            ends_at = "" if stop is None else self.buf[end]  # before an escape's characters move to the next block
+            if ends_at == "\\":
                 self.i += 1
                 c = self.take()
                 if c == "u":
@@ -183,12 +181,14 @@ class _Cursor:
                     run += "\\" + c
                 else:
                     raise ValueError(f"invalid escape at character {self.pos - 2}")
+            elif ends_at and ends_at != '"':
+                raise ValueError(f"invalid control character at character {self.pos}")
             size += len(run)
             if parts is not None:
                 parts.append(run)
                 if size > keep:
                     parts = None
-            if stop is not None and self.buf[end] == '"' and self.i == end:
+            if ends_at == '"':
                 self.i += 1
                 return (None if parts is None else "".join(parts)), size
 
