@@ -243,10 +243,18 @@ class UnitDocuments:
                 elif doc is None:
                     counters["rows_skipped"] += 1
                 elif isinstance(doc, (LongText, LongConversation, LongTokens)):
-                    counters["documents_chunked"] += 1
-                    n = yield from stream_windows(int(document_uid(unit.index, base + j)), self._pieces(doc),
+                    n_pieces = 0  # counted as they pass: a streamed text of escapes may decode to one piece
+
+                    def counted(pieces: Iterator[Piece]) -> Iterator[Piece]:
+                        nonlocal n_pieces
+                        for piece in pieces:
+                            n_pieces += 1
+                            yield piece
+
+                    n = yield from stream_windows(int(document_uid(unit.index, base + j)), counted(self._pieces(doc)),
                                                   self.prefix, self.ctx_len, self.stride,
                                                   rendered=isinstance(doc, LongConversation))
+                    counters["documents_chunked"] += n_pieces > 1
                 else:
                     doc.uid = int(document_uid(unit.index, base + j))
                     yield from cut_windows(doc, self.prefix, self.ctx_len, self.stride)
