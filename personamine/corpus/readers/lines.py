@@ -12,11 +12,12 @@ memory whatever its length.
 from __future__ import annotations
 
 import codecs
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from personamine.corpus.manifest import UnitRef
-from personamine.corpus.readers.base import cannot_read, open_binary
+from personamine.corpus.readers.base import REMOTE_BLOCK, cannot_read, open_binary
 from personamine.errors import PersonamineError
 
 LONG_LINE_BYTES = 1 << 20  # a longer line is streamed (LongLine), not read into memory
@@ -72,6 +73,8 @@ def lines(unit: UnitRef) -> Iterator[tuple[int, bytes | LongLine]]:
         handle = open_binary(unit.url)
     except Exception as exc:
         raise cannot_read(unit.url, exc) from exc
+    if not isinstance(handle, io.BufferedIOBase):  # fsspec's remote files take no size in readline(): this does
+        handle = io.BufferedReader(handle, REMOTE_BLOCK)
     with handle:
         pos = unit.start
         if pos > 0:

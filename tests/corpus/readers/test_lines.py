@@ -76,3 +76,20 @@ def test_a_long_line_that_is_not_utf8_names_its_byte(tmp_path, monkeypatch):
         list(long_line.text_blocks())
     assert str(info.value) == (f"corpus file {str(path)!r} is not UTF-8: invalid continuation byte at byte 14 "
                                "(line 2)")
+
+
+def test_a_remote_file_is_read_by_lines_and_long_lines_too(monkeypatch):
+    """fsspec's files (hub, http, memory) take no size in readline(): lines() reads them through a buffer."""
+    import fsspec
+
+    from personamine.corpus.readers import lines as lines_module
+    from personamine.corpus.readers.lines import LongLine
+
+    monkeypatch.setattr(lines_module, "LONG_LINE_BYTES", 8)
+    data = b"short\n" + "é long line here\n".encode() + b"end"
+    with fsspec.open("memory://pm-lines/f.txt", "wb") as out:
+        out.write(data)
+    url = "memory://pm-lines/f.txt"
+    found = list(lines(UnitRef(0, url, "text", 0, len(data), None, "v")))
+    assert found == [(0, b"short"), (6, LongLine(url, 6, 17)), (24, b"end")]
+    assert "".join(found[1][1].text_blocks()) == "é long line here"
