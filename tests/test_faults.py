@@ -341,7 +341,7 @@ def test_a_huge_document_is_tokenized_in_bounded_pieces_with_the_same_result(
     from fixtures import decoder_fit_texts
     from ray_helpers import assert_identical_datasets
 
-    from personamine.corpus.readers import lines
+    from personamine.corpus.readers import jsonl, lines
     from personamine.shards import documents
 
     corpus = tmp_path / "c.jsonl"
@@ -361,6 +361,7 @@ def test_a_huge_document_is_tokenized_in_bounded_pieces_with_the_same_result(
     monkeypatch.setattr(documents, "tokenize", recording)
     monkeypatch.setattr(lines, "LONG_LINE_BYTES", 10_000)
     monkeypatch.setattr(lines, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(jsonl, "SHORT_STRING_CHARS", 5000)  # the string too: decoded as it is tokenized
     streamed = []
     real_blocks = lines.LongLine.text_blocks
 
