@@ -307,7 +307,7 @@ def test_streamed_windows_are_the_windows_of_the_whole_document(prefix, ctx_len,
             cuts = np.sort(rng.integers(0, n + 1, rng.integers(0, 6)))
             pieces = [ids[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
             got = []
-            stream = stream_windows(7, iter(pieces), prefix, ctx_len, stride)
+            stream = stream_windows(7, ((p, None) for p in pieces), prefix, ctx_len, stride)
             while True:
                 try:
                     got.append(next(stream))
@@ -336,10 +336,12 @@ def test_a_huge_document_is_tokenized_in_bounded_pieces_with_the_same_result(
         tiny_model_dir, tiny_sae_dir, tmp_path, monkeypatch):
     """A document 40 times the piece size (the piece shrunk to 2,000 characters so the test is small) is tokenized
     in pieces of at most that size, windowed as they come, counted in documents_chunked, and mines exactly what the
-    whole-document path mines."""
+    whole-document path mines; its line (over a long line's limit, shrunk to 10,000 bytes) is streamed from the
+    file, not read whole."""
     from fixtures import decoder_fit_texts
     from ray_helpers import assert_identical_datasets
 
+    from personamine.corpus.readers import jsonl, lines
     from personamine.shards import documents
 
     corpus = tmp_path / "c.jsonl"
@@ -357,8 +359,20 @@ def test_a_huge_document_is_tokenized_in_bounded_pieces_with_the_same_result(
 
     monkeypatch.setattr(documents, "LONG_TEXT_CHARS", 2000)
     monkeypatch.setattr(documents, "tokenize", recording)
+    monkeypatch.setattr(lines, "LONG_LINE_BYTES", 10_000)
+    monkeypatch.setattr(lines, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(jsonl, "SHORT_STRING_CHARS", 5000)  # the string too: decoded as it is tokenized
+    streamed = []
+    real_blocks = lines.LongLine.text_blocks
+
+    def recording_blocks(line):
+        streamed.append(line.size)
+        return real_blocks(line)
+
+    monkeypatch.setattr(lines.LongLine, "text_blocks", recording_blocks)
     shards = personamine.mine(**kwargs, output=str(tmp_path / "shards.h5"))
     assert max(longest) <= 2000 and len(longest) >= 40
+    assert len(streamed) >= 2 and set(streamed) == {len(json.dumps({"text": huge}))}  # checked, then decoded
     res = personamine.read_results(shards)
     assert res.attrs["documents_chunked"] == 1 and personamine.read_results(whole).attrs["documents_chunked"] == 0
     assert_identical_datasets(whole, shards)

@@ -29,7 +29,7 @@ LAYERS = [
     {"report", "export"},
     {"serve"},
     {"jobs"},
-    {"__init__"},
+    {"__init__", "__main__"},
 ]
 
 

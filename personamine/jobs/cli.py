@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from personamine.errors import PersonamineError, one_line
 
@@ -129,8 +130,16 @@ _ORDER = ("demo", "discover", "mine", "show", "report", "serve", "export", "scre
 _VERBOSE_HELP = "show the libraries' own logs, warnings and progress bars (also: PERSONAMINE_VERBOSE=1)"
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one ``personamine: error:`` line like every other bad input (argparse's own error prints the
+    usage before it); its command's subparsers are made of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"personamine: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="personamine", description=__doc__)
+    parser = _OneLineParser(prog="personamine", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in sorted(COMMANDS, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER)):

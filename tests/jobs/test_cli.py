@@ -240,3 +240,15 @@ def test_negative_counts_are_usage_errors(capsys):
             main(argv)
         assert exit_.value.code == 2
         assert "invalid count (a whole number >= 0) value" in capsys.readouterr().err
+
+
+def test_a_bad_flag_is_one_error_line(capsys):
+    """argparse's own error prints the usage first: the CLI's is one line, as for every other bad input."""
+    for argv, said in ((["mine", "--topk", "3"], "unrecognized arguments: --topk (see personamine --help)"),
+                       (["mine", "--top-k", "many"],
+                        "argument --top-k: invalid int value: 'many' (see personamine mine --help)"),
+                       ([], "the following arguments are required: COMMAND (see personamine --help)")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == f"personamine: error: {said}\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from personamine.corpus.readers.arrow import ArrowReader
-from personamine.corpus.readers.base import MALFORMED, Reader, RowError
+from personamine.corpus.readers.base import MALFORMED, Reader, RowError, StreamedText
 from personamine.corpus.readers.csv import CsvReader
 from personamine.corpus.readers.jsonl import JsonLinesReader
 from personamine.corpus.readers.parquet import ParquetReader
@@ -13,7 +13,7 @@ READERS: dict[str, Reader] = {r.format: r for r in (ParquetReader(), JsonLinesRe
                                                      ArrowReader(), CsvReader())}
 SUFFIXES: dict[str, str] = {suffix: r.format for r in READERS.values() for suffix in r.suffixes}
 
-__all__ = ["MALFORMED", "READERS", "SUFFIXES", "Reader", "RowError", "reader_for"]
+__all__ = ["MALFORMED", "READERS", "SUFFIXES", "Reader", "RowError", "StreamedText", "reader_for"]
 
 
 def reader_for(format: str) -> Reader:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import fsspec
@@ -21,6 +21,17 @@ class _Malformed:
 
 
 MALFORMED = _Malformed()  # yielded in place of an unparseable row when the run skips such rows
+
+
+class StreamedText:
+    """A text too long to hold whole (a line of more than ``lines.LONG_LINE_BYTES``), yielded in place of a ``str``:
+    ``blocks()`` reads it again, block by block, each time it is called. Never empty."""
+
+    def __init__(self, blocks: Callable[[], Iterator[str]]) -> None:
+        self.blocks = blocks
+
+    def __repr__(self) -> str:
+        return "StreamedText(...)"
 
 
 class Reader(Protocol):

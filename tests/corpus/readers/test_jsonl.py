@@ -74,3 +74,80 @@ def test_an_empty_file_has_no_columns_and_no_units(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_text("")
     assert READER.columns(file_of(path)) == [] and READER.plan(file_of(path), 10) == []
+
+
+# ---------------------------------------------------------------- lines too long to hold whole
+
+
+@pytest.fixture()
+def tiny_blocks(monkeypatch):
+    """Long lines, blocks and decoded spans shrunk to a few bytes, so small files take the streamed path."""
+    from personamine.corpus.readers import jsonl, lines
+
+    monkeypatch.setattr(lines, "LONG_LINE_BYTES", 50)
+    monkeypatch.setattr(lines, "BLOCK_BYTES", 7)
+    monkeypatch.setattr(jsonl, "_SPAN_CHARS", 16)
+    monkeypatch.setattr(jsonl, "SHORT_STRING_CHARS", 10)
+
+
+def streamed(value):
+    from personamine.corpus.readers.base import StreamedText
+
+    return "".join(value.blocks()) if isinstance(value, StreamedText) else value
+
+
+def test_a_long_line_is_streamed_and_reads_as_json_loads(tmp_path, tiny_blocks):
+    """Random rows of escapes, quotes, multi-byte and astral characters (written as UTF-8 or as \\u escapes, pairs
+    included), cut into 7-byte blocks and 16-character spans anywhere: every value is what ``json.loads`` reads."""
+    import random
+
+    from personamine.corpus.readers.base import StreamedText
+
+    rng = random.Random(0)
+    alphabet = ["a", " ", "\\", '"', "\n", "é", "日", "\U0001F600", "\x01", "\t", "\ud83d"]
+    path = tmp_path / "c.jsonl"
+    kinds = set()
+    for _ in range(300):
+        rows = []
+        for _ in range(rng.randint(1, 4)):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+            row = {"id": rng.randint(0, 9), "text": text, "meta": {"a": [1, "x\\y", {"b": None}]}}
+            if rng.random() < 0.2:
+                row = {"other": text}
+            elif rng.random() < 0.2:
+                row["text"] = [1, 2, {"k": text}]
+            rows.append(row)
+        with open(path, "w", encoding="utf-8") as out:
+            for row in rows:
+                ascii_only = "\ud83d" in json.dumps(row, ensure_ascii=False) or rng.random() < 0.5
+                out.write(json.dumps(row, ensure_ascii=ascii_only) + "\n")
+        got = read_all(path, unit_bytes=1 << 20)
+        kinds.update(type(v).__name__ for v in got)
+        assert [streamed(v) for v in got] == [row.get("text") for row in rows]
+        assert READER.columns(file_of(path)) == list(rows[0])
+    assert StreamedText.__name__ in kinds and "str" in kinds
+
+
+@pytest.mark.parametrize("line, reason", [
+    ('{"text": "abc' + "x" * 100 + '"', "expecting ',' or '}' at character 114, found 'the end'"),
+    ('{"text": "a\\q' + "x" * 100 + '"}', "invalid escape at character 11"),
+    ('{"text": ' + "[1,2" * 40 + "}", "unbalanced '}' at character 169"),
+    ('{"text": "' + "x" * 100 + '"} x', "extra data at character 113"),
+    ('["' + "x" * 100 + '"]', "expecting '{' at character 0, found '['"),
+    ('{"text": "a\x01' + "x" * 100 + '"}', "invalid control character at character 11"),
+    ('{"a": tru' + " " * 100 + "}", "expecting a value at character 6"),
+])
+def test_a_long_line_that_is_not_a_json_object_is_named_before_any_of_it_is_used(tmp_path, tiny_blocks, line, reason):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "fine"}\n' + line + "\n")
+    with pytest.raises(RowError) as info:
+        read_all(path)
+    assert str(info.value) == (f"corpus file {str(path)!r} line 2 is not a JSON object: {reason} "
+                               "(skip_malformed_rows skips and counts such rows)")
+    assert read_all(path, skip=True) == ["fine", MALFORMED]
+
+
+def test_a_long_blank_line_is_not_a_row(tmp_path, tiny_blocks):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "a"}\n' + " " * 200 + '\n{"text": "b"}\n')
+    assert read_all(path) == ["a", "b"]
