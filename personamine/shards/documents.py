@@ -23,7 +23,7 @@ from personamine.errors import PersonamineError
 from personamine.model.prompts import tokenize
 from personamine.roles import ROLE
 from personamine.shards.plan import Budget, UnitDone
-from personamine.shards.windows import Document, Window, cut_windows
+from personamine.shards.windows import Document, Window, assistant_turns, cut_windows
 
 ROW_BITS = 32
 _END = object()
@@ -110,19 +110,24 @@ def stream_windows(uid: int, pieces: Iterable[Piece], prefix: list[int], ctx_len
     head = np.asarray(prefix, dtype=np.int32)
     head_roles = np.full(head.size, ROLE["prefix"], np.int8)
     first, context = (ctx_len if rendered else capacity), capacity - step
-    # buffer[i] (roles[i]) is the document's token base + i
+    # buffer[i] (roles[i], turns[i]) is the document's token base + i
     buffer, roles, base, total = np.zeros(0, np.int32), np.zeros(0, np.int8), 0, 0
+    turns: np.ndarray | None = None  # each token's assistant turn, once a piece brought roles (a conversation)
+    n_turns, after_assistant = 0, False
     nxt: int | None = None  # where the next window's scored tokens start (None: window 0 is next)
 
     def window(lo: int, hi: int, score_at: int, sink: bool = True) -> Window:
         body, body_roles = buffer[lo - base:hi - base], roles[lo - base:hi - base]
+        body_turns = None if turns is None else turns[lo - base:hi - base]
         if not sink:
-            return Window(uid, lo, body.copy(), body_roles.copy(), score_at - lo)
+            return Window(uid, lo, body.copy(), body_roles.copy(), score_at - lo,
+                          None if body_turns is None else body_turns.copy())
         return Window(uid, lo, np.concatenate([head, body]), np.concatenate([head_roles, body_roles]),
-                      head.size + score_at - lo)
+                      head.size + score_at - lo,
+                      None if body_turns is None else np.concatenate([np.full(head.size, -1, np.int32), body_turns]))
 
     def ready(final: bool) -> Iterator[Window]:
-        nonlocal nxt, buffer, roles, base
+        nonlocal nxt, buffer, roles, turns, base
         while True:
             if nxt is None:
                 if not (total >= first or (final and total > 0)):
@@ -137,12 +142,21 @@ def stream_windows(uid: int, pieces: Iterable[Piece], prefix: list[int], ctx_len
                 nxt = end
             keep = max(0, nxt - context)  # the first token any later window feeds
             if keep > base:
-                buffer, roles, base = buffer[keep - base:], roles[keep - base:], keep
+                cut = keep - base
+                buffer, roles, base = buffer[cut:], roles[cut:], keep
+                turns = None if turns is None else turns[cut:]
 
     for ids, piece_roles in pieces:
         buffer = np.concatenate([buffer, np.asarray(ids, dtype=np.int32)])
+        if piece_roles is not None:
+            piece_roles = np.asarray(piece_roles, np.int8)
+            piece_turns = assistant_turns(piece_roles, after_assistant, n_turns)
+            if piece_roles.size:
+                after_assistant = bool(piece_roles[-1] == ROLE["assistant"])
+                n_turns = max(n_turns, int(piece_turns.max()) + 1)
+            turns = np.concatenate([np.full(roles.size, -1, np.int32) if turns is None else turns, piece_turns])
         piece_roles = np.full(len(ids), ROLE["text"], np.int8) if piece_roles is None else piece_roles
-        roles = np.concatenate([roles, np.asarray(piece_roles, np.int8)])
+        roles = np.concatenate([roles, piece_roles])
         total += len(ids)
         yield from ready(final=False)
     yield from ready(final=True)

@@ -104,12 +104,13 @@ def cut_windows(doc: Document, prefix: list[int], ctx_len: int, stride: int | No
                      None if turns is None else np.concatenate([head_turns, turns[lo:s + step]]))
 
 
-def assistant_turns(roles: np.ndarray) -> np.ndarray:
+def assistant_turns(roles: np.ndarray, after_assistant: bool = False, turns_before: int = 0) -> np.ndarray:
     """int32 per token: which assistant turn of the document it belongs to (0 = the first run of assistant tokens),
-    -1 for every other token."""
+    -1 for every other token. For a later piece of a document: ``after_assistant`` says the token before it was an
+    assistant token, ``turns_before`` how many turns began before it."""
     assistant = roles == ROLE["assistant"]
-    starts = assistant & ~np.concatenate([[False], assistant[:-1]])
-    return np.where(assistant, np.cumsum(starts) - 1, -1).astype(np.int32)
+    starts = assistant & ~np.concatenate([[after_assistant], assistant[:-1]])
+    return np.where(assistant, turns_before + np.cumsum(starts) - 1, -1).astype(np.int32)
 
 
 def build_batch(rows: list[list[Window]], *, ctx_len: int, pad_id: int, special_ids: np.ndarray,

@@ -32,6 +32,10 @@ def assert_same_windows(got, want):
         assert (a.document, a.start, a.score_from) == (b.document, b.start, b.score_from)
         np.testing.assert_array_equal(a.tokens, b.tokens)
         np.testing.assert_array_equal(a.roles, b.roles)
+        # each token's assistant turn (per-turn scores), carried across pieces: conversations only
+        assert (a.turns is None) == (b.turns is None)
+        if a.turns is not None:
+            np.testing.assert_array_equal(a.turns, b.turns)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,7 @@ def test_a_long_conversation_is_rendered_in_pieces_with_the_same_windows_and_rol
     got, chunked = windows_of(tokenizer, corpus, "messages", renderer=renderer)
     assert chunked == sum(len(renderer.layout(turns)[0]) > 300 for turns in rows) >= 2
     assert_same_windows(got, want)
+    assert max(int(w.turns.max()) for w in got) >= 1  # documents with several assistant turns were streamed
 
 
 @pytest.mark.parametrize("stride", [None, 7])
