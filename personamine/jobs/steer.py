@@ -27,7 +27,14 @@ from personamine.files.discover import FORMAT_VERSION as DISCOVERY_VERSION
 from personamine.files.discover import read_discovery_ranking
 from personamine.files.h5 import file_format, read_attrs
 from personamine.files.mine import FORMAT as MINE_FORMAT
-from personamine.files.mine import mined_percentiles, read_feature_ids, read_results, readouts_of
+from personamine.files.mine import (
+    INDEX_FORMAT,
+    mined_percentiles,
+    read_feature_ids,
+    read_results,
+    readout_path,
+    readouts_of,
+)
 from personamine.files.steer import write_steering
 from personamine.model.generate import GenerationSettings
 from personamine.model.loading import check_layer, find_decoder_layers, load_causal_lm, load_config, load_tokenizer
@@ -58,6 +65,8 @@ class Source:
 
 def read_source(path: str) -> Source:
     fmt = file_format(Path(path), "features_from")
+    if fmt == INDEX_FORMAT:  # a run with several readouts: its first (its first SAE's) file
+        path, fmt = str(readout_path(path, None)), MINE_FORMAT
     if fmt == DISCOVERY_FORMAT:
         attrs = read_attrs(Path(path), DISCOVERY_FORMAT, DISCOVERY_VERSION, "discovery")
         return Source("discovery", path, json.loads(attrs.get("config", "{}")), read_discovery_ranking(path)[0])

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MIN_RANKED_TOKENS = 16  # scored tokens a document needs to be ranked by its mean (shown lists; the file keeps all)
+
 
 @dataclass
 class DocumentScores:
@@ -40,10 +42,14 @@ class DocumentScores:
     def turn_mean(self) -> np.ndarray:
         return self.turn_total / np.maximum(self.turn_n_tokens, 1)[:, None]
 
-    def ranked(self, channel: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def ranked(self, channel: int, n: int, min_tokens: int = MIN_RANKED_TOKENS) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``n`` documents of highest mean on ``channel`` (highest first) and of the ``n`` of lowest
-        (lowest first)."""
-        order = np.argsort(self.mean[:, channel], kind="stable")
+        (lowest first), among those with at least ``min_tokens`` scored tokens (all of them when none has that many):
+        a mean over one or two tokens is a token's value, not a document's, and would lead both lists."""
+        rows = np.nonzero(self.n_tokens >= min_tokens)[0]
+        if rows.size == 0:
+            rows = np.arange(self.document.size)
+        order = rows[np.argsort(self.mean[rows, channel], kind="stable")]
         return order[::-1][:n], order[:n]
 
     def turn_rows(self, document: int) -> np.ndarray:

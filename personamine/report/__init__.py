@@ -52,17 +52,21 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     out = Path(output) if output is not None else where.with_suffix(".html")
     check_writable(out, "report")
     single = len(parts) == 1 and not parts[0].is_directions and parts[0].path == where
+    anchor = ""
     if single:
         data = report_data(parts[0], features, disc)
         shown = [f["id"] for f in data["features"]]
     else:
         data = readouts_data(where, parts, features, disc)
-        shown = list(dict.fromkeys(f["id"] for r in data["readouts"] for f in r.get("features", [])))
+        # Steering and explanations link to the features of the run's first SAE readout (the one they were made from)
+        first = next((r for r in data["readouts"] if r["kind"] == "sae"), None)
+        shown = [f["id"] for f in first["features"]] if first else []
+        anchor = first["id_prefix"] if first else ""
     extra = ""
     if steering is not None:
-        extra += steering_html(read_steering(steering), shown)
+        extra += steering_html(read_steering(steering), shown, anchor_prefix=anchor)
     if explanations is not None:
-        extra += explanations_html(explanations, shown)
+        extra += explanations_html(explanations, shown, anchor_prefix=anchor)
     if screening is not None:
         extra += screening_html(read_screening(screening))
     page = render_page(data, title=f"personamine report: {where.name}", extra=extra)

@@ -75,7 +75,7 @@ JS = r"""
       var r = el("tr"), keys = [f.id].concat(cols.map(function (c) { return f.scores[c[0]][c[1]]; }));
       r.setAttribute("data-feature", f.id);
       var td = el("td"), a = el("a", null, f.id);
-      a.setAttribute("href", "#f-" + f.id);
+      a.setAttribute("href", "#" + (X.anchor_prefix || "") + "f-" + f.id);
       td.appendChild(a);
       r.appendChild(td);
       keys.slice(1).forEach(function (v) { r.appendChild(el("td", null, num(v))); });
@@ -105,7 +105,7 @@ JS = r"""
   }
 
   X.features.forEach(function (f) {
-    var feature = document.getElementById("f-" + f.id);
+    var feature = document.getElementById((X.anchor_prefix || "") + "f-" + f.id);
     if (!feature) return;
     var box = el("div", "explanation");
     box.appendChild(el("div", "text" + (f.parsed ? "" : " unparsed"), f.e + (f.parsed ? "" : " (not in the format)")));
@@ -142,10 +142,11 @@ def explanations_data(ex: ExplanationResults, feature_ids: list[int], table: boo
             "scorers": ex.scorers, "metrics": list(SHOWN_METRICS), "features": features, "table": table}
 
 
-def explanations_html(source: str | Path | ExplanationResults, feature_ids: list[int], table: bool = True) -> str:
+def explanations_html(source: str | Path | ExplanationResults, feature_ids: list[int], table: bool = True,
+                      anchor_prefix: str = "") -> str:
     """What ``render_page`` appends for an explanations file (or what ``read_explanations`` returned): style, data
-    and script."""
+    and script; ``anchor_prefix`` as ``steering_html``'s."""
     ex = source if isinstance(source, ExplanationResults) else read_explanations(source)
-    data = explanations_data(ex, feature_ids, table)
+    data = {**explanations_data(ex, feature_ids, table), "anchor_prefix": anchor_prefix}
     return (f"<style>{CSS}</style><script type=\"application/json\" id=\"pm-explanations-data\">"
             f"{script_json(data)}</script><script>{JS}</script>")

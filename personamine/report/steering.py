@@ -270,7 +270,7 @@ JS = r"""
     title.appendChild(document.createTextNode(named.join(" + ") + " "));
     g.linked.forEach(function (f) {
       var a = node("a", null, "(contexts of " + f + ")", title);
-      a.setAttribute("href", "#f-" + f);
+      a.setAttribute("href", "#" + (S.anchor_prefix || "") + "f-" + f);
     });
     sec.appendChild(metricsTable(g.rows));
     sec.appendChild(curves(g));
@@ -285,8 +285,10 @@ JS = r"""
 """
 
 
-def steering_html(res: SteeringResults, page_features: list[int] | None = None, only: int | None = None) -> str:
-    """The section, its style, its data and its script, to append to the page's body."""
-    data = script_json(steering_data(res, page_features, only))
+def steering_html(res: SteeringResults, page_features: list[int] | None = None, only: int | None = None,
+                  anchor_prefix: str = "") -> str:
+    """The section, its style, its data and its script, to append to the page's body; ``anchor_prefix``: what the
+    page's feature anchors start with (a page of several readouts prefixes them with the readout's name)."""
+    data = script_json({**steering_data(res, page_features, only), "anchor_prefix": anchor_prefix})
     return (f"<style>{CSS}</style><section id=\"pm-steering\" aria-label=\"{html.escape('steering')}\"></section>"
             f"<script type=\"application/json\" id=\"pm-steer-data\">{data}</script><script>{JS}</script>")

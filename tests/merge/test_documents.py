@@ -75,3 +75,13 @@ def test_ranked_and_turn_rows():
         rows = scores.turn_rows(doc)
         assert (scores.turn_document[rows] == doc).all() and rows.size == (scores.turn_document == doc).sum()
         assert scores.turn[rows].tolist() == sorted(set(turn[(document == doc) & (turn >= 0)].tolist()))
+
+
+def test_ranking_leaves_out_documents_too_short_to_have_a_mean():
+    document = np.array([0, 1, 1, 1, 2, 2, 2], np.int64)
+    values = np.array([[9.0], [1.0], [2.0], [3.0], [-1.0], [-2.0], [-3.0]], np.float32)
+    scores = _scored(document, np.full(7, -1), values, batches=1, chunk=1)
+    top, bottom = scores.ranked(0, 5, min_tokens=3)
+    assert scores.document[top].tolist() == [1, 2] and scores.document[bottom].tolist() == [2, 1]
+    top, _ = scores.ranked(0, 5, min_tokens=10)  # none has 10 tokens: all of them
+    assert scores.document[top].tolist() == [0, 1, 2]

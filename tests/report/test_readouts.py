@@ -16,6 +16,7 @@ from fixtures import IMG_ATTACK, SCRIPT_ATTACK, open_report, wait_for
 import personamine
 from personamine.files.mine import readouts_of
 from personamine.jobs.cli import main
+from personamine.merge.documents import MIN_RANKED_TOKENS
 from personamine.report.readouts import N_DOCUMENTS, directions_readout_data
 
 FEATURES = list(range(0, 40, 4))
@@ -115,9 +116,13 @@ def test_each_readout_has_its_part_and_a_direction_shows_both_tails(browser, run
         mean = total[:, i] / np.maximum(n_tokens, 1)
         np.testing.assert_array_equal(mean, res.documents.mean[:, i])
         top, bottom = d["docs"]
-        assert len(top) == len(bottom) == min(N_DOCUMENTS, document.size)
-        assert top[0][0] == int(document[np.argmax(mean)]) and top[0][1] == sig4([mean.max()])[0]
-        assert bottom[0][0] == int(document[np.argmin(mean)]) and bottom[0][1] == sig4([mean.min()])[0]
+        # ranked among the documents with at least MIN_RANKED_TOKENS scored tokens (a 1-token mean is no document's)
+        ranked = n_tokens >= MIN_RANKED_TOKENS
+        ranked = ranked if ranked.any() else np.ones_like(ranked)
+        assert len(top) == len(bottom) == min(N_DOCUMENTS, int(ranked.sum()))
+        high, low = np.where(ranked, mean, -np.inf), np.where(ranked, mean, np.inf)
+        assert top[0][0] == int(document[np.argmax(high)]) and top[0][1] == sig4([high.max()])[0]
+        assert bottom[0][0] == int(document[np.argmin(low)]) and bottom[0][1] == sig4([low.min()])[0]
         assert [m for _, m, _ in top] == sorted((m for _, m, _ in top), reverse=True)
         for doc, _, turns in top + bottom:  # each document's assistant turns, one mean each
             assert len(turns.splitlines()) == int((turn_document == doc).sum()) > 0

@@ -133,3 +133,20 @@ def _direction_group_shows_the_file(res, found):
     assert lines["after"][0] == pytest.approx(stats["after_mean"][first[0]], rel=1e-4)  # alpha -0.5, layer 1
     assert lines["after"][2] == pytest.approx(stats["after_mean"][first[1]], rel=1e-4)  # alpha 0.5 (0 between)
     assert lines["after"][1] is None  # the unsteered model has no direction rows
+
+
+def test_a_run_of_several_readouts_links_steering_to_its_sae_readouts_features(browser, files, tiny_model_dir,
+                                                                              tiny_sae_dir, tmp_path):
+    """The page of an index prefixes each readout's anchors; the steering section links to the first SAE readout's."""
+    mined, steered = files
+    np.save(tmp_path / "v.npy", np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32))
+    cfg = personamine.read_results(mined).config
+    index = personamine.mine(**{**cfg, "directions": str(tmp_path / "v.npy"), "direction_layer": SAE_LAYER,
+                                "output": str(tmp_path / "both.h5"), "work_dir": None})
+    page = personamine.report(index, tmp_path / "both.html", steering=steered)
+    open_report(browser, page)
+    wait_for(browser, "return document.getElementById('pm-steering').getAttribute('data-ready') === '1'")
+    links = browser.execute_script("""
+        return Array.from(document.querySelectorAll('#pm-steering section.st-group h3 a')).map(a =>
+            [a.getAttribute('href'), !!document.getElementById(a.getAttribute('href').slice(1))]);""")
+    assert links and all(href.startswith(f"#L{SAE_LAYER}-f-") and found for href, found in links), links
