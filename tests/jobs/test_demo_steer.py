@@ -55,6 +55,7 @@ def test_real_demo_steer_on_smollm2(tmp_path):
     cfg = DemoConfig()
     sae, _ = ensure_sae(cfg, say=lambda _: None)
     found = personamine.read_discovery(personamine.discover(model=cfg.model, layer=cfg.layer, sae=str(sae),
+                                                            position=cfg.discover_position, n_boot=200,
                                                             output=str(tmp_path / "discover.h5"), progress=False))
     personamine.mine(model=cfg.model, layer=cfg.layer, sae=str(sae), corpus=cfg.corpus,
                      features=found.feature_ids[:2].tolist(), max_tokens=4000, n_shards=1,
