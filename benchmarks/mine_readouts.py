@@ -148,12 +148,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: 3)")
     parser.add_argument("--quick", action="store_true", help="layers 5,15, 4,000 tokens, one round")
     parser.add_argument("--memory", action="store_true", help="also the all-features peak RSS, 1 vs k readouts")
+    parser.add_argument("--memory-only", action="store_true", help="only the all-features peak RSS, 1 vs k readouts")
     parser.add_argument("--memory-case", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.layers, args.tokens, args.rounds = "5,15", 4000, 1
     if args.memory_case:
         print(json.dumps(memory_case(args, args.memory_case)))
+        return
+    if args.memory_only:
+        print(f"mine_readouts --memory-only: {today()}, {machine()}, load {load_average()}")
+        report_memory(args)
         return
     offline()
     import torch
@@ -218,16 +223,23 @@ def main() -> None:
         [name, *(kib(buffer_bytes(part).get(k)) for k in ("top-k", "samples", "negatives", "documents", "stats"))]
         for name, part in results["+dirs"].readouts.items()])
     if args.memory:
-        rows = []
-        for n in (1, len(layers)):
-            done = subprocess.run([sys.executable, __file__, "--memory-case", str(n), "--layers", args.layers,
-                                   "--dict-size", str(args.dict_size), "--tokens", str(args.tokens)],
-                                  capture_output=True, text=True, check=True)
-            case = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append([n, mib(case["before"]), mib(case["peak"]), mib(case["peak"] - case["before"]),
-                         mib(sum(case["buffers"].values()))])
-        print(f"\nall {args.dict_size:,} features per SAE readout, peak RSS in a fresh process:\n")
-        print_table(["SAE readouts", "RSS before mining", "peak", "mining's own peak", "buffers after"], rows)
+        report_memory(args)
+
+
+def report_memory(args: argparse.Namespace) -> None:
+    """Peak RSS of the all-features run with one SAE readout and with all of them, each in a fresh process."""
+    layers = [int(x) for x in args.layers.split(",")]
+    rows = []
+    for n in (1, len(layers)):
+        done = subprocess.run([sys.executable, __file__, "--memory-case", str(n), "--layers", args.layers,
+                               "--dict-size", str(args.dict_size), "--tokens", str(args.tokens)],
+                              capture_output=True, text=True, check=True)
+        case = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append([n, mib(case["before"]), mib(case["peak"]), mib(case["peak"] - case["before"]),
+                     ", ".join(f"{k} {kib(v)}" for k, v in case["buffers"].items())])
+    print(f"\nall {args.dict_size:,} features per SAE readout, {args.tokens:,} tokens, peak RSS in a fresh process; "
+          f"load {load_average()}:\n")
+    print_table(["SAE readouts", "RSS before mining", "peak", "mining's own peak", "buffers after (KiB)"], rows)
 
 
 if __name__ == "__main__":
