@@ -21,7 +21,7 @@ from personamine.discovery.select import resolve_features
 from personamine.errors import PersonamineError
 from personamine.files.directions import NamedDirection, load_directions
 from personamine.files.mine import write_index, write_results
-from personamine.jobs.workdir import DamagedCheckpoint, WorkDir
+from personamine.jobs.workdir import WorkDir
 from personamine.merge.documents import DocumentScores
 from personamine.merge.entries import TOKEN_FILL
 from personamine.merge.stats import FeatureStats
@@ -36,8 +36,6 @@ from personamine.shards.preflight import PREFLIGHT_MIN_TOKENS
 from personamine.shards.readouts import ReadoutSpec
 from personamine.shards.run import ReadoutResult, ShardResult
 from personamine.version import __version__
-
-_DAMAGE_RETRIES = 3  # rounds of re-mining shards whose checkpoints turned out damaged when read
 
 
 def corpus_spec(config: MineConfig) -> CorpusSpec:
@@ -195,18 +193,7 @@ def mine(config: MineConfig | str | Path | None = None, /, *,
 def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
           on_shard_done: Callable[[ShardResult], None] | None) -> Path:
     backend = open_backend(cfg, plan.readouts)
-    schedule: Schedule | None = None
     progress: _Progress | None = None
-
-    def on_result(result: ShardResult) -> None:
-        assert schedule is not None and progress is not None
-        if schedule.needed(result.coverage):
-            work.save(result)
-        schedule.record(result.shard, result.coverage)
-        progress.shard_done(result)
-        if on_shard_done is not None:
-            on_shard_done(result)
-
     backend.start()  # Ray actors load the model while the corpus's footers are read
     try:
         manifest = open_manifest(corpus_spec(cfg), plan.corpus)
@@ -214,21 +201,10 @@ def _mine(cfg: MineConfig, plan: Plan, work: WorkDir,
         checked = _preflight(cfg, backend, manifest)
         work.open(manifest)
         progress = _Progress(cfg, manifest)
-        for _ in range(_DAMAGE_RETRIES + 1):
-            schedule = Schedule(manifest, cfg.n_shards, cfg.max_documents, cfg.max_tokens, work.completed(),
-                                work.doc_tokens)
-            progress.start(schedule)
-            if not schedule.finished():
-                backend.run(schedule, on_result, progress.batch)
-            names, offsets = schedule.final()
-            try:
-                merged = reduce_results(work.load(name) for name in names)
-                break
-            except DamagedCheckpoint:
-                continue  # set aside with a warning: the next round mines its shard again
-        else:
-            raise PersonamineError(f"checkpoints in {str(work.path)!r} keep failing their checksums: is the disk "
-                                   "faulty?")
+        merged, names, offsets = work.run_schedule(
+            manifest, backend, progress, n_shards=cfg.n_shards, max_documents=cfg.max_documents,
+            max_tokens=cfg.max_tokens, save=work.save, load=work.load, combine=reduce_results,
+            on_shard_done=on_shard_done)
     finally:
         backend.close()
         if progress is not None:

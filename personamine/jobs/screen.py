@@ -22,14 +22,13 @@ from personamine.corpus import CorpusSpec, Manifest, check_column_type, open_man
 from personamine.errors import PersonamineError
 from personamine.files.directions import NamedDirection, load_directions
 from personamine.files.screen import write_screening
-from personamine.jobs.workdir import DamagedCheckpoint, WorkDir
+from personamine.jobs.workdir import WorkDir
 from personamine.model.loading import check_layer, load_config, load_tokenizer
 from personamine.shards.documents import document_uid, global_documents
 from personamine.shards.plan import Schedule
 from personamine.shards.screen import COUNTERS, STRING_FIELDS, ScreenResult
 from personamine.version import __version__
 
-_DAMAGE_RETRIES = 3  # rounds of screening shards again whose checkpoints turned out damaged when read
 _COLUMNS = ("unit", "row", "projection_response", "projection_own", "response_tokens", "own_tokens", "own_finished")
 
 
@@ -122,38 +121,20 @@ def _texts(arrays: dict[str, np.ndarray], name: str) -> list[str]:
 def _screen(plan: Plan, work: WorkDir, on_shard_done: Callable[[ScreenResult], None] | None) -> Path:
     cfg = plan.config
     backend = open_backend(cfg, task=ScreeningTask(cfg, plan.units))
-    schedule: Schedule | None = None
     progress: _Progress | None = None
-
-    def on_result(result: ScreenResult) -> None:
-        assert schedule is not None and progress is not None
-        if schedule.needed(result.coverage):
-            work.save_arrays(result.coverage, _checkpoint(result), result.doc_tokens, result.seconds)
-        schedule.record(result.shard, result.coverage)
-        progress.shard_done(result)
-        if on_shard_done is not None:
-            on_shard_done(result)
-
     backend.start()  # Ray actors load the model while the corpus's footers are read
     try:
         manifest = open_manifest(corpus_spec(cfg), plan.corpus)
         check_column_type(manifest, "messages")
         work.open(manifest)
         progress = _Progress(cfg, manifest)
-        for _ in range(_DAMAGE_RETRIES + 1):
-            schedule = Schedule(manifest, cfg.n_shards, cfg.max_documents, None, work.completed(), work.doc_tokens)
-            progress.start(schedule)
-            if not schedule.finished():
-                backend.run(schedule, on_result, progress.batch)
-            names, offsets = schedule.final()
-            try:
-                parts = [work.load_arrays(name) for name in names]
-                break
-            except DamagedCheckpoint:
-                continue  # set aside with a warning: the next round screens its shard again
-        else:
-            raise PersonamineError(f"checkpoints in {str(work.path)!r} keep failing their checksums: is the disk "
-                                   "faulty?")
+
+        def save(result: ScreenResult) -> None:
+            work.save_arrays(result.coverage, _checkpoint(result), result.doc_tokens, result.seconds)
+
+        parts, names, offsets = work.run_schedule(manifest, backend, progress, n_shards=cfg.n_shards,
+                                                  max_documents=cfg.max_documents, max_tokens=None, save=save,
+                                                  load=work.load_arrays, on_shard_done=on_shard_done)
     finally:
         backend.close()
         if progress is not None:

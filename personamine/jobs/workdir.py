@@ -21,7 +21,9 @@ import shutil
 import socket
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +36,10 @@ from personamine.merge.negatives import NegativeBuffer
 from personamine.merge.samples import SampleBuffer
 from personamine.merge.stats import FeatureStats
 from personamine.merge.topk import TopKBuffer
-from personamine.shards.plan import Coverage, UnitDone
+from personamine.shards.plan import Coverage, Schedule, UnitDone
 from personamine.shards.run import ReadoutResult, ShardResult
+
+DAMAGE_RETRIES = 3  # rounds of running again shards whose checkpoints turned out damaged when read
 
 
 class DamagedCheckpoint(Exception):
@@ -266,6 +270,40 @@ class WorkDir:
                     NegativeBuffer.from_arrays(negatives, dedupe=dedupe) if negatives else None,
                     DocumentScores.from_arrays(documents) if documents else None))
             return parts
+
+    def run_schedule(self, manifest: Manifest, backend, progress, *, n_shards: int | None,
+                     max_documents: int | None, max_tokens: int | None, save: Callable[[Any], None],
+                     load: Callable[[str], Any], combine: Callable[[Iterator[Any]], Any] = list,
+                     on_shard_done: Callable[[Any], None] | None = None) -> tuple[Any, list[str], np.ndarray]:
+        """Run on ``backend`` every shard the schedule still needs (the finished ones are this work dir's verified
+        checkpoints), checkpointing each result with ``save`` as it comes back; then ``combine`` what ``load`` gives
+        for every shard of the final schedule, in order, handed over one at a time (mining merges them as they come,
+        so one shard's buffers are in memory at a time). A checkpoint that turns out damaged when loaded is set
+        aside and its shard run again, up to ``DAMAGE_RETRIES`` rounds. Returns (what ``combine`` made; the shards'
+        names; each unit's first global document index). ``progress`` has ``start(schedule)``, ``batch(...)`` and
+        ``shard_done(result)``: mining and screening share this loop."""
+        schedule: Schedule | None = None
+
+        def on_result(result: Any) -> None:
+            assert schedule is not None
+            if schedule.needed(result.coverage):
+                save(result)
+            schedule.record(result.shard, result.coverage)
+            progress.shard_done(result)
+            if on_shard_done is not None:
+                on_shard_done(result)
+
+        for _ in range(DAMAGE_RETRIES + 1):
+            schedule = Schedule(manifest, n_shards, max_documents, max_tokens, self.completed(), self.doc_tokens)
+            progress.start(schedule)
+            if not schedule.finished():
+                backend.run(schedule, on_result, progress.batch)
+            names, offsets = schedule.final()
+            try:
+                return combine(load(name) for name in names), names, offsets
+            except DamagedCheckpoint:
+                continue  # set aside with a warning: the next round runs its shard again
+        raise PersonamineError(f"checkpoints in {str(self.path)!r} keep failing their checksums: is the disk faulty?")
 
     def holds_checkpoints(self) -> bool:
         """Whether any shard was checkpointed here (verified or not, set aside as damaged or not)."""
