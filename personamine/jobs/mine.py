@@ -130,18 +130,23 @@ def _vocab(tokenizer, token_ids: np.ndarray) -> dict[int, tuple[str, str]]:
 
 def reduce_results(parts: Iterable[list[ReadoutResult]]) -> list[ReadoutResult]:
     """Merge shards' results, readout by readout. Every merge is exact, so the order does not matter; a generator
-    keeps one shard in memory at a time. Interval samples, non-activating examples and per-document scores are None
-    when any shard has none (a checkpoint from before they existed)."""
+    keeps one shard's buffers in memory at a time. Per-document scores (a row per document, disjoint between shards)
+    are gathered and joined once at the end, not re-sorted at every merge. Interval samples, non-activating examples
+    and per-document scores are None when any shard has none (a checkpoint from before they existed)."""
 
     def both(a, b):
         return a.merge(b) if a is not None and b is not None else None
 
     stream = iter(parts)
     merged = next(stream)
+    documents = [[part.documents] for part in merged]
     for shard in stream:
         merged = [ReadoutResult(a.buffer.merge(b.buffer), a.stats.merge(b.stats), both(a.samples, b.samples),
-                                both(a.negatives, b.negatives), both(a.documents, b.documents))
-                  for a, b in zip(merged, shard, strict=True)]
+                                both(a.negatives, b.negatives)) for a, b in zip(merged, shard, strict=True)]
+        for gathered, part in zip(documents, shard, strict=True):
+            gathered.append(part.documents)
+    for part, gathered in zip(merged, documents, strict=True):
+        part.documents = None if any(d is None for d in gathered) else DocumentScores.concat(gathered)
     return merged
 
 

@@ -59,19 +59,18 @@ class DocumentScores:
 
     def merge(self, other: DocumentScores) -> DocumentScores:
         """Disjoint documents (one shard each): concatenated in document order."""
-        order = np.argsort(np.concatenate([self.document, other.document]), kind="stable")
-        turn_order = np.lexsort((np.concatenate([self.turn, other.turn]),
-                                 np.concatenate([self.turn_document, other.turn_document])))
+        return DocumentScores.concat([self, other])
 
-        def cat(a: np.ndarray, b: np.ndarray, by: np.ndarray) -> np.ndarray:
-            return np.concatenate([a, b])[by]
+    @classmethod
+    def concat(cls, parts: list[DocumentScores]) -> DocumentScores:
+        """Many shards' disjoint documents joined in one pass, in document (and turn) order."""
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
 
-        return DocumentScores(
-            cat(self.document, other.document, order), cat(self.n_tokens, other.n_tokens, order),
-            cat(self.total, other.total, order), cat(self.max, other.max, order), cat(self.min, other.min, order),
-            cat(self.turn_document, other.turn_document, turn_order), cat(self.turn, other.turn, turn_order),
-            cat(self.turn_n_tokens, other.turn_n_tokens, turn_order),
-            cat(self.turn_total, other.turn_total, turn_order))
+        order = np.argsort(cat("document"), kind="stable")
+        turn_order = np.lexsort((cat("turn"), cat("turn_document")))
+        return cls(*(cat(name)[order] for name in ("document", "n_tokens", "total", "max", "min")),
+                   *(cat(name)[turn_order] for name in ("turn_document", "turn", "turn_n_tokens", "turn_total")))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"document": self.document, "n_tokens": self.n_tokens, "total": self.total, "max": self.max,

@@ -27,7 +27,8 @@ FRAC_BITS = 37
 FRAC_ONE = 1 << FRAC_BITS
 
 # rows_wrong_type: of rows_skipped, those whose value is of the wrong type (a number in a text column);
-# documents_chunked: texts longer than shards.documents.LONG_TEXT_CHARS, tokenized in pieces
+# documents_chunked: documents taken in more than one piece (a streamed long line, a text or conversation longer than
+# shards.documents.LONG_TEXT_CHARS tokenized in pieces, a token list windowed in slices)
 COUNTERS = ("n_documents", "rows_skipped", "rows_wrong_type", "rows_malformed", "n_windows", "tokens_fed",
             "tokens_scored", "tokens_special", "tokens_norm_filtered", "activations_nonfinite", "documents_chunked")
 
