@@ -43,14 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _common import (  # noqa: E402
+    PeakMemory,
     default_corpus,
     load_average,
     machine,
     mib,
     offline,
-    peak_rss_bytes,
     print_table,
     probe_batches,
+    rss_bytes,
     scored_activations,
     today,
     write_calibrated_sae,
@@ -74,6 +75,8 @@ def build(work: Path, layers: list[int], dict_size: int, tokens: int, n_directio
     root = work / "saes"
     modules = find_decoder_layers(loaded.model)
     for layer in layers:
+        if (root / f"resid_post_layer_{layer}" / "trainer_0" / "ae.pt").is_file():
+            continue  # built by an earlier process (the memory cases measure mining alone)
         at = dataclasses.replace(loaded, layer=layer, layer_module=modules[layer])
         acts = scored_activations(at, batches, 10.0, int(np.clip(2**26 // dict_size, 256, 4096)))
         write_calibrated_sae(root, layer=layer, activation_dim=loaded.hidden_size, dict_size=dict_size, acts=acts,
@@ -124,18 +127,19 @@ def buffer_bytes(part) -> dict[str, int]:
 
 
 def memory_case(args: argparse.Namespace, n_readouts: int) -> dict:
-    """Peak RSS of mining the shard with ``n_readouts`` all-features SAE readouts, in this (fresh) process."""
+    """Peak RSS of mining the shard with ``n_readouts`` all-features SAE readouts, in this (fresh) process, whose
+    SAEs an earlier process built in ``args.work``."""
     offline()
-    layers = [int(x) for x in args.layers.split(",")][:n_readouts]
-    with tempfile.TemporaryDirectory(prefix="personamine-readouts-mem-") as tmp:
-        config, loaded, shard, _, root, _ = build(Path(tmp), layers, args.dict_size, args.tokens, 1)
-        before = peak_rss_bytes()
-        from personamine.shards.run import MiningEngine, run_shard
+    layers = [int(x) for x in args.layers.split(",")]
+    config, loaded, shard, _, root, _ = build(Path(args.work), layers, args.dict_size, args.tokens, 1)
+    before = rss_bytes()
+    from personamine.shards.run import MiningEngine, run_shard
 
-        engine = MiningEngine(config, readout_specs(config, root, layers, "all", None, []), loaded)
+    with PeakMemory() as memory:
+        engine = MiningEngine(config, readout_specs(config, root, layers[:n_readouts], "all", None, []), loaded)
         result = run_shard(engine, shard)
-        return {"readouts": n_readouts, "peak": peak_rss_bytes(), "before": before,
-                "buffers": {name: sum(buffer_bytes(part).values()) for name, part in result.readouts.items()}}
+    return {"readouts": n_readouts, "peak": memory.peak, "before": before,
+            "buffers": {name: sum(buffer_bytes(part).values()) for name, part in result.readouts.items()}}
 
 
 def main() -> None:
@@ -149,11 +153,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="layers 5,15, 4,000 tokens, one round")
     parser.add_argument("--memory", action="store_true", help="also the all-features peak RSS, 1 vs k readouts")
     parser.add_argument("--memory-only", action="store_true", help="only the all-features peak RSS, 1 vs k readouts")
-    parser.add_argument("--memory-case", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-case", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--work", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.layers, args.tokens, args.rounds = "5,15", 4000, 1
-    if args.memory_case:
+    if args.memory_case == 0:  # build the SAEs for the memory cases
+        offline()
+        build(Path(args.work), [int(x) for x in args.layers.split(",")], args.dict_size, args.tokens, 1)
+        return
+    if args.memory_case > 0:
         print(json.dumps(memory_case(args, args.memory_case)))
         return
     if args.memory_only:
@@ -227,19 +236,25 @@ def main() -> None:
 
 
 def report_memory(args: argparse.Namespace) -> None:
-    """Peak RSS of the all-features run with one SAE readout and with all of them, each in a fresh process."""
+    """Peak RSS of the all-features run with one SAE readout and with all of them, each in a fresh process (the SAEs
+    built first, in another)."""
     layers = [int(x) for x in args.layers.split(",")]
     rows = []
-    for n in (1, len(layers)):
-        done = subprocess.run([sys.executable, __file__, "--memory-case", str(n), "--layers", args.layers,
-                               "--dict-size", str(args.dict_size), "--tokens", str(args.tokens)],
-                              capture_output=True, text=True, check=True)
-        case = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append([n, mib(case["before"]), mib(case["peak"]), mib(case["peak"] - case["before"]),
-                     ", ".join(f"{k} {kib(v)}" for k, v in case["buffers"].items())])
-    print(f"\nall {args.dict_size:,} features per SAE readout, {args.tokens:,} tokens, peak RSS in a fresh process; "
-          f"load {load_average()}:\n")
-    print_table(["SAE readouts", "RSS before mining", "peak", "mining's own peak", "buffers after (KiB)"], rows)
+    with tempfile.TemporaryDirectory(prefix="personamine-readouts-mem-") as work:
+        common = ["--layers", args.layers, "--dict-size", str(args.dict_size), "--tokens", str(args.tokens),
+                  "--work", work]
+        subprocess.run([sys.executable, __file__, "--memory-case", "0", *common], capture_output=True, text=True,
+                       check=True)
+        for n in (1, len(layers)):
+            done = subprocess.run([sys.executable, __file__, "--memory-case", str(n), *common], capture_output=True,
+                                  text=True, check=True)
+            case = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append([n, mib(case["before"]), mib(case["peak"]), mib(case["peak"] - case["before"]),
+                         ", ".join(f"{k} {kib(v)}" for k, v in case["buffers"].items())])
+    print(f"\nall {args.dict_size:,} features per SAE readout, {args.tokens:,} tokens, RSS in a fresh process with the "
+          f"model loaded; load {load_average()}:\n")
+    print_table(["SAE readouts", "RSS before the engine", "peak while mining", "engine + mining",
+                 "buffers after (KiB)"], rows)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,16 @@ import numpy as np
 from personamine.errors import PersonamineError
 from personamine.files.discover import DiscoveryResults, read_discovery
 from personamine.files.explain import ExplanationResults, read_explanations
-from personamine.files.h5 import open_h5
-from personamine.files.mine import FORMAT, FORMAT_VERSION, MineResults, read_results
+from personamine.files.h5 import file_format, open_h5
+from personamine.files.mine import (
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX_FORMAT,
+    MineResults,
+    read_feature_ids,
+    read_results,
+    readouts_of,
+)
 from personamine.files.steer import SteeringResults, read_steering
 from personamine.serve.index import FeatureIndex, build_index, read_columns
 
@@ -45,13 +53,26 @@ class Sources:
     steering: SteeringResults | None
 
 
+def sae_files(path: Path) -> list[Path]:
+    """The mining files a served path stands for: itself, or, for the index of a run with several readouts, its SAE
+    readouts' files (the browser pages features; a directions readout reads in ``report`` and ``show``)."""
+    if not path.is_file() or file_format(path, "results") != INDEX_FORMAT:
+        return [path]
+    found = [f for f in readouts_of(path).values()
+             if read_feature_ids(f)[1].get("readout_kind") != "directions"]
+    if not found:
+        raise PersonamineError(f"{str(path)!r} holds directions readouts only: the browser pages SAE features (read "
+                               "directions with personamine report or show --readout)")
+    return found
+
+
 def open_sources(results: list[str | Path], *, discovery: str | Path | None = None,
                  explanations: str | Path | None = None, steering: str | Path | None = None) -> Sources:
     """Every file read as far as the index needs; any file that cannot be is an error in one line, before the server
     starts."""
     if not results:
         raise PersonamineError("give at least one mining file to serve")
-    paths = [Path(p) for p in results]
+    paths = [p for given in results for p in sae_files(Path(given))]
     if len(set(p.resolve() for p in paths)) != len(paths):
         raise PersonamineError("a mining file is given twice")
     files, columns = [], []
