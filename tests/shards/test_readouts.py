@@ -235,3 +235,26 @@ def test_centred_directions_subtract_their_reference(runs, tiny_model_dir):
     shifted = centred.direction_percentiles()
     # to a histogram bin's width (26%) of the centred values' magnitude, here at most ~0.6
     assert abs(shifted["persona"][50] - raw["persona"][50]) < 0.26 * 0.6
+
+
+def test_an_sae_readout_keeps_per_document_scores_when_asked(tiny_model_dir, tiny_sae_dir, tiny_corpus_jsonl,
+                                                             tmp_path):
+    """document_scores=True: each mined feature's per-document mean and max, consistent with the run's own exact
+    statistics (the documents' tokens add up to the tokens scored, their sums to the exact activation sum, their
+    maxima to the feature's max), and the top-k windows' documents among those where the feature is highest."""
+    from fixtures import SAE_LAYER
+
+    res = personamine.read_results(personamine.mine(**_kwargs(
+        tiny_model_dir, tiny_corpus_jsonl, tmp_path / "scored.h5", "text", sae=str(tiny_sae_dir), layer=SAE_LAYER,
+        features=FEATURES, document_scores=True)))
+    docs = res.documents
+    assert docs.total.shape == (docs.document.size, len(FEATURES)) and res.percentiles.shape == (len(FEATURES), 101)
+    assert int(docs.n_tokens.sum()) == res.tokens_scored
+    np.testing.assert_allclose(docs.total.sum(0), res.activation_sum, rtol=1e-9, atol=1e-6)
+    np.testing.assert_array_equal(docs.max.max(0), res.max)
+    for i in range(len(FEATURES)):
+        if res.max[i] > 0:
+            best = int(docs.document[np.argmax(docs.max[:, i])])
+            assert docs.max[docs.document == res.document[i, 0], i][0] == res.score[i, 0]
+            assert res.score[i, 0] == docs.max[docs.document == best, i][0]
+    assert (docs.min >= 0).all()  # an SAE's codes are nonnegative
