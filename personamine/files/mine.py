@@ -298,15 +298,22 @@ class MineResults:
         return {name: self.percentiles[i] + means[i] for i, name in enumerate(self.direction_names)}
 
     def signed_stats(self) -> dict[str, np.ndarray]:
-        """Directions: each one's signed statistics from its two channels, exactly: mean over the scored tokens, max,
-        min, and the share of tokens above and below 0."""
+        """Directions: each one's signed statistics, exactly: the mean over the scored tokens (from its two channels'
+        exact sums), the max and min (the per-document maxima and minima's: a channel's max alone cannot say how far
+        below 0 the highest value of a direction that never reads above 0 is), and the share of tokens above and
+        below 0."""
         n = len(self.direction_names or [])
         if not n or self.feature_ids.size != 2 * n:
             raise PersonamineError(f"{str(self.path)!r} is not a directions readout read whole")
         tokens = max(self.tokens_scored, 1)
-        return {"mean": (self.activation_sum[:n] - self.activation_sum[n:]) / tokens, "max": self.max[:n],
-                "min": -self.max[n:], "above": self.active_tokens[:n] / tokens,
-                "below": self.active_tokens[n:] / tokens}
+        docs = self.documents
+        if docs is not None and docs.document.size:
+            high, low = docs.max.max(0), docs.min.min(0)
+        else:  # no per-document scores: exact where the direction reaches that side of 0, else unknown
+            high = np.where(self.active_tokens[:n] > 0, self.max[:n], np.nan).astype(np.float32)
+            low = np.where(self.active_tokens[n:] > 0, -self.max[n:], np.nan).astype(np.float32)
+        return {"mean": (self.activation_sum[:n] - self.activation_sum[n:]) / tokens, "max": high, "min": low,
+                "above": self.active_tokens[:n] / tokens, "below": self.active_tokens[n:] / tokens}
 
     @property
     def density(self) -> np.ndarray:
