@@ -101,9 +101,9 @@ def check_top_windows(engine, result, docs: list[list[int]], sae_file: Path, n: 
 # Where the time goes
 # ---------------------------------------------------------------------------------------------------------------
 class ForwardClock:
-    """Times every ``capture_windows`` call that ``run_shard`` makes: CUDA events on a GPU (no sync added; read once
-    the run is done), the wall clock on the CPU, where every op is synchronous. Also names the calls for the
-    profiler."""
+    """Times every ``capture_windows_at`` call (one forward per batch) that ``run_shard`` makes: CUDA events on a GPU
+    (no sync added; read once the run is done), the wall clock on the CPU, where every op is synchronous. Also names
+    the calls for the profiler."""
 
     def __init__(self, device) -> None:
         self.device = device
@@ -115,7 +115,7 @@ class ForwardClock:
 
         import personamine.shards.run as run_module
 
-        original = run_module.capture_windows
+        original = run_module.capture_windows_at  # the one forward per batch, every readout's layer
         cuda = self.device.type == "cuda"
 
         def timed(*args, **kwargs):
@@ -133,11 +133,11 @@ class ForwardClock:
                 finally:
                     self.spans.append(time.perf_counter() - t0)
 
-        run_module.capture_windows = timed
+        run_module.capture_windows_at = timed
         try:
             yield self
         finally:
-            run_module.capture_windows = original
+            run_module.capture_windows_at = original
 
     def seconds(self) -> float:
         import torch

@@ -4,4 +4,5 @@ import sys
 
 from personamine.jobs.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (a tool listing the package's modules) runs nothing
+    sys.exit(main())

@@ -123,7 +123,8 @@ def test_a_non_finite_activation_stops_mining_naming_feature_document_and_token(
     from transformers import AutoTokenizer
 
     code, err = run_mine(overflowing_sae, "--preflight-tokens", "0")
-    assert_one_line(code, err, "feature 2 is inf on corpus file", "Pass allow_nonfinite (--allow-nonfinite)")
+    assert_one_line(code, err, f"feature 2 is inf at layer {SAE_LAYER} on corpus file",
+                    "Pass allow_nonfinite (--allow-nonfinite)")
     found = re.search(r"unit 0 row (\d+), token (\d+) \('([^']*)', id (\d+)\)", err[0])
     assert found, err[0]
     row, token, text, token_id = int(found[1]), int(found[2]), found[3], int(found[4])

@@ -38,8 +38,8 @@ def test_every_config_field_has_help():
 def test_unknown_fields_suggest_the_closest_names(tmp_path):
     with pytest.raises(PersonamineError) as err:
         MineConfig.from_dict({"topk": 5, "layr": 3, "zzz": 1})
-    assert str(err.value) == ("unknown config field(s): layr (did you mean layer?), topk (did you mean top_k or "
-                              "top?), zzz")
+    assert str(err.value) == ("unknown config field(s): layr (did you mean layer or layers?), topk (did you mean "
+                              "top_k or top?), zzz")
     job = tmp_path / "job.toml"
     job.write_text("ctx_lenn = 32\n")
     with pytest.raises(PersonamineError, match=r"ctx_lenn \(did you mean ctx_len\?\)"):
