@@ -145,6 +145,7 @@ def _screen(plan: Plan, work: WorkDir, on_shard_done: Callable[[ScreenResult], N
         raise PersonamineError(
             f"corpus {cfg.corpus!r} has no sample to screen: none of its {counters['n_rows']:,} rows is a "
             f"conversation whose last turn is an assistant response ({counters['rows_not_samples']:,} end otherwise, "
+            f"{counters['rows_too_long']:,} are longer than the model's context, "
             f"{counters['rows_skipped']:,} have no {cfg.messages_column!r}, {counters['rows_malformed']:,} "
             "malformed)")
     columns = {k: np.concatenate([p[f"col_{k}"] for p in parts]) for k in _COLUMNS}

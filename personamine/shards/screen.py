@@ -31,7 +31,9 @@ from personamine.model.prompts import tokenize
 from personamine.shards.documents import UnitTally
 from personamine.shards.plan import Budget, Coverage, Shard
 
-COUNTERS = ("n_rows", "n_samples", "rows_not_samples", "rows_malformed", "rows_skipped", "tokens_generated")
+# rows_too_long: samples whose prompt and response (or prompt and max_new_tokens) pass the model's context length
+COUNTERS = ("n_rows", "n_samples", "rows_not_samples", "rows_malformed", "rows_skipped", "tokens_generated",
+            "rows_too_long")
 _END = object()
 STRING_FIELDS = ("prompt", "response", "own")  # rendered prompt, the row's response, the model's own response
 
@@ -64,6 +66,8 @@ class ScreenEngine:
         self.pad = pad_id(self.tokenizer)
         self.settings = GenerationSettings(max_new_tokens=config.max_new_tokens, sample=False,
                                            batch_size=config.batch_size)
+        # positions the model has (None: no limit it states); a longer sequence is no sample, counted
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
 
 
 @dataclass
@@ -113,7 +117,14 @@ def _sample(engine: ScreenEngine, unit: UnitRef, row: int, value: object,
                                   "(skip_malformed_rows skips and counts such rows)") from None
         counters["rows_malformed"] += 1
         return None
-    return _Sample(unit.index, row, rendered.ids, rendered.text, turns[-1]["content"])
+    response = turns[-1]["content"]
+    limit = engine.max_positions
+    if limit is not None:
+        longest = max(len(tokenize(engine.tokenizer, [response])[0]), engine.config.max_new_tokens)
+        if len(rendered.ids) + longest > limit:
+            counters["rows_too_long"] += 1
+            return None
+    return _Sample(unit.index, row, rendered.ids, rendered.text, response)
 
 
 def _screen_batch(engine: ScreenEngine, batch: list[_Sample], out: _Samples, counters: dict[str, int]) -> list[int]:

@@ -163,3 +163,17 @@ def test_cli_bad_input_exit_2(tiny_model_dir, inputs, tmp_path):
         f"personamine: error: layer 99 is out of range: model {str(tiny_model_dir)!r} has {TINY_NUM_LAYERS} layers "
         f"(0..{TINY_NUM_LAYERS - 1})"]
     assert not out.exists()
+
+
+def test_a_sample_longer_than_the_model_is_counted_not_screened(tiny_model_dir, inputs, tmp_path):
+    """A conversation whose prompt and response pass the model's positions (2,048 for the tiny model) is no sample:
+    counted in rows_too_long, the others screened."""
+    rows = [[{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am an assistant."}],
+            [{"role": "user", "content": "Tell me everything."},
+             {"role": "assistant", "content": " ".join(["the cat sleeps and you feel tired"] * 400)}],
+            [{"role": "user", "content": "What is a cat?"}, {"role": "assistant", "content": "A small animal."}]]
+    corpus = write_screen_corpus(tmp_path / "long.jsonl", rows)
+    res = read_screening(personamine.screen(**kwargs(tiny_model_dir, inputs, tmp_path / "s.h5",
+                                                      corpus=str(corpus))))
+    assert res.attrs["rows_too_long"] == 1 and res.attrs["n_samples"] == 2
+    assert sorted(res.document.tolist()) == [0, 2]
