@@ -462,6 +462,11 @@ def readouts_of(path: str | Path) -> dict[str, Path]:
     return {str(attrs.get("readout", f"L{attrs.get('layer', '')}")): path}
 
 
+def holds_directions(path: str | Path) -> bool:
+    """Whether a mining file holds a directions readout (its attributes alone are read)."""
+    return str(read_attrs(Path(path), FORMAT, FORMAT_VERSION, "mining").get("readout_kind", "")) == "directions"
+
+
 def readout_path(path: str | Path, readout: str | None) -> Path:
     """The file holding ``readout`` of a mining output (an index or a single file); None: its first readout (the
     run's first SAE, or its first directions without one)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from personamine.atomic import atomic_write_bytes, check_writable
 from personamine.files.discover import read_discovery
-from personamine.files.mine import MineResults, read_feature_ids, read_results, readouts_of
+from personamine.files.mine import MineResults, holds_directions, read_results, readouts_of
 from personamine.files.screen import read_screening
 from personamine.files.steer import read_steering
 from personamine.report.data import report_data
@@ -45,7 +45,7 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     else:
         where = Path(results)
         files = readouts_of(where)
-        parts = [read_results(path, None if _is_directions(path) else features) for path in files.values()]
+        parts = [read_results(path, None if holds_directions(path) else features) for path in files.values()]
     disc = None
     if discovery is not None:
         disc = read_discovery(discovery)
@@ -73,10 +73,6 @@ def report(results: str | Path | MineResults, output: str | Path | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))
     return out
-
-
-def _is_directions(path: Path) -> bool:
-    return str(read_feature_ids(path)[1].get("readout_kind", "")) == "directions"
 
 
 class _CallableModule(types.ModuleType):

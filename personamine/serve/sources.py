@@ -19,7 +19,7 @@ from personamine.files.mine import (
     FORMAT_VERSION,
     INDEX_FORMAT,
     MineResults,
-    read_feature_ids,
+    holds_directions,
     read_results,
     readouts_of,
 )
@@ -58,8 +58,7 @@ def sae_files(path: Path) -> list[Path]:
     readouts' files (the browser pages features; a directions readout reads in ``report`` and ``show``)."""
     if not path.is_file() or file_format(path, "results") != INDEX_FORMAT:
         return [path]
-    found = [f for f in readouts_of(path).values()
-             if read_feature_ids(f)[1].get("readout_kind") != "directions"]
+    found = [f for f in readouts_of(path).values() if not holds_directions(f)]
     if not found:
         raise PersonamineError(f"{str(path)!r} holds directions readouts only: the browser pages SAE features (read "
                                "directions with personamine report or show --readout)")

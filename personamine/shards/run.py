@@ -488,6 +488,23 @@ def _nonfinite(engine: MiningEngine, readout: Readout, shard: Shard, batch: Wind
         "them as 0 and count them")
 
 
+@dataclass
+class _LayerTokens:
+    """A batch's scored tokens at one layer, found once however many readouts read that layer."""
+
+    tokens: ScoredTokens
+    x: torch.Tensor  # [P, D] their residuals
+    n_outliers: int
+    role_counts: torch.Tensor  # [R] scored tokens per role
+
+    @classmethod
+    def of(cls, hidden: torch.Tensor, batch: WindowBatch, norm_filter: float) -> _LayerTokens:
+        scored, outlier = scored_tokens(hidden, batch, norm_filter)
+        tokens = ScoredTokens(scored, batch.roles)
+        return cls(tokens, hidden[tokens.window, tokens.position], int(outlier.sum()),
+                   torch.bincount(tokens.role, minlength=len(ROLES)))
+
+
 class _ReadoutState:
     """What one readout accumulates over a shard: its buffers, its own counters and, where kept, the per-document
     scores."""
@@ -499,16 +516,14 @@ class _ReadoutState:
         self.role_scored = torch.zeros(len(ROLES), dtype=torch.int64, device=engine.device)
         self.scorer = DocumentScorer(readout.n_scores) if readout.n_scores else None
 
-    def add(self, engine: MiningEngine, shard: Shard, batch: WindowBatch, hidden: torch.Tensor) -> int:
+    def add(self, engine: MiningEngine, shard: Shard, batch: WindowBatch, at: _LayerTokens) -> int:
         """The batch at this readout's layer; returns the tokens it scored."""
         readout = self.readout
-        scored, outlier = scored_tokens(hidden, batch, engine.config.norm_filter)
-        tokens = ScoredTokens(scored, batch.roles)
-        self.counters["tokens_norm_filtered"] += int(outlier.sum())
+        tokens, x = at.tokens, at.x
+        self.counters["tokens_norm_filtered"] += at.n_outliers
         n_scored = tokens.window.numel()
         self.counters["tokens_scored"] += n_scored
-        self.role_scored += torch.bincount(tokens.role, minlength=len(ROLES))
-        x = hidden[tokens.window, tokens.position]
+        self.role_scored += at.role_counts
         document = turn = None
         if self.scorer is not None:
             document = torch.from_numpy(batch.windows.document)[tokens.window.cpu()]
@@ -565,8 +580,10 @@ def run_shard(engine: MiningEngine, shard: Shard,
             counters["tokens_fed"] += fed
             counters["tokens_special"] += int(batch.special.sum())
             role_seen += torch.bincount(batch.roles[batch.region & ~batch.special], minlength=n_roles)
-            scored = [state.add(engine, shard, batch, hiddens[state.readout.layer]) for state in states]
+            at = {layer: _LayerTokens.of(hidden, batch, engine.config.norm_filter) for layer, hidden in hiddens.items()}
             del hiddens
+            scored = [state.add(engine, shard, batch, at[state.readout.layer]) for state in states]
+            del at
             if on_batch is not None:
                 on_batch(fed, int(batch.region.sum()), scored[0])
     coverage = Coverage([t.done() for t in tallies], reached_budget=any(t.reached_budget for t in tallies))
